@@ -1,0 +1,212 @@
+"""The validated shape of ``portico.yaml``.
+
+Unknown keys are errors (``extra="forbid"``) so a typo such as ``base_ulr`` fails at start-up with its path
+instead of silently falling back to a default. Secrets are ``SecretStr`` so they never show in reprs or logs.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+_STRICT = ConfigDict(extra="forbid")
+
+
+class Price(BaseModel):
+    """USD per one million tokens."""
+
+    model_config = _STRICT
+    input: float = Field(default=0.0, ge=0)
+    output: float = Field(default=0.0, ge=0)
+    cached_input: float | None = Field(default=None, ge=0)
+
+
+class Timeouts(BaseModel):
+    model_config = _STRICT
+    connect: float = Field(default=10.0, gt=0)
+    # Time to the response headers (and, for streams, the first event).
+    first_byte: float = Field(default=120.0, gt=0)
+    total: float = Field(default=600.0, gt=0)
+
+
+class _Deployment(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model: str | None = None  # upstream model id; defaults to the public model name
+    price: Price | None = None
+    context_window: int | None = Field(default=None, ge=1)
+    weight: float = Field(default=1.0, gt=0)
+    name: str | None = None  # shown in x-portico-model; defaults to provider/model
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{self.provider}/{self.model}"  # type: ignore[attr-defined]
+
+
+class HttpDeployment(_Deployment):
+    base_url: str
+    api_key: SecretStr | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+
+
+class OpenAIDeployment(HttpDeployment):
+    """Any OpenAI-compatible API: OpenAI, vLLM, Ollama, llama.cpp server, Groq, Together, Mistral, …"""
+
+    provider: Literal["openai"]
+    base_url: str = "https://api.openai.com/v1"
+    organization: str | None = None
+
+
+class AzureDeployment(HttpDeployment):
+    """Azure OpenAI: ``{base_url}/openai/deployments/{deployment}/…?api-version=…`` with an ``api-key`` header."""
+
+    provider: Literal["azure"]
+    deployment: str | None = None  # defaults to ``model``
+    api_version: str = "2024-10-21"
+
+
+class AnthropicDeployment(HttpDeployment):
+    provider: Literal["anthropic"]
+    base_url: str = "https://api.anthropic.com"
+    anthropic_version: str = "2023-06-01"
+    # Anthropic requires max_tokens; used when the client sends none.
+    default_max_tokens: int = Field(default=4096, ge=1)
+
+
+class GeminiDeployment(HttpDeployment):
+    """Google AI (``/v1beta/models/{model}:generateContent``) or, with ``project``, the Vertex AI path."""
+
+    provider: Literal["gemini", "vertex"]
+    base_url: str = "https://generativelanguage.googleapis.com"
+    project: str | None = None
+    location: str = "us-central1"
+    api_version: str = "v1beta"
+
+    @model_validator(mode="after")
+    def _vertex(self) -> GeminiDeployment:
+        if self.provider == "vertex":
+            if not self.project:
+                raise ValueError("provider 'vertex' needs 'project'")
+            if "base_url" not in self.model_fields_set:
+                # Vertex lives on the regional aiplatform host, not Google AI's.
+                host = "aiplatform" if self.location == "global" else f"{self.location}-aiplatform"
+                self.base_url = f"https://{host}.googleapis.com"
+        return self
+
+
+class LocalDeployment(_Deployment):
+    """In-process model: a GGUF through llama.cpp (chat) or a sentence-transformers folder (embeddings)."""
+
+    provider: Literal["local"]
+    path: str | None = None  # default: the packaged SmolLM2-135M-Instruct / all-MiniLM-L6-v2
+    n_ctx: int = Field(default=4096, ge=256)
+    n_threads: int | None = Field(default=None, ge=1)
+    chat_format: str | None = None  # llama.cpp chat handler; default: the GGUF's own template
+
+
+Deployment = Annotated[
+    OpenAIDeployment | AzureDeployment | AnthropicDeployment | GeminiDeployment | LocalDeployment,
+    Field(discriminator="provider"),
+]
+
+
+class ModelConfig(BaseModel):
+    model_config = _STRICT
+    name: str = Field(min_length=1)
+    type: Literal["chat", "embedding"] = "chat"
+    deployments: list[Deployment] = Field(min_length=1)
+    fallbacks: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _fill_names(self) -> ModelConfig:
+        for d in self.deployments:
+            if d.model is None:
+                d.model = _local_model_id(d, self.type) if isinstance(d, LocalDeployment) else self.name
+            if self.type == "embedding" and d.provider in ("anthropic",):
+                raise ValueError(f"provider '{d.provider}' has no embeddings API")
+        return self
+
+
+def _local_model_id(d: LocalDeployment, kind: str) -> str:
+    if d.path:
+        return d.path.rstrip("/").rsplit("/", 1)[-1].removesuffix(".gguf")
+    return "all-MiniLM-L6-v2" if kind == "embedding" else "SmolLM2-135M-Instruct"
+
+
+class StepConfig(BaseModel):
+    """One pipeline step of an application: ``use`` names a registered step kind, the rest are its options."""
+
+    model_config = ConfigDict(extra="allow")
+    use: str
+
+
+class ApplicationConfig(BaseModel):
+    model_config = _STRICT
+    name: str = Field(min_length=1)
+    model: str  # the model the application's generate step calls
+    steps: list[StepConfig] = Field(default_factory=list)
+
+
+class ServerConfig(BaseModel):
+    model_config = _STRICT
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1)
+    # Upper bound on request bodies; larger ones get 413 before any parsing.
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+
+
+class LoggingConfig(BaseModel):
+    model_config = _STRICT
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    json_lines: bool = Field(default=True, alias="json")
+
+
+class PorticoConfig(BaseModel):
+    model_config = _STRICT
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    state_dir: str = ".portico"
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    models: list[ModelConfig] = Field(min_length=1)
+    applications: list[ApplicationConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _cross_refs(self) -> PorticoConfig:
+        names: dict[str, str] = {}
+        for i, m in enumerate(self.models):
+            if m.name in names:
+                raise ValueError(f"models[{i}].name: '{m.name}' is defined twice")
+            names[m.name] = m.type
+        for i, m in enumerate(self.models):
+            for j, fb in enumerate(m.fallbacks):
+                if fb not in names:
+                    raise ValueError(f"models[{i}].fallbacks[{j}]: unknown model '{fb}'")
+                if names[fb] != m.type:
+                    raise ValueError(f"models[{i}].fallbacks[{j}]: '{fb}' is a {names[fb]} model, not {m.type}")
+                if fb == m.name:
+                    raise ValueError(f"models[{i}].fallbacks[{j}]: a model cannot fall back to itself")
+        for i, a in enumerate(self.applications):
+            if a.name in names:
+                raise ValueError(f"applications[{i}].name: '{a.name}' is already a model name")
+            if a.model not in names:
+                raise ValueError(f"applications[{i}].model: unknown model '{a.model}'")
+            if names[a.model] != "chat":
+                raise ValueError(f"applications[{i}].model: '{a.model}' is not a chat model")
+            names[a.name] = "application"
+        return self
+
+    def model(self, name: str) -> ModelConfig | None:
+        for m in self.models:
+            if m.name == name:
+                return m
+        return None
+
+
+def secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
+def public_view(cfg: PorticoConfig) -> dict[str, Any]:
+    """The config without secrets, for ``portico models`` and admin views."""
+    return cfg.model_dump(mode="json", exclude={"models": {"__all__": {"deployments": {"__all__": {"api_key"}}}}})

@@ -1,0 +1,1 @@
+"""Context construction: prompt assembly now; knowledge bases, retrieval and rewriting arrive with their issue."""

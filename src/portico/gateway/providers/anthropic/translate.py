@@ -1,0 +1,298 @@
+"""OpenAI chat requests → Anthropic Messages requests, and Anthropic messages → OpenAI completions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from portico.config.schema import AnthropicDeployment, HttpDeployment, secret
+from portico.gateway.providers.anthropic.stream import AnthropicStream, error_reason, finish_reason, openai_usage
+from portico.gateway.providers.base import UpstreamRequest, error_text
+from portico.protocol.chat import (
+    ChatCompletionRequest,
+    ImagePart,
+    Message,
+    TextPart,
+    choice_dict,
+    completion_dict,
+)
+from portico.protocol.embeddings import EmbeddingRequest
+from portico.protocol.errors import InvalidRequest, UpstreamError
+
+Block = dict[str, Any]
+
+# ---- request: system prompt -----------------------------------------------------------------------------
+
+
+def _system_text(msg: Message, i: int) -> str:
+    """Anthropic's system prompt is text only, so image or audio parts in a system message cannot be sent."""
+    if isinstance(msg.content, str):
+        return msg.content
+    for j, part in enumerate(msg.content or []):
+        if not isinstance(part, TextPart):
+            raise InvalidRequest(f"Anthropic system prompts take text only, not '{part.type}'",
+                                 param=f"messages[{i}].content[{j}]")
+    return msg.text()
+
+
+def _json_instruction(req: ChatCompletionRequest) -> str | None:
+    """Anthropic has no JSON mode, so response_format becomes an instruction in the system prompt."""
+    fmt = req.response_format
+    if fmt is None or fmt.type == "text":
+        return None
+    text = "Respond with only a JSON object: no prose, no markdown code fences."
+    if fmt.type == "json_schema" and fmt.json_schema is not None and fmt.json_schema.schema_ is not None:
+        schema = orjson.dumps(fmt.json_schema.schema_).decode()
+        text += f" The object must match this JSON schema:\n{schema}"
+    return text
+
+
+def _system_blocks(req: ChatCompletionRequest) -> list[Block]:
+    texts = [_system_text(m, i) for i, m in enumerate(req.messages) if m.role in ("system", "developer")]
+    texts.append(_json_instruction(req) or "")
+    # Anthropic rejects empty text blocks.
+    return [{"type": "text", "text": t} for t in texts if t]
+
+
+# ---- request: content blocks ----------------------------------------------------------------------------
+
+
+def _image_block(part: ImagePart, param: str) -> Block:
+    url = part.image_url.url
+    if url.startswith(("http://", "https://")):
+        return {"type": "image", "source": {"type": "url", "url": url}}
+    if url.startswith("data:"):
+        header, sep, data = url[5:].partition(",")
+        media_type, _, encoding = header.partition(";")
+        if sep and encoding == "base64" and media_type:
+            return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
+    raise InvalidRequest("image_url must be an http(s) URL or a base64 data: URL", param=f"{param}.image_url.url")
+
+
+def _content_blocks(msg: Message, i: int) -> list[Block]:
+    """Text and image parts of a user, assistant or tool message; empty text is dropped (Anthropic rejects it)."""
+    if isinstance(msg.content, str):
+        return [{"type": "text", "text": msg.content}] if msg.content else []
+    blocks: list[Block] = []
+    for j, part in enumerate(msg.content or []):
+        param = f"messages[{i}].content[{j}]"
+        if isinstance(part, TextPart):
+            if part.text:
+                blocks.append({"type": "text", "text": part.text})
+        elif isinstance(part, ImagePart):
+            blocks.append(_image_block(part, param))
+        elif part.type == "refusal" and msg.role == "assistant":
+            refusal = (part.model_extra or {}).get("refusal")
+            if refusal:
+                blocks.append({"type": "text", "text": str(refusal)})
+        else:
+            raise InvalidRequest(f"Anthropic does not accept content parts of type '{part.type}'", param=param)
+    return blocks
+
+
+def _tool_use_blocks(msg: Message, i: int) -> list[Block]:
+    blocks: list[Block] = []
+    for j, call in enumerate(msg.tool_calls or []):
+        param = f"messages[{i}].tool_calls[{j}].function.arguments"
+        try:
+            args = orjson.loads(call.function.arguments) if call.function.arguments.strip() else {}
+        except orjson.JSONDecodeError as e:
+            raise InvalidRequest(f"tool call arguments are not valid JSON: {e}", param=param) from e
+        if not isinstance(args, dict):
+            raise InvalidRequest("tool call arguments must be a JSON object", param=param)
+        blocks.append({"type": "tool_use", "id": call.id, "name": call.function.name, "input": args})
+    return blocks
+
+
+def _tool_result_block(msg: Message, i: int) -> Block:
+    block: Block = {"type": "tool_result", "tool_use_id": msg.tool_call_id}
+    if isinstance(msg.content, str):
+        if msg.content:
+            block["content"] = msg.content
+    else:
+        content = _content_blocks(msg, i)
+        if content:
+            block["content"] = content
+    return block
+
+
+def _turn(msg: Message, i: int) -> tuple[str, list[Block]]:
+    """One OpenAI message as (Anthropic role, content blocks)."""
+    if msg.role == "tool":
+        return "user", [_tool_result_block(msg, i)]
+    if msg.role == "assistant":
+        return "assistant", _content_blocks(msg, i) + _tool_use_blocks(msg, i)
+    if msg.role == "user":
+        blocks = _content_blocks(msg, i)
+        if not blocks:
+            raise InvalidRequest("Anthropic rejects empty user messages", param=f"messages[{i}].content")
+        return "user", blocks
+    raise InvalidRequest("the legacy 'function' role is not supported; use tools", param=f"messages[{i}].role")
+
+
+def _tool_results_first(blocks: list[Block]) -> list[Block]:
+    """Anthropic wants a user turn's tool_result blocks before any other content."""
+    results = [b for b in blocks if b["type"] == "tool_result"]
+    return results + [b for b in blocks if b["type"] != "tool_result"] if results else blocks
+
+
+def _messages(req: ChatCompletionRequest) -> list[dict[str, Any]]:
+    """Conversation turns; consecutive same-role turns are merged because Anthropic requires alternation."""
+    out: list[dict[str, Any]] = []
+    for i, msg in enumerate(req.messages):
+        if msg.role in ("system", "developer"):
+            continue
+        role, blocks = _turn(msg, i)
+        if not blocks:
+            continue  # an assistant turn with no text and no tool calls says nothing
+        if out and out[-1]["role"] == role:
+            out[-1]["content"].extend(blocks)
+        else:
+            out.append({"role": role, "content": blocks})
+    if not out:
+        raise InvalidRequest("Anthropic needs at least one user or assistant message", param="messages")
+    for turn in out:
+        if turn["role"] == "user":
+            turn["content"] = _tool_results_first(turn["content"])
+    return out
+
+
+# ---- request: tools and sampling ------------------------------------------------------------------------
+
+
+def _tools(req: ChatCompletionRequest) -> list[Block]:
+    tools: list[Block] = []
+    for t in req.tools or []:
+        tool: Block = {"name": t.function.name}
+        if t.function.description:
+            tool["description"] = t.function.description
+        # input_schema is required by Anthropic; a function without parameters takes an empty object.
+        tool["input_schema"] = t.function.parameters or {"type": "object", "properties": {}}
+        tools.append(tool)
+    return tools
+
+
+def _tool_choice(req: ChatCompletionRequest) -> Block | None:
+    choice = req.tool_choice
+    if choice == "none":
+        return {"type": "none"}  # disable_parallel_tool_use is not allowed with "none"
+    if choice is None and req.parallel_tool_calls is not False:
+        return None  # Anthropic's default (auto) is OpenAI's default
+    if choice is None or choice == "auto":
+        out: Block = {"type": "auto"}
+    elif choice == "required":
+        out = {"type": "any"}
+    else:
+        out = {"type": "tool", "name": _named_tool(req, choice)}
+    if req.parallel_tool_calls is False:
+        out["disable_parallel_tool_use"] = True
+    return out
+
+
+def _named_tool(req: ChatCompletionRequest, choice: dict[str, Any]) -> str:
+    fn = choice.get("function")
+    name = fn.get("name") if isinstance(fn, dict) else None
+    if choice.get("type") != "function" or not isinstance(name, str):
+        raise InvalidRequest("tool_choice object must be {type: 'function', function: {name}}", param="tool_choice")
+    if name not in {t.function.name for t in req.tools or []}:
+        raise InvalidRequest(f"tool_choice names '{name}', which is not in tools", param="tool_choice")
+    return name
+
+
+def _sampling(req: ChatCompletionRequest, body: dict[str, Any]) -> None:
+    if req.temperature is not None:
+        body["temperature"] = min(req.temperature, 1.0)  # OpenAI allows 0..2, Anthropic 0..1
+    if req.top_p is not None:
+        body["top_p"] = req.top_p
+    if req.stop_list:
+        body["stop_sequences"] = req.stop_list
+    if req.user:
+        body["metadata"] = {"user_id": req.user}
+
+
+def chat_body(req: ChatCompletionRequest, dep: AnthropicDeployment, *, stream: bool) -> dict[str, Any]:
+    """The Messages API body. Penalties, seed and logit_bias have no Anthropic equivalent and are dropped."""
+    if req.logprobs:
+        raise InvalidRequest("Anthropic does not return logprobs", param="logprobs")
+    body: dict[str, Any] = {"model": dep.model, "max_tokens": req.output_limit or dep.default_max_tokens}
+    system = _system_blocks(req)
+    if system:
+        body["system"] = system
+    body["messages"] = _messages(req)
+    if req.tools:
+        body["tools"] = _tools(req)
+        choice = _tool_choice(req)
+        if choice is not None:
+            body["tool_choice"] = choice
+    _sampling(req, body)
+    if stream:
+        body["stream"] = True
+    return body
+
+
+# ---- response -------------------------------------------------------------------------------------------
+
+
+def _tool_call(block: Block) -> dict[str, Any]:
+    arguments = orjson.dumps(block.get("input") or {}).decode()
+    return {"id": block.get("id"), "type": "function", "function": {"name": block.get("name"), "arguments": arguments}}
+
+
+def completion_from_message(data: dict[str, Any], model: str) -> dict[str, Any]:
+    if data.get("type") == "error":
+        raise UpstreamError(f"upstream error: {error_reason(data)}", status=502)
+    content = data.get("content")
+    if not isinstance(content, list):
+        raise UpstreamError("upstream answered without 'content'", status=502)
+    texts = [b.get("text") or "" for b in content if isinstance(b, dict) and b.get("type") == "text"]
+    calls = [_tool_call(b) for b in content if isinstance(b, dict) and b.get("type") == "tool_use"]
+    # OpenAI sends content null on a pure tool-call answer; thinking blocks are not part of the answer.
+    text = "".join(texts) if texts else (None if calls else "")
+    u = data.get("usage") or {}
+    usage = openai_usage(u.get("input_tokens") or 0, u.get("output_tokens") or 0,
+                         u.get("cache_read_input_tokens"), u.get("cache_creation_input_tokens"))
+    choice = choice_dict(0, text, finish_reason(data.get("stop_reason")) or "stop", calls or None)
+    return completion_dict(model=data.get("model") or model, choices=[choice], usage=usage, id=data.get("id"))
+
+
+# ---- provider -------------------------------------------------------------------------------------------
+
+
+def _anthropic(dep: HttpDeployment) -> AnthropicDeployment:
+    if not isinstance(dep, AnthropicDeployment):
+        raise TypeError(f"the anthropic provider needs an AnthropicDeployment, got {type(dep).__name__}")
+    return dep
+
+
+class AnthropicProvider:
+    name = "anthropic"
+    native_dimensions = False
+
+    def _headers(self, dep: AnthropicDeployment) -> dict[str, str]:
+        h = {"content-type": "application/json", "anthropic-version": dep.anthropic_version}
+        key = secret(dep.api_key)
+        if key:
+            h["x-api-key"] = key
+        h.update(dep.headers)
+        return h
+
+    def chat_request(self, req: ChatCompletionRequest, dep: HttpDeployment, *, stream: bool) -> UpstreamRequest:
+        a = _anthropic(dep)
+        url = a.base_url.rstrip("/") + "/v1/messages"
+        return UpstreamRequest(url, self._headers(a), chat_body(req, a, stream=stream))
+
+    def chat_response(self, data: dict[str, Any], req: ChatCompletionRequest, dep: HttpDeployment) -> dict[str, Any]:
+        return completion_from_message(data, dep.model or req.model)
+
+    def stream_translator(self, req: ChatCompletionRequest, dep: HttpDeployment) -> AnthropicStream:
+        return AnthropicStream(dep.model or req.model)
+
+    def error_message(self, status: int, body: bytes) -> str:
+        return error_text(body)
+
+    def embeddings_request(self, req: EmbeddingRequest, dep: HttpDeployment) -> UpstreamRequest:
+        raise InvalidRequest("Anthropic has no embeddings API", param="model")
+
+    def embeddings_response(self, data: dict[str, Any], req: EmbeddingRequest, dep: HttpDeployment) -> dict[str, Any]:
+        raise InvalidRequest("Anthropic has no embeddings API", param="model")

@@ -1,0 +1,1 @@
+"""Observability: structured logs now; traces and metrics arrive with their issue."""

@@ -1,0 +1,82 @@
+"""The composition root: builds the gateway and every pipeline from the validated config, once at start-up."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from portico.config.schema import ApplicationConfig, PorticoConfig
+from portico.context.system_prompt import SystemPromptStep
+from portico.gateway import Gateway, GenerateStep
+from portico.pipeline import Parallel, Pipeline, Step
+from portico.pipeline.registry import StepRegistry
+from portico.protocol.errors import InvalidRequest, ModelNotFound
+
+
+def default_registry() -> StepRegistry:
+    reg = StepRegistry()
+    reg.register("system_prompt", SystemPromptStep, phase="before")
+    return reg
+
+
+class Runtime:
+    def __init__(self, cfg: PorticoConfig, registry: StepRegistry | None = None) -> None:
+        self.cfg = cfg
+        self.registry = registry or default_registry()
+        self.gateway = Gateway(cfg)
+        # Plain model names share the minimal pipeline: one step, the hot path of the benchmark.
+        self.minimal = Pipeline("minimal", [GenerateStep(self.gateway)])
+        self.applications: dict[str, Pipeline] = {a.name: self._build(a) for a in cfg.applications}
+        self.started_at = 0
+
+    def _build(self, app: ApplicationConfig) -> Pipeline:
+        before: list[Step | Parallel] = []
+        after: list[Step | Parallel] = []
+        for i, sc in enumerate(app.steps):
+            options: dict[str, Any] = dict(sc.model_extra or {})
+            where = f"applications '{app.name}' steps[{i}]"
+            if sc.use == "parallel":
+                group = [self._step(where, s) for s in options.get("steps", [])]
+                phases = {p for p, _ in group}
+                if len(phases) != 1:
+                    raise ValueError(f"{where}: a parallel group must hold steps of one phase")
+                (before if "before" in phases else after).append(Parallel(*(s for _, s in group)))
+                continue
+            phase, step = self._step(where, {"use": sc.use, **options})
+            (before if phase == "before" else after).append(step)
+        return Pipeline(app.name, [*before, GenerateStep(self.gateway, app.model), *after])
+
+    def _step(self, where: str, spec: dict[str, Any]) -> tuple[str, Step]:
+        spec = dict(spec)
+        name = spec.pop("use", None)
+        if not isinstance(name, str):
+            raise ValueError(f"{where}: each step needs 'use'")
+        try:
+            kind = self.registry.get(name)
+            return kind.phase, kind.factory(spec)
+        except Exception as e:
+            raise ValueError(f"{where} ({name}): {e}") from None
+
+    def pipeline_for(self, name: str) -> tuple[Pipeline, str | None]:
+        """The pipeline a request's ``model`` selects, and the application name if it is one."""
+        app = self.applications.get(name)
+        if app is not None:
+            return app, name
+        entry = self.gateway.models.get(name)
+        if entry is None:
+            raise ModelNotFound(f"The model '{name}' does not exist or you do not have access to it.", param="model")
+        if entry.config.type != "chat":
+            raise InvalidRequest(f"'{name}' is an embedding model; use /v1/embeddings", param="model",
+                                 code="wrong_model_type")
+        return self.minimal, None
+
+    def model_names(self) -> list[tuple[str, str]]:
+        """(id, kind) of everything clients can name: models, then applications."""
+        out = [(m.name, m.type) for m in self.cfg.models]
+        out += [(a.name, "application") for a in self.cfg.applications]
+        return out
+
+    async def start(self) -> None:
+        await self.gateway.start()
+
+    async def close(self) -> None:
+        await self.gateway.close()

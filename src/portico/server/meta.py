@@ -1,0 +1,45 @@
+"""``GET /v1/models``, ``/v1/models/{id}``, ``/healthz``, ``/readyz``."""
+
+from __future__ import annotations
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from portico.protocol.errors import ModelNotFound
+from portico.runtime import Runtime
+
+
+def _json(data: object, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+
+def _model_obj(rt: Runtime, name: str, kind: str) -> dict:
+    return {"id": name, "object": "model", "created": rt.started_at, "owned_by": "portico", "portico_type": kind}
+
+
+async def list_models(request: Request) -> Response:
+    rt: Runtime = request.app.state.runtime
+    return _json({"object": "list", "data": [_model_obj(rt, n, k) for n, k in rt.model_names()]})
+
+
+async def get_model(request: Request) -> Response:
+    rt: Runtime = request.app.state.runtime
+    name = request.path_params["model"]
+    for n, k in rt.model_names():
+        if n == name:
+            return _json(_model_obj(rt, n, k))
+    raise ModelNotFound(f"The model '{name}' does not exist or you do not have access to it.", param="model")
+
+
+async def healthz(request: Request) -> Response:
+    return _json({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    """Ready only when every deployment's backend is loaded (local models take a few seconds)."""
+    rt: Runtime = request.app.state.runtime
+    backends = rt.gateway.readiness()
+    ready = all(v == "ready" for v in backends.values())
+    body = {"status": "ready" if ready else "not_ready", "deployments": backends, "inflight": rt.gateway.inflight()}
+    return _json(body, 200 if ready else 503)

@@ -1,0 +1,90 @@
+"""Server-sent events for chat streams, with client-disconnect → upstream cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from starlette.types import Receive, Scope, Send
+
+from portico.protocol.chat import chunk_dict, delta_choice
+from portico.protocol.errors import PorticoError
+
+log = logging.getLogger("portico.server")
+
+DONE = b"data: [DONE]\n\n"
+
+
+async def encode_events(chunks: AsyncIterator[dict[str, Any]], include_usage: bool) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in chunks:
+            if not include_usage:
+                if not chunk.get("choices") and chunk.get("usage"):
+                    continue  # the usage chunk Portico asked the upstream for, not the client
+                chunk.pop("usage", None)
+            yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+    except PorticoError as e:
+        # Headers are gone already: report in-band the way OpenAI does, then end the stream.
+        log.warning("stream failed after first byte", extra={"error": e.message, "status": e.status})
+        yield b"data: " + orjson.dumps(e.to_dict()) + b"\n\n"
+        return
+    yield DONE
+
+
+async def completion_as_chunks(resp: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    """A finished completion (e.g. a cache hit or a stock answer) replayed as a stream."""
+    base = {"id": resp.get("id", ""), "model": resp.get("model", ""), "created": resp.get("created", 0)}
+    for c in resp.get("choices", []):
+        msg = c.get("message") or {}
+        delta: dict[str, Any] = {"role": "assistant", "content": msg.get("content")}
+        if msg.get("tool_calls"):
+            delta["tool_calls"] = [dict(tc, index=i) for i, tc in enumerate(msg["tool_calls"])]
+        yield chunk_dict(**base, choices=[delta_choice(c.get("index", 0), delta)])
+        yield chunk_dict(**base, choices=[delta_choice(c.get("index", 0), {}, c.get("finish_reason") or "stop")])
+    if resp.get("usage"):
+        yield chunk_dict(**base, choices=[], usage=resp["usage"])
+
+
+class SSEResponse:
+    """Streams ``body`` and watches the client: when it disconnects, the stream task is cancelled at once,
+    which closes the upstream call (Starlette's own StreamingResponse notices only at the next write)."""
+
+    def __init__(self, body: AsyncIterator[bytes], headers: dict[str, str]) -> None:
+        self.body = body
+        self.headers = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
+                        (b"x-accel-buffering", b"no")]
+        self.headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        stream = asyncio.ensure_future(self._stream(send))
+        watch = asyncio.ensure_future(_wait_disconnect(receive))
+        try:
+            await asyncio.wait({stream, watch}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in (stream, watch):
+                if not t.done():
+                    t.cancel()
+            await asyncio.gather(stream, watch, return_exceptions=True)
+            aclose = getattr(self.body, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        if stream.done() and not stream.cancelled() and stream.exception() is not None:
+            exc = stream.exception()
+            if not isinstance(exc, OSError):  # OSError: the socket went away mid-write
+                raise exc
+
+    async def _stream(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.headers})
+        async for data in self.body:
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _wait_disconnect(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
