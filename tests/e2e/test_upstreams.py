@@ -174,9 +174,8 @@ def test_disconnect_cancels_upstream_stream(portico: str) -> None:
     with httpx.Client(timeout=30) as http:
         with http.stream("POST", f"{portico}/v1/chat/completions", json=body) as resp:
             assert resp.status_code == 200
-            for line in resp.iter_lines():
-                if line.startswith("data: "):
-                    break
+            lines = resp.iter_lines()  # kept open: closing the iterator would close the response
+            assert next(line for line in lines if line.startswith("data: "))
             assert _inflight(http, portico) == 1
         # Leaving the block closed the connection mid-stream.
         deadline = time.monotonic() + 10

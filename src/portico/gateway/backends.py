@@ -51,7 +51,7 @@ class HttpBackend:
         self.provider = provider
         self.transport = transport
         self.label = dep.label
-        self._native_n = getattr(provider, "supports_n", True)
+        self._native_n = provider.supports_n
 
     async def start(self) -> None:
         return None

@@ -264,3 +264,20 @@ def delta_choice(
     index: int, delta: dict[str, Any], finish_reason: str | None = None, logprobs: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     return {"index": index, "delta": delta, "finish_reason": finish_reason, "logprobs": logprobs}
+
+
+def completion_chunks(resp: dict[str, Any]) -> list[dict[str, Any]]:
+    """A finished ``chat.completion`` as the chunks a stream of it would have had (usage chunk last)."""
+    base = {"id": resp.get("id", ""), "model": resp.get("model", ""), "created": resp.get("created", 0)}
+    out = []
+    for c in resp.get("choices", []):
+        msg = c.get("message") or {}
+        delta: dict[str, Any] = {"role": "assistant", "content": msg.get("content")}
+        if msg.get("tool_calls"):
+            delta["tool_calls"] = [dict(tc, index=i) for i, tc in enumerate(msg["tool_calls"])]
+        index = c.get("index", 0)
+        out.append(chunk_dict(**base, choices=[delta_choice(index, delta, logprobs=c.get("logprobs"))]))
+        out.append(chunk_dict(**base, choices=[delta_choice(index, {}, c.get("finish_reason") or "stop")]))
+    if resp.get("usage"):
+        out.append(chunk_dict(**base, choices=[], usage=resp["usage"]))
+    return out

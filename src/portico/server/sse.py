@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from starlette.types import Receive, Scope, Send
 
-from portico.protocol.chat import chunk_dict, delta_choice
+from portico.protocol.chat import completion_chunks
 from portico.protocol.errors import PorticoError
 
 log = logging.getLogger("portico.server")
@@ -36,16 +36,8 @@ async def encode_events(chunks: AsyncIterator[dict[str, Any]], include_usage: bo
 
 async def completion_as_chunks(resp: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
     """A finished completion (e.g. a cache hit or a stock answer) replayed as a stream."""
-    base = {"id": resp.get("id", ""), "model": resp.get("model", ""), "created": resp.get("created", 0)}
-    for c in resp.get("choices", []):
-        msg = c.get("message") or {}
-        delta: dict[str, Any] = {"role": "assistant", "content": msg.get("content")}
-        if msg.get("tool_calls"):
-            delta["tool_calls"] = [dict(tc, index=i) for i, tc in enumerate(msg["tool_calls"])]
-        yield chunk_dict(**base, choices=[delta_choice(c.get("index", 0), delta)])
-        yield chunk_dict(**base, choices=[delta_choice(c.get("index", 0), {}, c.get("finish_reason") or "stop")])
-    if resp.get("usage"):
-        yield chunk_dict(**base, choices=[], usage=resp["usage"])
+    for chunk in completion_chunks(resp):
+        yield chunk
 
 
 class SSEResponse:

@@ -68,6 +68,8 @@ class HttpProvider(Protocol):
     def embeddings_response(self, data: dict[str, Any], req: EmbeddingRequest, dep: HttpDeployment) -> dict[str, Any]:
         ...
 
+    # Whether one upstream call returns ``n`` choices; otherwise the gateway makes n calls and merges them.
+    supports_n: bool
     # Whether the upstream honours ``dimensions`` itself; otherwise the gateway truncates and re-normalises.
     native_dimensions: bool
 

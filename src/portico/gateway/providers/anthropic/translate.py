@@ -267,6 +267,7 @@ def _anthropic(dep: HttpDeployment) -> AnthropicDeployment:
 
 class AnthropicProvider:
     name = "anthropic"
+    supports_n = False  # returns n choices from one call
     native_dimensions = False
 
     def _headers(self, dep: AnthropicDeployment) -> dict[str, str]:

@@ -33,6 +33,7 @@ def _is_vertex(dep: HttpDeployment) -> bool:
 
 class GeminiProvider:
     name = "gemini"
+    supports_n = True  # returns n choices from one call
     native_dimensions = True  # Gemini's outputDimensionality
 
     def _model_url(self, dep: HttpDeployment, model: str) -> str:

@@ -6,7 +6,7 @@ import orjson
 
 from portico.config.schema import AzureDeployment, HttpDeployment, OpenAIDeployment, secret
 from portico.gateway.providers.base import UpstreamRequest, error_text
-from portico.protocol.chat import ChatCompletionRequest
+from portico.protocol.chat import ChatCompletionRequest, completion_chunks
 from portico.protocol.embeddings import EmbeddingRequest
 from portico.protocol.errors import UpstreamError
 
@@ -24,6 +24,9 @@ class _PassThroughStream:
             err = chunk["error"]
             msg = err.get("message", str(err)) if isinstance(err, dict) else str(err)
             raise UpstreamError(f"upstream error mid-stream: {msg}", status=502)
+        if chunk.get("object") == "chat.completion":
+            # Some OpenAI-compatible servers answer a stream request with one whole completion.
+            return completion_chunks(chunk)
         return [chunk]
 
     def finish(self) -> list[dict[str, Any]]:
@@ -35,6 +38,7 @@ _STREAM = _PassThroughStream()
 
 class OpenAIProvider:
     name = "openai"
+    supports_n = True  # returns n choices from one call
     native_dimensions = True
 
     def _base(self, dep: HttpDeployment) -> str:
