@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 # llama-cpp-python 0.3.36 segfaults in decode on this machine kind's AMX-capable Xeons.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX512=OFF
 
-.PHONY: run test install install-dev lint bench-local clean
+.PHONY: run test install install-dev lint bench-local bench-asgi clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,12 @@ lint: install-dev
 
 bench-local: install-dev
 	$(PY) bench/local_throughput.py
+
+# Needs Debian's nginx-light (canned upstream) and wrk (load generator).
+bench-asgi: install-dev
+	@command -v wrk >/dev/null && command -v nginx >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light)
+	$(PY) bench/asgi_server.py
 
 clean:
 	rm -rf $(VENV) .portico .pytest_cache

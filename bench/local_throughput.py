@@ -19,9 +19,9 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.support import VENV_BIN, free_port, running  # noqa: E402
+from tests.support import VENV_BIN, free_port, running
 
-from portico.gateway.providers.local.paths import default_gguf  # noqa: E402
+from portico.gateway.providers.local.paths import default_gguf
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "7"))
 MAX_TOKENS = 128
@@ -38,8 +38,11 @@ def direct_runner():
     def once(stream: bool) -> tuple[int, float]:
         t0 = time.perf_counter()
         if stream:
-            n = sum(1 for c in llm.create_chat_completion(messages=PROMPT, stream=True, **SAMPLING)
-                    if c["choices"] and c["choices"][0]["delta"].get("content"))
+            n = sum(
+                1
+                for c in llm.create_chat_completion(messages=PROMPT, stream=True, **SAMPLING)
+                if c["choices"] and c["choices"][0]["delta"].get("content")
+            )
         else:
             n = llm.create_chat_completion(messages=PROMPT, **SAMPLING)["usage"]["completion_tokens"]
         return n, time.perf_counter() - t0
@@ -69,15 +72,21 @@ def portico_runner(url: str):
 def main() -> None:
     tmp = Path(tempfile.mkdtemp())
     cfg = tmp / "bench.yaml"
-    cfg.write_text(f"models:\n  - name: local\n    deployments: [{{provider: local, n_ctx: {N_CTX}}}]\n"
-                   "logging: {level: WARNING}\n")
+    cfg.write_text(
+        f"models:\n  - name: local\n    deployments: [{{provider: local, n_ctx: {N_CTX}}}]\n"
+        "logging: {level: WARNING}\n"
+    )
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     direct = direct_runner()
     rows: dict[tuple[str, bool], list[float]] = {}
     tokens: dict[tuple[str, bool], int] = {}
-    with running([str(VENV_BIN / "portico"), "serve", "--config", str(cfg), "--port", str(port)],
-                 f"{url}/readyz", tmp / "portico.log", timeout=180):
+    with running(
+        [str(VENV_BIN / "portico"), "serve", "--config", str(cfg), "--port", str(port)],
+        f"{url}/readyz",
+        tmp / "portico.log",
+        timeout=180,
+    ):
         via = portico_runner(url)
         for stream in (False, True):  # warm-up, not counted
             direct(stream)
@@ -103,8 +112,10 @@ def main() -> None:
         for name in ("llama-cpp-python direct", "through Portico (HTTP)"):
             vals = rows[(name, stream)]
             med = statistics.median(vals)
-            lines.append(f"| {'stream' if stream else 'non-stream'} | {name} | {tokens[(name, stream)]} | "
-                         f"{med:.1f} | {min(vals):.1f} | {max(vals):.1f} | {med / base:.3f} |")
+            lines.append(
+                f"| {'stream' if stream else 'non-stream'} | {name} | {tokens[(name, stream)]} | "
+                f"{med:.1f} | {min(vals):.1f} | {max(vals):.1f} | {med / base:.3f} |"
+            )
     lines += ["", "Machine: " + _machine(), ""]
     out = Path(__file__).parent / "results" / "local_throughput.md"
     out.write_text("\n".join(lines))
@@ -112,14 +123,23 @@ def main() -> None:
 
 
 def _machine() -> str:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
+    cpu = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ),
+        platform.processor(),
+    )
     import llama_cpp
 
-    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, llama-cpp-python "
-            f"{llama_cpp.__version__}, {platform.platform()}, "
-            f"{time.strftime('%Y-%m-%d')} (" + subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-            + ")")
+    return (
+        f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, llama-cpp-python "
+        f"{llama_cpp.__version__}, {platform.platform()}, "
+        f"{time.strftime('%Y-%m-%d')} ("
+        + subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+        + ")"
+    )
 
 
 if __name__ == "__main__":

@@ -41,23 +41,49 @@ def server_config(katan: str, slow_katan: str, self_url: str, dead: str) -> dict
             {"name": "oai", "deployments": [{"provider": "openai", "model": "echo", "base_url": f"{katan}/v1", **key}]},
             {"name": "claude", "deployments": [{"provider": "anthropic", "model": "echo", "base_url": katan, **key}]},
             {"name": "gem", "deployments": [{"provider": "gemini", "model": "echo", "base_url": katan, **key}]},
-            {"name": "vtx", "deployments": [{"provider": "vertex", "model": "echo", "base_url": katan,
-                                             "project": "p1", "location": "europe-west4", **key}]},
-            {"name": "az", "deployments": [{"provider": "azure", "model": "echo", "deployment": "echo-dep",
-                                            "base_url": katan, **key}]},
-            {"name": "slow", "deployments": [{"provider": "openai", "model": "echo", "base_url": f"{slow_katan}/v1",
-                                              **key}]},
-            {"name": "down", "deployments": [{"provider": "openai", "model": "x", "base_url": f"{dead}/v1", **key,
-                                              "timeouts": {"connect": 2}}]},
-            {"name": "flaky", "deployments": [{"provider": "openai", "model": "x", "base_url": f"{dead}/v1", **key}],
-             "fallbacks": ["oai"]},
+            {
+                "name": "vtx",
+                "deployments": [
+                    {
+                        "provider": "vertex",
+                        "model": "echo",
+                        "base_url": katan,
+                        "project": "p1",
+                        "location": "europe-west4",
+                        **key,
+                    }
+                ],
+            },
+            {
+                "name": "az",
+                "deployments": [
+                    {"provider": "azure", "model": "echo", "deployment": "echo-dep", "base_url": katan, **key}
+                ],
+            },
+            {
+                "name": "slow",
+                "deployments": [{"provider": "openai", "model": "echo", "base_url": f"{slow_katan}/v1", **key}],
+            },
+            {
+                "name": "down",
+                "deployments": [
+                    {"provider": "openai", "model": "x", "base_url": f"{dead}/v1", **key, "timeouts": {"connect": 2}}
+                ],
+            },
+            {
+                "name": "flaky",
+                "deployments": [{"provider": "openai", "model": "x", "base_url": f"{dead}/v1", **key}],
+                "fallbacks": ["oai"],
+            },
             # OpenAI-compatible embeddings upstream: this very server's local embedder, reached over HTTP.
-            {"name": "remote-embed", "type": "embedding",
-             "deployments": [{"provider": "openai", "model": "local-embed", "base_url": f"{self_url}/v1", **key}]},
+            {
+                "name": "remote-embed",
+                "type": "embedding",
+                "deployments": [{"provider": "openai", "model": "local-embed", "base_url": f"{self_url}/v1", **key}],
+            },
         ],
         "applications": [
-            {"name": "helper", "model": "oai",
-             "steps": [{"use": "system_prompt", "text": "You are terse."}]},
+            {"name": "helper", "model": "oai", "steps": [{"use": "system_prompt", "text": "You are terse."}]},
         ],
     }
 

@@ -43,13 +43,20 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float, ok=(200,)) -> No
 @contextlib.contextmanager
 def running(cmd: list[str], health_url: str, log_path: Path, timeout: float = 60.0) -> Iterator[subprocess.Popen]:
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        proc = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         try:
             try:
                 wait_http(health_url, proc, timeout)
             except RuntimeError as e:
-                raise RuntimeError(f"{e}\n--- log of {cmd[0]} ---\n{log_path.read_text(errors='replace')[-4000:]}") from None
+                raise RuntimeError(
+                    f"{e}\n--- log of {cmd[0]} ---\n{log_path.read_text(errors='replace')[-4000:]}"
+                ) from None
             yield proc
         finally:
             with contextlib.suppress(ProcessLookupError):
@@ -63,7 +70,21 @@ def running(cmd: list[str], health_url: str, log_path: Path, timeout: float = 60
 
 def katan_cmd(port: int, tmp: Path, *extra: str) -> list[str]:
     return [
-        str(VENV_BIN / "llm-katan"), "--model", "echo", "--backend", "echo", "--host", "127.0.0.1",
-        "--port", str(port), "--providers", "openai,anthropic,vertexai,azure_openai", "--disable-dashboard",
-        "--stats-file", str(tmp / f"katan-{port}.json"), "--log-level", "WARNING", *extra,
+        str(VENV_BIN / "llm-katan"),
+        "--model",
+        "echo",
+        "--backend",
+        "echo",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--providers",
+        "openai,anthropic,vertexai,azure_openai",
+        "--disable-dashboard",
+        "--stats-file",
+        str(tmp / f"katan-{port}.json"),
+        "--log-level",
+        "WARNING",
+        *extra,
     ]

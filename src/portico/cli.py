@@ -14,10 +14,14 @@ from rich.table import Table
 
 from portico.config import ConfigError, PorticoConfig, load_config
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Portico: one OpenAI-compatible endpoint for every model.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Portico: one OpenAI-compatible endpoint for every model."
+)
 err = Console(stderr=True)
 
-ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="YAML config file (default: embedded local setup)")]
+ConfigOpt = Annotated[
+    str | None, typer.Option("--config", "-c", help="YAML config file (default: embedded local setup)")
+]
 
 
 def _load(path: str | None) -> PorticoConfig:
@@ -97,7 +101,9 @@ def chat(
     model: Annotated[str, typer.Argument(help="Model or application name")],
     prompt: Annotated[str, typer.Argument(help="The user message")],
     config: ConfigOpt = None,
-    url: Annotated[str | None, typer.Option(help="Use a running Portico (e.g. http://127.0.0.1:8080) instead of in-process")] = None,
+    url: Annotated[
+        str | None, typer.Option(help="Use a running Portico (e.g. http://127.0.0.1:8080) instead of in-process")
+    ] = None,
     max_tokens: Annotated[int | None, typer.Option("--max-tokens")] = None,
     temperature: Annotated[float | None, typer.Option()] = None,
 ) -> None:
@@ -107,10 +113,7 @@ def chat(
         body["max_tokens"] = max_tokens
     if temperature is not None:
         body["temperature"] = temperature
-    if url:
-        code = _chat_remote(url, body)
-    else:
-        code = asyncio.run(_chat_local(_load(config), body))
+    code = _chat_remote(url, body) if url else asyncio.run(_chat_local(_load(config), body))
     raise typer.Exit(code)
 
 
@@ -118,9 +121,10 @@ def _chat_remote(url: str, body: dict) -> int:
     import httpx
     import orjson
 
-    with httpx.Client(timeout=None) as client, client.stream(
-        "POST", url.rstrip("/") + "/v1/chat/completions", json=body
-    ) as resp:
+    with (
+        httpx.Client(timeout=None) as client,
+        client.stream("POST", url.rstrip("/") + "/v1/chat/completions", json=body) as resp,
+    ):
         if resp.status_code >= 400:
             resp.read()
             err.print(f"[red]error {resp.status_code}:[/red] {resp.text}", highlight=False)

@@ -65,8 +65,9 @@ class Runtime:
         if entry is None:
             raise ModelNotFound(f"The model '{name}' does not exist or you do not have access to it.", param="model")
         if entry.config.type != "chat":
-            raise InvalidRequest(f"'{name}' is an embedding model; use /v1/embeddings", param="model",
-                                 code="wrong_model_type")
+            raise InvalidRequest(
+                f"'{name}' is an embedding model; use /v1/embeddings", param="model", code="wrong_model_type"
+            )
         return self.minimal, None
 
     def model_names(self) -> list[tuple[str, str]]:

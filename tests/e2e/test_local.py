@@ -12,8 +12,11 @@ import pytest
 
 def test_local_chat(client: openai.OpenAI) -> None:
     raw = client.chat.completions.with_raw_response.create(
-        model="local", messages=[{"role": "user", "content": "What is the capital of France?"}],
-        max_tokens=24, temperature=0, seed=1,
+        model="local",
+        messages=[{"role": "user", "content": "What is the capital of France?"}],
+        max_tokens=24,
+        temperature=0,
+        seed=1,
     )
     resp = raw.parse()
     assert resp.choices[0].message.content.strip()
@@ -23,8 +26,9 @@ def test_local_chat(client: openai.OpenAI) -> None:
 
 
 def test_local_chat_is_deterministic_at_temperature_zero(client: openai.OpenAI) -> None:
-    ask = dict(model="local", messages=[{"role": "user", "content": "Name a colour."}], max_tokens=12,
-               temperature=0, seed=3)
+    ask = dict(
+        model="local", messages=[{"role": "user", "content": "Name a colour."}], max_tokens=12, temperature=0, seed=3
+    )
     a = client.chat.completions.create(**ask).choices[0].message.content
     b = client.chat.completions.create(**ask).choices[0].message.content
     assert a == b
@@ -32,8 +36,11 @@ def test_local_chat_is_deterministic_at_temperature_zero(client: openai.OpenAI) 
 
 def test_local_stream(client: openai.OpenAI) -> None:
     stream = client.chat.completions.create(
-        model="local", messages=[{"role": "user", "content": "Count from one to five."}], max_tokens=30,
-        stream=True, stream_options={"include_usage": True},
+        model="local",
+        messages=[{"role": "user", "content": "Count from one to five."}],
+        max_tokens=30,
+        stream=True,
+        stream_options={"include_usage": True},
     )
     pieces, finish, usage = [], None, None
     for chunk in stream:
@@ -50,8 +57,10 @@ def test_local_stream(client: openai.OpenAI) -> None:
 
 def test_local_stop_and_max_tokens(client: openai.OpenAI) -> None:
     resp = client.chat.completions.create(
-        model="local", messages=[{"role": "user", "content": "Write a long story about a dragon."}],
-        max_completion_tokens=5, temperature=0,
+        model="local",
+        messages=[{"role": "user", "content": "Write a long story about a dragon."}],
+        max_completion_tokens=5,
+        temperature=0,
     )
     assert resp.choices[0].finish_reason == "length"
     assert resp.usage.completion_tokens <= 5
@@ -59,8 +68,11 @@ def test_local_stop_and_max_tokens(client: openai.OpenAI) -> None:
 
 def test_local_json_mode_returns_json(client: openai.OpenAI) -> None:
     resp = client.chat.completions.create(
-        model="local", messages=[{"role": "user", "content": "Give a JSON object with a key 'city'."}],
-        response_format={"type": "json_object"}, max_tokens=60, temperature=0,
+        model="local",
+        messages=[{"role": "user", "content": "Give a JSON object with a key 'city'."}],
+        response_format={"type": "json_object"},
+        max_tokens=60,
+        temperature=0,
     )
     content = resp.choices[0].message.content
     if resp.choices[0].finish_reason == "stop":  # grammar-constrained: complete output must parse
@@ -70,12 +82,20 @@ def test_local_json_mode_returns_json(client: openai.OpenAI) -> None:
 
 
 def test_local_tool_call(client: openai.OpenAI) -> None:
-    tool = {"type": "function", "function": {
-        "name": "get_weather", "description": "Get the weather for a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Get the weather for a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        },
+    }
     resp = client.chat.completions.create(
-        model="local", messages=[{"role": "user", "content": "What is the weather in Paris?"}],
-        tools=[tool], tool_choice={"type": "function", "function": {"name": "get_weather"}}, max_tokens=60,
+        model="local",
+        messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+        tools=[tool],
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        max_tokens=60,
         temperature=0,
     )
     call = resp.choices[0].message.tool_calls[0]
@@ -105,7 +125,9 @@ def test_local_embeddings_float_and_base64(client: openai.OpenAI) -> None:
 
 def test_local_embeddings_dimensions_truncate_and_renormalise(client: openai.OpenAI) -> None:
     full = np.array(client.embeddings.create(model="local-embed", input="hello world").data[0].embedding)
-    small = np.array(client.embeddings.create(model="local-embed", input="hello world", dimensions=64).data[0].embedding)
+    small = np.array(
+        client.embeddings.create(model="local-embed", input="hello world", dimensions=64).data[0].embedding
+    )
     assert small.shape == (64,)
     assert np.isclose(np.linalg.norm(small), 1.0, atol=1e-5)
     assert np.allclose(small, full[:64] / np.linalg.norm(full[:64]), atol=1e-5)
@@ -154,8 +176,11 @@ async def test_concurrent_local_requests_do_not_block_other_models(aclient: open
     """While the local model generates, requests to other models are answered (generation is off the loop)."""
     import asyncio
 
-    long = asyncio.create_task(aclient.chat.completions.create(
-        model="local", messages=[{"role": "user", "content": "Tell a long story."}], max_tokens=120, temperature=0))
+    long = asyncio.create_task(
+        aclient.chat.completions.create(
+            model="local", messages=[{"role": "user", "content": "Tell a long story."}], max_tokens=120, temperature=0
+        )
+    )
     await asyncio.sleep(0.3)
     quick = await aclient.chat.completions.create(model="oai", messages=[{"role": "user", "content": "quick"}])
     assert not long.done()  # the upstream answer came back while the local model was still generating

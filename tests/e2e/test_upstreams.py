@@ -44,7 +44,9 @@ def _provider(model: str) -> str:
 @pytest.mark.parametrize("model", UPSTREAMS)
 def test_chat_stream_with_usage(client: openai.OpenAI, model: str) -> None:
     stream = client.chat.completions.create(
-        model=model, messages=[{"role": "user", "content": "stream me please"}], stream=True,
+        model=model,
+        messages=[{"role": "user", "content": "stream me please"}],
+        stream=True,
         stream_options={"include_usage": True},
     )
     text, finish, usage = "", None, None
@@ -61,8 +63,9 @@ def test_chat_stream_with_usage(client: openai.OpenAI, model: str) -> None:
 
 
 def test_stream_without_usage_request_has_no_usage_chunk(client: openai.OpenAI) -> None:
-    chunks = list(client.chat.completions.create(
-        model="oai", messages=[{"role": "user", "content": "hi"}], stream=True))
+    chunks = list(
+        client.chat.completions.create(model="oai", messages=[{"role": "user", "content": "hi"}], stream=True)
+    )
     assert chunks and all(c.usage is None for c in chunks)
     assert all(c.choices for c in chunks)
 
@@ -70,7 +73,9 @@ def test_stream_without_usage_request_has_no_usage_chunk(client: openai.OpenAI) 
 @pytest.mark.parametrize("model", UPSTREAMS)
 def test_tool_calls(client: openai.OpenAI, model: str) -> None:
     resp = client.chat.completions.create(
-        model=model, messages=[{"role": "user", "content": "weather in Paris?"}], tools=[WEATHER_TOOL],
+        model=model,
+        messages=[{"role": "user", "content": "weather in Paris?"}],
+        tools=[WEATHER_TOOL],
     )
     choice = resp.choices[0]
     assert choice.finish_reason == "tool_calls"
@@ -96,7 +101,10 @@ def test_tool_calls(client: openai.OpenAI, model: str) -> None:
 @pytest.mark.parametrize("model", ["oai", "claude", "gem"])
 def test_tool_call_stream(client: openai.OpenAI, model: str) -> None:
     stream = client.chat.completions.create(
-        model=model, messages=[{"role": "user", "content": "weather in Rome?"}], tools=[WEATHER_TOOL], stream=True,
+        model=model,
+        messages=[{"role": "user", "content": "weather in Rome?"}],
+        tools=[WEATHER_TOOL],
+        stream=True,
     )
     names, args, finish = [], "", None
     for chunk in stream:
@@ -114,7 +122,9 @@ def test_tool_call_stream(client: openai.OpenAI, model: str) -> None:
 @pytest.mark.parametrize("model", ["oai", "claude", "gem"])
 def test_json_mode(client: openai.OpenAI, model: str) -> None:
     resp = client.chat.completions.create(
-        model=model, messages=[{"role": "user", "content": "give me json"}], response_format={"type": "json_object"},
+        model=model,
+        messages=[{"role": "user", "content": "give me json"}],
+        response_format={"type": "json_object"},
     )
     assert resp.choices[0].message.content  # echo backends cannot obey; the request must still translate
 
@@ -128,8 +138,15 @@ def test_n_choices_from_a_provider_without_n(client: openai.OpenAI) -> None:
 
 def test_unknown_fields_pass_through_to_openai_upstreams(client: openai.OpenAI) -> None:
     resp = client.chat.completions.create(
-        model="oai", messages=[{"role": "user", "content": "x"}], extra_body={"top_k": 5, "repetition_penalty": 1.1},
-        seed=7, user="u-1", metadata={"team": "a"}, stop=["END"], temperature=0.3, top_p=0.9,
+        model="oai",
+        messages=[{"role": "user", "content": "x"}],
+        extra_body={"top_k": 5, "repetition_penalty": 1.1},
+        seed=7,
+        user="u-1",
+        metadata={"team": "a"},
+        stop=["END"],
+        temperature=0.3,
+        top_p=0.9,
     )
     assert resp.choices[0].message.content
 
@@ -153,8 +170,9 @@ def test_fallback_to_next_model_when_upstream_is_down(client: openai.OpenAI) -> 
 
 
 def test_stream_fallback_before_first_byte(client: openai.OpenAI) -> None:
-    chunks = list(client.chat.completions.create(
-        model="flaky", messages=[{"role": "user", "content": "fb stream"}], stream=True))
+    chunks = list(
+        client.chat.completions.create(model="flaky", messages=[{"role": "user", "content": "fb stream"}], stream=True)
+    )
     assert "fb stream" in "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
 
 

@@ -3,15 +3,8 @@
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 
@@ -23,8 +16,17 @@ from portico.protocol.embeddings import EmbeddingRequest
 from portico.protocol.errors import InvalidRequest, UpstreamError
 
 P = AnthropicProvider()
-WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather for a city", "parameters": {
-    "type": "object", "properties": {"city": {"type": "string"}, "unit": {"enum": ["celsius", "fahrenheit"]}}}}}
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather for a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "unit": {"enum": ["celsius", "fahrenheit"]}},
+        },
+    },
+}
 
 
 def dep(**kw: Any) -> AnthropicDeployment:
@@ -33,7 +35,8 @@ def dep(**kw: Any) -> AnthropicDeployment:
 
 def req(messages: list[dict[str, Any]] | None = None, **kw: Any) -> ChatCompletionRequest:
     return ChatCompletionRequest.model_validate(
-        {"model": "public", "messages": messages or [{"role": "user", "content": "hi"}], **kw})
+        {"model": "public", "messages": messages or [{"role": "user", "content": "hi"}], **kw}
+    )
 
 
 def body(messages: list[dict[str, Any]] | None = None, *, stream: bool = False, **kw: Any) -> dict[str, Any]:
@@ -51,18 +54,31 @@ def test_url_headers_model_and_max_tokens() -> None:
     d = dep(base_url="https://proxy.example/", headers={"x-extra": "1"}, anthropic_version="2099-01-01")
     up = P.chat_request(req(), d, stream=False)
     assert up.url == "https://proxy.example/v1/messages"
-    assert up.headers == {"x-api-key": "sk-ant", "anthropic-version": "2099-01-01",
-                          "content-type": "application/json", "x-extra": "1"}
-    assert up.body == {"model": "claude-test", "max_tokens": 4096,
-                       "messages": [{"role": "user", "content": [text("hi")]}]}
+    assert up.headers == {
+        "x-api-key": "sk-ant",
+        "anthropic-version": "2099-01-01",
+        "content-type": "application/json",
+        "x-extra": "1",
+    }
+    assert up.body == {
+        "model": "claude-test",
+        "max_tokens": 4096,
+        "messages": [{"role": "user", "content": [text("hi")]}],
+    }
     assert body(max_tokens=7)["max_tokens"] == 7
     assert body(max_tokens=7, max_completion_tokens=9)["max_tokens"] == 9
     assert "x-api-key" not in P.chat_request(req(), dep(api_key=None), stream=False).headers
 
 
 def test_system_and_developer_go_to_top_level_in_order() -> None:
-    b = body([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"},
-              {"role": "developer", "content": [text("Use French.")]}, {"role": "system", "content": ""}])
+    b = body(
+        [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "hi"},
+            {"role": "developer", "content": [text("Use French.")]},
+            {"role": "system", "content": ""},
+        ]
+    )
     assert b["system"] == [text("Be brief."), text("Use French.")]
     assert b["messages"] == [{"role": "user", "content": [text("hi")]}]
     assert "system" not in body()
@@ -76,8 +92,9 @@ def test_system_image_is_rejected() -> None:
 
 
 def test_json_modes_become_system_instructions() -> None:
-    b = body([{"role": "system", "content": "S"}, {"role": "user", "content": "hi"}],
-             response_format={"type": "json_object"})
+    b = body(
+        [{"role": "system", "content": "S"}, {"role": "user", "content": "hi"}], response_format={"type": "json_object"}
+    )
     assert b["system"][0] == text("S")
     assert "Respond with only a JSON object" in b["system"][1]["text"]
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
@@ -87,21 +104,36 @@ def test_json_modes_become_system_instructions() -> None:
 
 
 def test_consecutive_same_role_messages_are_merged() -> None:
-    b = body([{"role": "user", "content": "a"}, {"role": "user", "content": [text("b")]},
-              {"role": "system", "content": "s"}, {"role": "assistant", "content": "c"},
-              {"role": "assistant", "content": "d"}, {"role": "user", "content": "e"}])
-    assert b["messages"] == [{"role": "user", "content": [text("a"), text("b")]},
-                             {"role": "assistant", "content": [text("c"), text("d")]},
-                             {"role": "user", "content": [text("e")]}]
+    b = body(
+        [
+            {"role": "user", "content": "a"},
+            {"role": "user", "content": [text("b")]},
+            {"role": "system", "content": "s"},
+            {"role": "assistant", "content": "c"},
+            {"role": "assistant", "content": "d"},
+            {"role": "user", "content": "e"},
+        ]
+    )
+    assert b["messages"] == [
+        {"role": "user", "content": [text("a"), text("b")]},
+        {"role": "assistant", "content": [text("c"), text("d")]},
+        {"role": "user", "content": [text("e")]},
+    ]
 
 
 def test_images_data_and_http_urls() -> None:
-    parts = [text("look"), {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
-             {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg", "detail": "high"}}]
+    parts = [
+        text("look"),
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg", "detail": "high"}},
+    ]
     content = body([{"role": "user", "content": parts}])["messages"][0]["content"]
     b64 = {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}
-    assert content == [text("look"), {"type": "image", "source": b64},
-                       {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.jpg"}}]
+    assert content == [
+        text("look"),
+        {"type": "image", "source": b64},
+        {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.jpg"}},
+    ]
 
 
 @pytest.mark.parametrize("url", ["ftp://x/y.png", "data:image/png,rawbytes", "data:;base64,AAAA"])
@@ -128,39 +160,69 @@ def test_unsupported_part_and_role_and_empty_input() -> None:
 
 
 def test_tool_calls_and_results_round_trip() -> None:
-    b = body([
-        {"role": "user", "content": "Weather in Paris and Rome?"},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "toolu_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}},
-            {"id": "toolu_2", "type": "function", "function": {"name": "get_weather", "arguments": ""}}]},
-        {"role": "tool", "tool_call_id": "toolu_1", "content": "18C"},
-        {"role": "tool", "tool_call_id": "toolu_2", "content": [text("21C")]},
-        {"role": "user", "content": "Thanks. Which is warmer?"},
-    ], tools=[WEATHER])
-    assert b["messages"][1] == {"role": "assistant", "content": [
-        {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}},
-        {"type": "tool_use", "id": "toolu_2", "name": "get_weather", "input": {}}]}
+    b = body(
+        [
+            {"role": "user", "content": "Weather in Paris and Rome?"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "toolu_1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+                    },
+                    {"id": "toolu_2", "type": "function", "function": {"name": "get_weather", "arguments": ""}},
+                ],
+            },
+            {"role": "tool", "tool_call_id": "toolu_1", "content": "18C"},
+            {"role": "tool", "tool_call_id": "toolu_2", "content": [text("21C")]},
+            {"role": "user", "content": "Thanks. Which is warmer?"},
+        ],
+        tools=[WEATHER],
+    )
+    assert b["messages"][1] == {
+        "role": "assistant",
+        "content": [
+            {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}},
+            {"type": "tool_use", "id": "toolu_2", "name": "get_weather", "input": {}},
+        ],
+    }
     # Both results and the follow-up question share one user turn, results first.
-    assert b["messages"][2] == {"role": "user", "content": [
-        {"type": "tool_result", "tool_use_id": "toolu_1", "content": "18C"},
-        {"type": "tool_result", "tool_use_id": "toolu_2", "content": [text("21C")]},
-        text("Thanks. Which is warmer?")]}
+    assert b["messages"][2] == {
+        "role": "user",
+        "content": [
+            {"type": "tool_result", "tool_use_id": "toolu_1", "content": "18C"},
+            {"type": "tool_result", "tool_use_id": "toolu_2", "content": [text("21C")]},
+            text("Thanks. Which is warmer?"),
+        ],
+    }
     assert len(b["messages"]) == 3
 
 
 def test_tool_results_are_moved_before_text_in_a_merged_user_turn() -> None:
-    msgs = [{"role": "user", "content": "q"},
-            {"role": "assistant", "tool_calls": [{"id": "t", "function": {"name": "f", "arguments": "{}"}}]},
-            {"role": "user", "content": "also"}, {"role": "tool", "tool_call_id": "t", "content": ""}]
+    msgs = [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "tool_calls": [{"id": "t", "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "user", "content": "also"},
+        {"role": "tool", "tool_call_id": "t", "content": ""},
+    ]
     assert body(msgs)["messages"][2]["content"] == [{"type": "tool_result", "tool_use_id": "t"}, text("also")]
 
 
 @pytest.mark.parametrize("args", ["{not json", "[1, 2]"])
 def test_bad_tool_call_arguments_name_the_field(args: str) -> None:
-    msgs = [{"role": "user", "content": "q"},
-            {"role": "assistant", "content": "ok", "tool_calls": [
+    msgs = [
+        {"role": "user", "content": "q"},
+        {
+            "role": "assistant",
+            "content": "ok",
+            "tool_calls": [
                 {"id": "a", "function": {"name": "f", "arguments": "{}"}},
-                {"id": "b", "function": {"name": "f", "arguments": args}}]}]
+                {"id": "b", "function": {"name": "f", "arguments": args}},
+            ],
+        },
+    ]
     with pytest.raises(InvalidRequest) as e:
         body(msgs)
     assert e.value.param == "messages[1].tool_calls[1].function.arguments"
@@ -171,20 +233,24 @@ def test_tools_definitions() -> None:
     b = body(tools=[WEATHER, bare])
     assert b["tools"] == [
         {"name": "get_weather", "description": "Weather for a city", "input_schema": WEATHER["function"]["parameters"]},
-        {"name": "now", "input_schema": {"type": "object", "properties": {}}}]
+        {"name": "now", "input_schema": {"type": "object", "properties": {}}},
+    ]
     assert "tool_choice" not in b and "tools" not in body()
 
 
-@pytest.mark.parametrize(("choice", "parallel", "expected"), [
-    ("auto", None, {"type": "auto"}),
-    ("required", None, {"type": "any"}),
-    ("none", None, {"type": "none"}),
-    ("none", False, {"type": "none"}),
-    ({"type": "function", "function": {"name": "get_weather"}}, None, {"type": "tool", "name": "get_weather"}),
-    ("required", False, {"type": "any", "disable_parallel_tool_use": True}),
-    (None, False, {"type": "auto", "disable_parallel_tool_use": True}),
-    ("auto", True, {"type": "auto"}),
-])
+@pytest.mark.parametrize(
+    ("choice", "parallel", "expected"),
+    [
+        ("auto", None, {"type": "auto"}),
+        ("required", None, {"type": "any"}),
+        ("none", None, {"type": "none"}),
+        ("none", False, {"type": "none"}),
+        ({"type": "function", "function": {"name": "get_weather"}}, None, {"type": "tool", "name": "get_weather"}),
+        ("required", False, {"type": "any", "disable_parallel_tool_use": True}),
+        (None, False, {"type": "auto", "disable_parallel_tool_use": True}),
+        ("auto", True, {"type": "auto"}),
+    ],
+)
 def test_tool_choice(choice: Any, parallel: bool | None, expected: dict[str, Any]) -> None:
     kw: dict[str, Any] = {"tools": [WEATHER], "tool_choice": choice, "parallel_tool_calls": parallel}
     assert body(**{k: v for k, v in kw.items() if v is not None})["tool_choice"] == expected
@@ -227,19 +293,35 @@ def test_embeddings_are_rejected() -> None:
 
 
 def message(**kw: Any) -> dict[str, Any]:
-    base = {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x", "stop_reason": "end_turn",
-            "content": [text("Hello, "), {"type": "thinking", "thinking": "hmm"}, text("world")],
-            "usage": {"input_tokens": 10, "output_tokens": 5}}
+    base = {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-x",
+        "stop_reason": "end_turn",
+        "content": [text("Hello, "), {"type": "thinking", "thinking": "hmm"}, text("world")],
+        "usage": {"input_tokens": 10, "output_tokens": 5},
+    }
     return {**base, **kw}
 
 
 def test_text_response() -> None:
     out = P.chat_response(message(), req(), dep())
     assert (out["id"], out["object"], out["model"]) == ("msg_1", "chat.completion", "claude-x")
-    assert out["choices"] == [{"index": 0, "message": {"role": "assistant", "content": "Hello, world"},
-                               "finish_reason": "stop", "logprobs": None}]
-    assert out["usage"] == {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15,
-                            "prompt_tokens_details": {"cached_tokens": 0}}
+    assert out["choices"] == [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "Hello, world"},
+            "finish_reason": "stop",
+            "logprobs": None,
+        }
+    ]
+    assert out["usage"] == {
+        "prompt_tokens": 10,
+        "completion_tokens": 5,
+        "total_tokens": 15,
+        "prompt_tokens_details": {"cached_tokens": 0},
+    }
 
 
 def test_tool_use_response() -> None:
@@ -247,13 +329,26 @@ def test_tool_use_response() -> None:
     out = P.chat_response(message(content=content, stop_reason="tool_use"), req(), dep())
     choice = out["choices"][0]
     assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] is None
-    assert choice["message"]["tool_calls"] == [{"id": "toolu_9", "type": "function", "function": {
-        "name": "get_weather", "arguments": '{"city":"Paris","n":[1,2]}'}}]
+    assert choice["message"]["tool_calls"] == [
+        {
+            "id": "toolu_9",
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city":"Paris","n":[1,2]}'},
+        }
+    ]
 
 
-@pytest.mark.parametrize(("reason", "expected"), [
-    ("end_turn", "stop"), ("stop_sequence", "stop"), ("max_tokens", "length"),
-    ("tool_use", "tool_calls"), ("refusal", "content_filter"), ("something_new", "stop")])
+@pytest.mark.parametrize(
+    ("reason", "expected"),
+    [
+        ("end_turn", "stop"),
+        ("stop_sequence", "stop"),
+        ("max_tokens", "length"),
+        ("tool_use", "tool_calls"),
+        ("refusal", "content_filter"),
+        ("something_new", "stop"),
+    ],
+)
 def test_stop_reasons(reason: str, expected: str) -> None:
     assert P.chat_response(message(stop_reason=reason), req(), dep())["choices"][0]["finish_reason"] == expected
 
@@ -261,8 +356,12 @@ def test_stop_reasons(reason: str, expected: str) -> None:
 def test_usage_with_cache_tokens() -> None:
     usage = {"input_tokens": 4, "output_tokens": 7, "cache_read_input_tokens": 100, "cache_creation_input_tokens": 20}
     out = P.chat_response(message(usage=usage), req(), dep())
-    assert out["usage"] == {"prompt_tokens": 124, "completion_tokens": 7, "total_tokens": 131,
-                            "prompt_tokens_details": {"cached_tokens": 100, "cache_write_tokens": 20}}
+    assert out["usage"] == {
+        "prompt_tokens": 124,
+        "completion_tokens": 7,
+        "total_tokens": 131,
+        "prompt_tokens_details": {"cached_tokens": 100, "cache_write_tokens": 20},
+    }
 
 
 def test_error_and_malformed_bodies() -> None:
@@ -288,25 +387,49 @@ def run(events: list[tuple[str | None, bytes]], tr: AnthropicStream | None = Non
     return chunks + tr.finish()
 
 
-START = ev("message_start", message={"id": "msg_s", "model": "claude-s", "content": [], "usage": {
-    "input_tokens": 12, "output_tokens": 1, "cache_read_input_tokens": 3}})
+START = ev(
+    "message_start",
+    message={
+        "id": "msg_s",
+        "model": "claude-s",
+        "content": [],
+        "usage": {"input_tokens": 12, "output_tokens": 1, "cache_read_input_tokens": 3},
+    },
+)
 
 
 def test_stream_text() -> None:
-    chunks = run([START, ev("content_block_start", index=0, content_block=text("")), ev("ping"),
-                  ev("content_block_delta", index=0, delta={"type": "text_delta", "text": "Hel"}),
-                  ev("content_block_delta", index=0, delta={"type": "text_delta", "text": "lo"}),
-                  ev("content_block_stop", index=0),
-                  ev("message_delta", delta={"stop_reason": "end_turn"}, usage={"output_tokens": 6}),
-                  ev("message_stop"), (None, b"")])
+    chunks = run(
+        [
+            START,
+            ev("content_block_start", index=0, content_block=text("")),
+            ev("ping"),
+            ev("content_block_delta", index=0, delta={"type": "text_delta", "text": "Hel"}),
+            ev("content_block_delta", index=0, delta={"type": "text_delta", "text": "lo"}),
+            ev("content_block_stop", index=0),
+            ev("message_delta", delta={"stop_reason": "end_turn"}, usage={"output_tokens": 6}),
+            ev("message_stop"),
+            (None, b""),
+        ]
+    )
     assert [c["choices"][0]["delta"] if c["choices"] else None for c in chunks] == [
-        {"role": "assistant", "content": ""}, {"content": "Hel"}, {"content": "lo"}, {}, None]
+        {"role": "assistant", "content": ""},
+        {"content": "Hel"},
+        {"content": "lo"},
+        {},
+        None,
+    ]
     assert [c["choices"][0]["finish_reason"] for c in chunks[:-1]] == [None, None, None, "stop"]
     assert {(c["id"], c["created"], c["model"], c["object"]) for c in chunks} == {
-        ("msg_s", chunks[0]["created"], "claude-s", "chat.completion.chunk")}
+        ("msg_s", chunks[0]["created"], "claude-s", "chat.completion.chunk")
+    }
     assert all("usage" not in c for c in chunks[:-1])
-    assert chunks[-1]["usage"] == {"prompt_tokens": 15, "completion_tokens": 6, "total_tokens": 21,
-                                   "prompt_tokens_details": {"cached_tokens": 3}}
+    assert chunks[-1]["usage"] == {
+        "prompt_tokens": 15,
+        "completion_tokens": 6,
+        "total_tokens": 21,
+        "prompt_tokens_details": {"cached_tokens": 3},
+    }
 
 
 def test_stream_tool_use_with_json_pieces() -> None:
@@ -317,14 +440,27 @@ def test_stream_tool_use_with_json_pieces() -> None:
     def piece(index: int, s: str) -> tuple[str, bytes]:
         return ev("content_block_delta", index=index, delta={"type": "input_json_delta", "partial_json": s})
 
-    chunks = run([START, ev("content_block_start", index=0, content_block=text("Checking.")),
-                  tool(1, "toolu_a"), piece(1, ""), piece(1, '{"city": '), piece(1, '"Paris"}'),
-                  ev("content_block_stop", index=1), tool(2, "toolu_b"), piece(2, '{"city": "Rome"}'),
-                  ev("message_delta", delta={"stop_reason": "tool_use"}, usage={"output_tokens": 30})])
+    chunks = run(
+        [
+            START,
+            ev("content_block_start", index=0, content_block=text("Checking.")),
+            tool(1, "toolu_a"),
+            piece(1, ""),
+            piece(1, '{"city": '),
+            piece(1, '"Paris"}'),
+            ev("content_block_stop", index=1),
+            tool(2, "toolu_b"),
+            piece(2, '{"city": "Rome"}'),
+            ev("message_delta", delta={"stop_reason": "tool_use"}, usage={"output_tokens": 30}),
+        ]
+    )
     deltas = [c["choices"][0]["delta"] for c in chunks[:-1]]
     assert deltas[1] == {"content": "Checking."}
-    assert deltas[2] == {"tool_calls": [{"index": 0, "id": "toolu_a", "type": "function",
-                                         "function": {"name": "get_weather", "arguments": ""}}]}
+    assert deltas[2] == {
+        "tool_calls": [
+            {"index": 0, "id": "toolu_a", "type": "function", "function": {"name": "get_weather", "arguments": ""}}
+        ]
+    }
     assert deltas[3] == {"tool_calls": [{"index": 0, "function": {"arguments": '{"city": '}}]}
     assert deltas[5]["tool_calls"][0]["index"] == 1 and deltas[5]["tool_calls"][0]["id"] == "toolu_b"
     args = {0: "", 1: ""}
@@ -353,134 +489,3 @@ def test_stream_without_event_names_and_independent_state() -> None:
     # A stream that never started still yields a well-formed usage chunk under the deployment's model.
     (last,) = b.finish()
     assert last["choices"] == [] and last["model"] == "claude-test" and last["usage"]["total_tokens"] == 0
-
-
-# ---- against a real Anthropic-compatible server (llm-katan, echo backend) ---------------------------------
-
-KATAN = Path(sys.executable).parent / "llm-katan"
-KEY = "katan-test-key"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def katan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnthropicDeployment]:
-    if not KATAN.exists():
-        pytest.skip("llm-katan is not installed")
-    tmp, port = tmp_path_factory.mktemp("katan"), _free_port()
-    cmd = [str(KATAN), "--model", "echo", "--backend", "echo", "--providers", "anthropic", "--port", str(port),
-           "--host", "127.0.0.1", "--disable-dashboard", "--stats-file", str(tmp / "stats.json"),
-           "--validate-keys", "--api-keys", f"anthropic={KEY}"]
-    log = (tmp / "katan.log").open("wb")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"llm-katan exited: {(tmp / 'katan.log').read_text()[-2000:]}")
-            try:
-                if httpx.get(base + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("llm-katan did not become healthy")
-            time.sleep(0.1)
-        yield dep(base_url=base, api_key=KEY, model="claude-katan")
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-
-
-def send(d: AnthropicDeployment, r: ChatCompletionRequest) -> dict[str, Any]:
-    up = P.chat_request(r, d, stream=False)
-    resp = httpx.post(up.url, headers=up.headers, json=up.body, params=up.params, timeout=30)
-    assert resp.status_code == 200, P.error_message(resp.status_code, resp.content)
-    return P.chat_response(resp.json(), r, d)
-
-
-def send_stream(d: AnthropicDeployment, r: ChatCompletionRequest) -> list[dict[str, Any]]:
-    """POST with stream=True, split the SSE by hand and run every event through the translator."""
-    up, tr = P.chat_request(r, d, stream=True), P.stream_translator(r, d)
-    chunks: list[dict[str, Any]] = []
-    event: str | None = None
-    data: list[str] = []
-    with httpx.stream("POST", up.url, headers=up.headers, json=up.body, params=up.params, timeout=30) as resp:
-        assert resp.status_code == 200
-        for line in resp.iter_lines():
-            if line.startswith("event:"):
-                event = line[6:].strip()
-            elif line.startswith("data:"):
-                data.append(line[5:].lstrip())
-            elif not line and data:
-                chunks += tr.feed(event, "\n".join(data).encode())
-                event, data = None, []
-    return chunks + tr.finish()
-
-
-def chat(**kw: Any) -> ChatCompletionRequest:
-    msgs = [{"role": "system", "content": "You echo."}, {"role": "user", "content": "hello"},
-            {"role": "user", "content": "katan"}]
-    return req(msgs, temperature=1.7, max_tokens=42, **kw)
-
-
-def test_katan_text(katan: AnthropicDeployment) -> None:
-    out = send(katan, chat())
-    content = out["choices"][0]["message"]["content"]
-    # System + one merged user turn; temperature clamped to Anthropic's range.
-    assert "messages=2 max_tokens=42 temperature=1.0" in content and "User: hello\nkatan" in content
-    assert out["choices"][0]["finish_reason"] == "stop" and out["id"].startswith("msg_")
-    assert out["model"] == "claude-katan" and out["usage"]["prompt_tokens"] > 0
-
-
-def test_katan_text_stream(katan: AnthropicDeployment) -> None:
-    chunks = send_stream(katan, chat())
-    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
-    content = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
-    assert "User: hello\nkatan" in content
-    assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
-    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] > 0
-    assert len({(c["id"], c["created"], c["model"]) for c in chunks}) == 1
-
-
-def test_katan_tool_call(katan: AnthropicDeployment) -> None:
-    out = send(katan, chat(tools=[WEATHER], tool_choice="auto"))
-    choice = out["choices"][0]
-    assert choice["finish_reason"] == "tool_calls"
-    (call,) = choice["message"]["tool_calls"]
-    assert call["function"]["name"] == "get_weather" and call["id"].startswith("toolu_")
-    assert json.loads(call["function"]["arguments"]) == {"city": "test_city", "unit": "celsius"}
-
-
-def test_katan_tool_call_stream_and_result_turn(katan: AnthropicDeployment) -> None:
-    chunks = send_stream(katan, chat(tools=[WEATHER]))
-    calls = [tc for c in chunks if c["choices"] for tc in c["choices"][0]["delta"].get("tool_calls", [])]
-    assert calls[0]["id"].startswith("toolu_") and calls[0]["function"]["name"] == "get_weather"
-    args = "".join(tc["function"]["arguments"] for tc in calls)
-    assert json.loads(args) == {"city": "test_city", "unit": "celsius"}
-    assert chunks[-2]["choices"][0]["finish_reason"] == "tool_calls"
-    # Send the call back with its result: the server accepts the tool_use / tool_result turns.
-    msgs = [{"role": "user", "content": "weather?"},
-            {"role": "assistant", "tool_calls": [{"id": calls[0]["id"], "function": {"name": "get_weather",
-                                                                                  "arguments": args}}]},
-            {"role": "tool", "tool_call_id": calls[0]["id"], "content": "sunny"}]
-    out = send(katan, req(msgs))
-    assert "messages=3" in out["choices"][0]["message"]["content"]
-    assert "User: sunny" in out["choices"][0]["message"]["content"]
-
-
-def test_katan_rejects_wrong_key(katan: AnthropicDeployment) -> None:
-    up = P.chat_request(req(), katan.model_copy(update={"api_key": None}), stream=False)
-    resp = httpx.post(up.url, headers={**up.headers, "x-api-key": "wrong"}, json=up.body, timeout=30)
-    assert resp.status_code == 401
-    assert "invalid API key" in P.error_message(resp.status_code, resp.content)

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import base64
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,9 +17,9 @@ from portico.gateway.providers.gemini import GeminiProvider
 from portico.protocol.chat import ChatCompletionRequest
 from portico.protocol.embeddings import EmbeddingRequest
 from portico.protocol.errors import InvalidRequest, UpstreamError
+from tests.support import free_port, katan_cmd, running
 
 P = GeminiProvider()
-KATAN = Path("/work/main/.venv/bin/llm-katan")
 WEATHER = {
     "type": "function",
     "function": {
@@ -442,41 +438,12 @@ def test_embeddings_responses() -> None:
 # ---- the real llm-katan server ---------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def katan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if not KATAN.exists():
-        pytest.skip("llm-katan is not installed in .venv")
-    tmp, port = tmp_path_factory.mktemp("katan"), _free_port()
-    cmd = [str(KATAN), "--model", "echo", "--backend", "echo", "--providers", "vertexai", "--port", str(port),
-           "--host", "127.0.0.1", "--disable-dashboard", "--stats-file", str(tmp / "stats.json")]  # fmt: skip
-    log = (tmp / "katan.log").open("wb")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    tmp, port = tmp_path_factory.mktemp("katan"), free_port()
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("llm-katan did not start:\n" + (tmp / "katan.log").read_text())
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+    with running(katan_cmd(port, tmp), url + "/health", tmp / "katan.log"):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def katan_dep(provider: str, url: str) -> GeminiDeployment:

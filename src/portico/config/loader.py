@@ -27,6 +27,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
 }
 
 
+_PROVIDER_TAGS = frozenset({"openai", "azure", "anthropic", "gemini", "vertex", "local"})
+
+
 class ConfigError(Exception):
     """The configuration is invalid; the message lists every problem with its key path."""
 
@@ -56,15 +59,16 @@ def interpolate(node: Any, env: Mapping[str, str], path: tuple[Any, ...] = ()) -
             return env[name]
         if default is not None:
             return default
-        raise ConfigError(f"{_path_str(path)}: environment variable {name} is not set (write ${{{name}:-default}} for a default)")
+        raise ConfigError(
+            f"{_path_str(path)}: environment variable {name} is not set (write ${{{name}:-default}} for a default)"
+        )
 
     return _ENV_REF.sub(sub, node)
 
 
 def _clean_pydantic_path(loc: tuple[Any, ...]) -> tuple[Any, ...]:
-    # Discriminated unions add the tag ("openai", …) as a path element; keep only real keys.
-    tags = {"openai", "azure", "anthropic", "gemini", "vertex", "local"}
-    return tuple(p for i, p in enumerate(loc) if not (p in tags and i > 0 and loc[i - 1] != "provider" and isinstance(loc[i - 1], int)))
+    # A discriminated union adds its tag ("openai", …) right after the list index; drop it, keep real keys.
+    return tuple(p for i, p in enumerate(loc) if not (p in _PROVIDER_TAGS and i > 0 and isinstance(loc[i - 1], int)))
 
 
 def validate(data: Any, source: str = "config") -> PorticoConfig:

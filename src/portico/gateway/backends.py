@@ -108,6 +108,8 @@ class HttpBackend:
         vectors = np.stack([decode_vector(d["embedding"]) for d in sorted(out["data"], key=lambda d: d["index"])])
         usage = out.get("usage") or {}
         return embedding_response(
-            shrink(vectors, req.dimensions), model=out.get("model", self.dep.model or ""),
-            prompt_tokens=usage.get("prompt_tokens", 0), encoding_format=req.encoding_format,
+            shrink(vectors, req.dimensions),
+            model=out.get("model", self.dep.model or ""),
+            prompt_tokens=usage.get("prompt_tokens", 0),
+            encoding_format=req.encoding_format,
         )

@@ -107,8 +107,11 @@ class Gateway:
             raise ModelNotFound(f"The model '{name}' does not exist or you do not have access to it.", param="model")
         if entry.config.type != kind:
             use = "/v1/embeddings" if entry.config.type == "embedding" else "/v1/chat/completions"
-            raise InvalidRequest(f"'{name}' is {'an' if entry.config.type == 'embedding' else 'a'} "
-                                 f"{entry.config.type} model; use {use}", param="model", code="wrong_model_type")
+            raise InvalidRequest(
+                f"'{name}' is {'an' if entry.config.type == 'embedding' else 'a'} {entry.config.type} model; use {use}",
+                param="model",
+                code="wrong_model_type",
+            )
         return entry
 
     def plan(self, entry: ModelEntry) -> list[DeploymentHandle]:
@@ -214,7 +217,10 @@ def _end_attempt(a: Attempt, status: int, error: str | None = None) -> None:
 
 
 async def _tracked(
-    ctx: RequestContext, h: DeploymentHandle, attempt: Attempt, first: dict[str, Any],
+    ctx: RequestContext,
+    h: DeploymentHandle,
+    attempt: Attempt,
+    first: dict[str, Any],
     chunks: AsyncIterator[dict[str, Any]],
 ) -> AsyncIterator[dict[str, Any]]:
     """Re-attach the pre-read first chunk; record usage, the attempt's end and in-flight count."""

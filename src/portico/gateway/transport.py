@@ -51,14 +51,15 @@ class HttpTransport:
         except KeyError:
             raise RuntimeError(f"no HTTP session for {_origin(url)}; transport.open() was not given it") from None
 
-    async def post_json(
-        self, up: UpstreamRequest, dep: HttpDeployment, provider: HttpProvider
-    ) -> dict[str, Any]:
+    async def post_json(self, up: UpstreamRequest, dep: HttpDeployment, provider: HttpProvider) -> dict[str, Any]:
         t = dep.timeouts
         try:
             async with asyncio.timeout(t.total):
                 async with self._session(up.url).post(
-                    up.url, data=orjson.dumps(up.body), headers=up.headers, params=up.params or None,
+                    up.url,
+                    data=orjson.dumps(up.body),
+                    headers=up.headers,
+                    params=up.params or None,
                     timeout=_client_timeout(t),
                 ) as resp:
                     body = await resp.read()
@@ -84,7 +85,10 @@ class HttpTransport:
         try:
             async with asyncio.timeout(t.total):
                 cm = self._session(up.url).post(
-                    up.url, data=orjson.dumps(up.body), headers=up.headers, params=up.params or None,
+                    up.url,
+                    data=orjson.dumps(up.body),
+                    headers=up.headers,
+                    params=up.params or None,
                     timeout=_client_timeout(t),
                 )
                 async with cm as resp:

@@ -56,8 +56,9 @@ class RequestContext:
     def streaming(self) -> bool:
         return bool(self.request.stream)
 
-    def short_circuit(self, step: str, response: dict[str, Any] | None = None,
-                      stream: AsyncIterator[dict[str, Any]] | None = None) -> None:
+    def short_circuit(
+        self, step: str, response: dict[str, Any] | None = None, stream: AsyncIterator[dict[str, Any]] | None = None
+    ) -> None:
         """Answer now (a cache hit, a blocked prompt): the runner skips every later stage."""
         self.response = response
         self.stream = stream

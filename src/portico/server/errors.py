@@ -35,8 +35,16 @@ def from_validation(e: ValidationError) -> InvalidRequest:
     # Union branches repeat one problem per branch; report each location once.
     seen: dict[str, str] = {}
     for err in errs:
-        where = _loc(tuple(p for p in err["loc"] if not ((isinstance(p, str) and p in ("str", "list", "dict", "int"))
-                                                         or (isinstance(p, str) and p.startswith("list[")))))
+        where = _loc(
+            tuple(
+                p
+                for p in err["loc"]
+                if not (
+                    (isinstance(p, str) and p in ("str", "list", "dict", "int"))
+                    or (isinstance(p, str) and p.startswith("list["))
+                )
+            )
+        )
         seen.setdefault(where, err["msg"].removeprefix("Value error, "))
     parts = [f"{w}: {m}" if w else m for w, m in list(seen.items())[:5]]
     first = next(iter(seen), None)
@@ -55,8 +63,9 @@ async def http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         e: PorticoError = NotFound(f"Unknown path: {request.method} {request.url.path}", code="unknown_url")
     elif exc.status_code == 405:
-        e = InvalidRequest(f"Method {request.method} is not allowed on {request.url.path}", code="method_not_allowed",
-                           status=405)
+        e = InvalidRequest(
+            f"Method {request.method} is not allowed on {request.url.path}", code="method_not_allowed", status=405
+        )
     else:
         e = PorticoError(str(exc.detail), status=exc.status_code)
         e.type = "invalid_request_error" if exc.status_code < 500 else "server_error"

@@ -59,8 +59,9 @@ class RequestIdMiddleware:
             log.exception("unhandled error", extra={"request_id": request_id, "path": scope["path"]})
             if status != 0:
                 raise  # the response has started; the server closes the connection
-            await send_with_id({"type": "http.response.start", "status": 500, "headers": [
-                (b"content-type", b"application/json")]})
+            await send_with_id(
+                {"type": "http.response.start", "status": 500, "headers": [(b"content-type", b"application/json")]}
+            )
             await send_with_id({"type": "http.response.body", "body": _INTERNAL})
 
 

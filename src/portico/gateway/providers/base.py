@@ -65,8 +65,9 @@ class HttpProvider(Protocol):
         """Raise ``InvalidRequest`` when the provider has no embeddings API."""
         ...
 
-    def embeddings_response(self, data: dict[str, Any], req: EmbeddingRequest, dep: HttpDeployment) -> dict[str, Any]:
-        ...
+    def embeddings_response(
+        self, data: dict[str, Any], req: EmbeddingRequest, dep: HttpDeployment
+    ) -> dict[str, Any]: ...
 
     # Whether one upstream call returns ``n`` choices; otherwise the gateway makes n calls and merges them.
     supports_n: bool

@@ -110,8 +110,12 @@ class AnthropicStream:
             return []  # thinking, server tool results…: nothing OpenAI-shaped to say
         index = len(self._tool_index)
         self._tool_index[payload.get("index", index)] = index
-        call = {"index": index, "id": block.get("id"), "type": "function",
-                "function": {"name": block.get("name"), "arguments": ""}}
+        call = {
+            "index": index,
+            "id": block.get("id"),
+            "type": "function",
+            "function": {"name": block.get("name"), "arguments": ""},
+        }
         return [self._chunk({"tool_calls": [call]})]
 
     def _block_delta(self, payload: dict[str, Any]) -> list[dict[str, Any]]:
@@ -140,8 +144,9 @@ class AnthropicStream:
 
     def _chunk(self, delta: dict[str, Any], reason: str | None = None) -> dict[str, Any]:
         self._started = True
-        return chunk_dict(id=self._id, model=self._model, created=self._created,
-                          choices=[delta_choice(0, delta, reason)])
+        return chunk_dict(
+            id=self._id, model=self._model, created=self._created, choices=[delta_choice(0, delta, reason)]
+        )
 
     def _update_usage(self, usage: dict[str, Any] | None) -> None:
         """message_start carries input counts, message_delta the cumulative output count (and sometimes both)."""

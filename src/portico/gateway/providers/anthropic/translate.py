@@ -31,8 +31,9 @@ def _system_text(msg: Message, i: int) -> str:
         return msg.content
     for j, part in enumerate(msg.content or []):
         if not isinstance(part, TextPart):
-            raise InvalidRequest(f"Anthropic system prompts take text only, not '{part.type}'",
-                                 param=f"messages[{i}].content[{j}]")
+            raise InvalidRequest(
+                f"Anthropic system prompts take text only, not '{part.type}'", param=f"messages[{i}].content[{j}]"
+            )
     return msg.text()
 
 
@@ -250,8 +251,12 @@ def completion_from_message(data: dict[str, Any], model: str) -> dict[str, Any]:
     # OpenAI sends content null on a pure tool-call answer; thinking blocks are not part of the answer.
     text = "".join(texts) if texts else (None if calls else "")
     u = data.get("usage") or {}
-    usage = openai_usage(u.get("input_tokens") or 0, u.get("output_tokens") or 0,
-                         u.get("cache_read_input_tokens"), u.get("cache_creation_input_tokens"))
+    usage = openai_usage(
+        u.get("input_tokens") or 0,
+        u.get("output_tokens") or 0,
+        u.get("cache_read_input_tokens"),
+        u.get("cache_creation_input_tokens"),
+    )
     choice = choice_dict(0, text, finish_reason(data.get("stop_reason")) or "stop", calls or None)
     return completion_dict(model=data.get("model") or model, choices=[choice], usage=usage, id=data.get("id"))
 

@@ -47,9 +47,8 @@ class GeminiProvider:
     def _headers(self, dep: HttpDeployment) -> dict[str, str]:
         h = {"content-type": "application/json"}
         key = secret(dep.api_key)
-        if key:
-            if _is_vertex(dep):
-                h["authorization"] = f"Bearer {key}"  # an OAuth access token, not an API key
+        if key and _is_vertex(dep):
+            h["authorization"] = f"Bearer {key}"  # an OAuth access token, not an API key
         h.update(dep.headers)
         return h
 
@@ -82,7 +81,9 @@ class GeminiProvider:
         url = self._model_url(dep, model)
         if _is_vertex(dep):
             return UpstreamRequest(url + ":predict", self._headers(dep), vertex_embed_body(req))
-        return UpstreamRequest(url + ":batchEmbedContents", self._headers(dep), embed_body(req, model), self._params(dep))
+        return UpstreamRequest(
+            url + ":batchEmbedContents", self._headers(dep), embed_body(req, model), self._params(dep)
+        )
 
     def embeddings_response(self, data: dict[str, Any], req: EmbeddingRequest, dep: HttpDeployment) -> dict[str, Any]:
         return embeddings(data, req, dep.model or req.model)

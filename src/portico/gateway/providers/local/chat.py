@@ -194,7 +194,10 @@ class LlamaChatBackend:
             if first is not None:
                 prompt_tokens = self._count_prompt(kw)
                 yield chunk_dict(
-                    id=first["id"], model=first["model"], created=first["created"], choices=[],
+                    id=first["id"],
+                    model=first["model"],
+                    created=first["created"],
+                    choices=[],
                     usage=usage_dict(prompt_tokens, stats["completion"]),
                 )
         finally:
