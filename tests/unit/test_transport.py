@@ -24,7 +24,7 @@ PROVIDER = OpenAIProvider()
 SSE_PIECES = [
     b": keep-alive comment\r\n",
     b"event: message_st",
-    b"art\r\ndata: {\"a\"",
+    b'art\r\ndata: {"a"',
     b":1}\r",
     b"\n\r\n",
     b"data: line one\n",
@@ -328,9 +328,7 @@ async def test_client_errors_stay_400_and_not_retryable(
 
 @pytest.mark.parametrize("code", [401, 403])
 @pytest.mark.parametrize("call", ["stream", "post"])
-async def test_auth_errors_are_502_upstream_auth(
-    transport: HttpTransport, base_url: str, call: str, code: int
-) -> None:
+async def test_auth_errors_are_502_upstream_auth(transport: HttpTransport, base_url: str, call: str, code: int) -> None:
     err = await (stream_error if call == "stream" else post_error)(transport, base_url, f"/status/{code}")
     assert err.status == 502
     assert err.upstream_status == code
