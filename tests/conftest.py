@@ -70,6 +70,7 @@ def server_config(katan: str, slow_katan: str, self_url: str, dead: str) -> dict
                     {"provider": "openai", "model": "x", "base_url": f"{dead}/v1", **key, "timeouts": {"connect": 2}}
                 ],
             },
+            {"name": "gem-down", "deployments": [{"provider": "gemini", "model": "x", "base_url": dead, **key}]},
             {
                 "name": "flaky",
                 "deployments": [{"provider": "openai", "model": "x", "base_url": f"{dead}/v1", **key}],
@@ -89,8 +90,13 @@ def server_config(katan: str, slow_katan: str, self_url: str, dead: str) -> dict
 
 
 @pytest.fixture(scope="session")
-def portico(katan: str, slow_katan: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    tmp = tmp_path_factory.mktemp("portico")
+def portico_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("portico")
+
+
+@pytest.fixture(scope="session")
+def portico(katan: str, slow_katan: str, portico_dir: Path) -> Iterator[str]:
+    tmp = portico_dir
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens here
@@ -103,8 +109,9 @@ def portico(katan: str, slow_katan: str, tmp_path_factory: pytest.TempPathFactor
 
 
 @pytest.fixture(scope="session")
-def portico_log(portico: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return Path(tmp_path_factory.getbasetemp()) / "portico0" / "portico.log"
+def portico_log(portico: str, portico_dir: Path) -> Path:
+    """Portico's own log (JSON lines on stderr) for this session."""
+    return portico_dir / "portico.log"
 
 
 @pytest.fixture

@@ -45,7 +45,9 @@ class Runtime:
             (before if phase == "before" else after).append(step)
         return Pipeline(app.name, [*before, GenerateStep(self.gateway, app.model), *after])
 
-    def _step(self, where: str, spec: dict[str, Any]) -> tuple[str, Step]:
+    def _step(self, where: str, spec: Any) -> tuple[str, Step]:
+        if not isinstance(spec, dict):
+            raise ValueError(f"{where}: each step must be a mapping with 'use', not {spec!r}")
         spec = dict(spec)
         name = spec.pop("use", None)
         if not isinstance(name, str):

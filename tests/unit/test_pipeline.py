@@ -491,7 +491,6 @@ def test_runtime_parallel_group_step_without_use_is_rejected() -> None:
         Runtime(config(app(group)), registry=custom_registry([]))
 
 
-@pytest.mark.xfail(strict=True, reason="a non-mapping entry in a parallel group fails with a bare dict() error")
 def test_runtime_parallel_group_non_mapping_entry_names_application() -> None:
     group = {"use": "parallel", "steps": ["system_prompt", {"use": "mark", "label": "p2"}]}
     with pytest.raises(ValueError, match=r"applications 'helper' steps\[0\]"):

@@ -183,10 +183,16 @@ class PorticoConfig(BaseModel):
                 if fb not in names:
                     raise ValueError(f"models[{i}].fallbacks[{j}]: unknown model '{fb}'")
                 if names[fb] != m.type:
-                    raise ValueError(f"models[{i}].fallbacks[{j}]: '{fb}' is a {names[fb]} model, not {m.type}")
+                    raise ValueError(
+                        f"models[{i}].fallbacks[{j}]: '{fb}' is an {names[fb]} model, not {m.type}"
+                        if names[fb] == "embedding"
+                        else f"models[{i}].fallbacks[{j}]: '{fb}' is a {names[fb]} model, not {m.type}"
+                    )
                 if fb == m.name:
                     raise ValueError(f"models[{i}].fallbacks[{j}]: a model cannot fall back to itself")
         for i, a in enumerate(self.applications):
+            if names.get(a.name) == "application":
+                raise ValueError(f"applications[{i}].name: application '{a.name}' is defined twice")
             if a.name in names:
                 raise ValueError(f"applications[{i}].name: '{a.name}' is already a model name")
             if a.model not in names:

@@ -116,12 +116,31 @@ def _client_timeout(t: Timeouts) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=None, connect=t.connect, sock_connect=t.connect, sock_read=t.first_byte)
 
 
+# One SSE event may carry a large inline image; past this the upstream is misbehaving.
+MAX_EVENT_BYTES = 64 * 1024 * 1024
+
+
+async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    """Lines of any length (aiohttp's own line iterator stops at 512 KiB), without their CR/LF."""
+    buf = bytearray()
+    async for data in content.iter_any():
+        buf += data
+        start = 0
+        while (nl := buf.find(b"\n", start)) != -1:
+            yield bytes(buf[start : nl - 1 if nl > start and buf[nl - 1] == 13 else nl])
+            start = nl + 1
+        del buf[:start]
+        if len(buf) > MAX_EVENT_BYTES:
+            raise UpstreamError(f"upstream sent an SSE line over {MAX_EVENT_BYTES} bytes", status=502)
+    if buf:
+        yield bytes(buf.rstrip(b"\r"))
+
+
 async def _sse_events(content: aiohttp.StreamReader) -> AsyncIterator[tuple[str | None, bytes]]:
     """Minimal SSE framing (WHATWG): ``event:``/``data:`` lines, blank line dispatches, ``:`` comments."""
     event: str | None = None
     data: list[bytes] = []
-    async for raw in content:
-        line = raw.rstrip(b"\r\n")
+    async for line in _lines(content):
         if not line:
             if data:
                 yield event, b"\n".join(data)

@@ -12,7 +12,7 @@ import time
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationInfo, field_validator, model_validator
 
 _OPEN = ConfigDict(extra="allow")
 
@@ -159,15 +159,27 @@ class ChatCompletionRequest(BaseModel):
     # Portico's own request extension (cache control, tracing tags…); never forwarded upstream.
     portico: dict[str, Any] | None = None
 
-    @model_validator(mode="after")
-    def _check(self) -> ChatCompletionRequest:
-        if isinstance(self.tool_choice, str) and self.tool_choice not in ("none", "auto", "required"):
+    # Field validators (not one model validator) so a 400's ``param`` names the offending field.
+    @field_validator("tool_choice")
+    @classmethod
+    def _tool_choice(cls, v: Any) -> Any:
+        if isinstance(v, str) and v not in ("none", "auto", "required"):
             raise ValueError("tool_choice must be 'none', 'auto', 'required' or an object naming a function")
-        if self.top_logprobs is not None and not self.logprobs:
+        return v
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _top_logprobs(cls, v: int | None, info: ValidationInfo) -> int | None:
+        if v is not None and not info.data.get("logprobs"):
             raise ValueError("top_logprobs requires logprobs: true")
-        if isinstance(self.stop, list) and len(self.stop) > 4:
+        return v
+
+    @field_validator("stop")
+    @classmethod
+    def _stop(cls, v: Any) -> Any:
+        if isinstance(v, list) and len(v) > 4:
             raise ValueError("stop takes at most 4 sequences")
-        return self
+        return v
 
     @property
     def output_limit(self) -> int | None:

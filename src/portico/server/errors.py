@@ -64,7 +64,10 @@ async def http_error(request: Request, exc: Exception) -> Response:
         e: PorticoError = NotFound(f"Unknown path: {request.method} {request.url.path}", code="unknown_url")
     elif exc.status_code == 405:
         e = InvalidRequest(
-            f"Method {request.method} is not allowed on {request.url.path}", code="method_not_allowed", status=405
+            f"Method {request.method} is not allowed on {request.url.path}",
+            code="method_not_allowed",
+            status=405,
+            headers=dict(exc.headers or {}),  # keeps Allow (RFC 9110)
         )
     else:
         e = PorticoError(str(exc.detail), status=exc.status_code)

@@ -56,7 +56,10 @@ class SentenceEmbeddingBackend:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         import torch
+        import transformers
         from sentence_transformers import SentenceTransformer
+
+        transformers.logging.disable_progress_bar()  # progress bars would corrupt the JSON-lines log
 
         if not self.path.is_dir():
             self.error = f"sentence-transformers model folder not found: {self.path}"
@@ -68,7 +71,9 @@ class SentenceEmbeddingBackend:
 
     def _encode(self, texts: list[str]) -> tuple[np.ndarray, int]:
         model = self._model
-        vectors = model.encode(texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
+        vectors = model.encode(
+            texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        )
         limit = model.max_seq_length
         lengths = model.tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
         tokens = sum(min(len(ids), limit) for ids in lengths)
