@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 # llama-cpp-python 0.3.36 segfaults in decode on this machine kind's AMX-capable Xeons.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX512=OFF
 
-.PHONY: run test install install-dev lint bench-local bench-asgi clean
+.PHONY: run test services install install-dev lint bench-local bench-asgi clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,16 @@ install-dev: $(VENV)/.installed-dev
 run: install
 	$(VENV)/bin/portico serve
 
-test: install-dev
+# The distributed-mode tests talk to a real Redis and PostgreSQL on 127.0.0.1; start them if they are down
+# (this machine kind installs both; the commands are its documented start commands).
+services:
+	@redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 || redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 \
+		--save "" --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log
+	@pg_isready -h 127.0.0.1 -q || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
+	@for i in $$(seq 1 30); do redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && pg_isready -h 127.0.0.1 -q && exit 0; \
+		sleep 1; done; echo "Redis or PostgreSQL did not come up on 127.0.0.1" >&2; exit 1
+
+test: install-dev services
 	$(PY) -m pytest
 
 lint: install-dev
@@ -45,6 +54,22 @@ bench-asgi: install-dev
 	@command -v wrk >/dev/null && command -v nginx >/dev/null || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light)
 	$(PY) bench/asgi_server.py
+
+# Portico vs LiteLLM proxy vs a bare aiohttp passthrough, behind the same nginx canned upstream. LiteLLM gets its
+# own venv: its pins would fight ours. BENCH_ROUNDS / BENCH_SECONDS / BENCH_STREAMS shorten or lengthen the run.
+LITELLM_VENV := bench/.venv-litellm
+.PHONY: bench-gateway
+
+$(LITELLM_VENV)/.installed:
+	$(PYTHON) -m venv $(LITELLM_VENV)
+	$(LITELLM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LITELLM_VENV)/bin/python -m pip install --quiet 'litellm[proxy]'
+	touch $@
+
+bench-gateway: install $(LITELLM_VENV)/.installed
+	@command -v wrk >/dev/null && command -v nginx >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light)
+	$(PY) bench/gateway.py
 
 clean:
 	rm -rf $(VENV) .portico .pytest_cache

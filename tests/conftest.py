@@ -31,9 +31,10 @@ def slow_katan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
 
 
-def server_config(katan: str, slow_katan: str, self_url: str, dead: str) -> dict:
+def server_config(katan: str, slow_katan: str, self_url: str, dead: str, state_dir: str) -> dict:
     key = {"api_key": "sk-test"}
     return {
+        "state_dir": state_dir,
         "logging": {"level": "INFO"},
         "models": [
             {"name": "local", "deployments": [{"provider": "local", "n_ctx": 2048}]},
@@ -101,7 +102,7 @@ def portico(katan: str, slow_katan: str, portico_dir: Path) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens here
     cfg = tmp / "portico.yaml"
-    cfg.write_text(yaml.safe_dump(server_config(katan, slow_katan, url, dead)))
+    cfg.write_text(yaml.safe_dump(server_config(katan, slow_katan, url, dead, str(tmp / "state"))))
     cmd = [str(VENV_BIN / "portico"), "serve", "--config", str(cfg), "--port", str(port)]
     # /readyz turns 200 only once the local GGUF and the embedder are loaded.
     with running(cmd, f"{url}/readyz", tmp / "portico.log", timeout=180):

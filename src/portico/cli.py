@@ -58,6 +58,20 @@ def serve(
     host = host or cfg.server.host
     port = cfg.server.port if port is None else port
     workers = workers or cfg.server.workers
+    if cfg.auth.master_key is None and not is_loopback(host):
+        err.print(
+            f"[red]error:[/red] refusing to bind {host} without a master key: anyone who can reach it could "
+            "use every model. Set auth.master_key in the config or PORTICO_MASTER_KEY.",
+            highlight=False,
+        )
+        raise typer.Exit(2)
+    if workers > 1 and cfg.state == "memory":
+        err.print(
+            "[red]error:[/red] --workers > 1 needs shared state for limits and budgets: set "
+            "state: redis://127.0.0.1:6379/0 in the config.",
+            highlight=False,
+        )
+        raise typer.Exit(2)
     try:
         Runtime(cfg)  # builds every pipeline: step errors surface here, before binding a port
     except ValueError as e:
@@ -178,6 +192,142 @@ def _print_delta(chunk: dict) -> None:
         for tc in delta.get("tool_calls") or []:
             fn = tc.get("function") or {}
             sys.stdout.write(f"{fn.get('name') or ''}{fn.get('arguments') or ''}")
+
+
+keys_app = typer.Typer(no_args_is_help=True, help="Virtual keys (through a running Portico's admin API).")
+app.add_typer(keys_app, name="keys")
+
+UrlOpt = Annotated[str, typer.Option("--url", help="Portico's base URL")]
+MasterOpt = Annotated[str | None, typer.Option("--master-key", envvar="PORTICO_MASTER_KEY", help="Admin key")]
+
+
+def _admin(method: str, url: str, path: str, master_key: str | None, **kw: object) -> dict:
+    import httpx
+
+    headers = {"authorization": f"Bearer {master_key}"} if master_key else {}
+    try:
+        r = httpx.request(method, url.rstrip("/") + path, headers=headers, timeout=30, **kw)  # type: ignore[arg-type]
+    except httpx.HTTPError as e:
+        err.print(f"[red]error:[/red] cannot reach Portico at {url}: {e}", highlight=False)
+        raise typer.Exit(1) from None
+    if r.status_code >= 400:
+        msg = (
+            r.json().get("error", {}).get("message", r.text)
+            if r.headers.get("content-type", "").startswith("application/json")
+            else r.text
+        )
+        err.print(f"[red]error {r.status_code}:[/red] {msg}", highlight=False)
+        raise typer.Exit(1)
+    return r.json()
+
+
+def _key_table(rows: list[dict]) -> Table:
+    t = Table("id", "name", "prefix", "models", "rpm", "tpm", "budget", "active")
+    for k in rows:
+        budget = f"{k['budget_usd']} / {k['budget_period']}" if k.get("budget_usd") is not None else ""
+        t.add_row(
+            k["id"],
+            k["name"],
+            k["prefix"] + "…",
+            ", ".join(k["models"]) if k["models"] else "all",
+            str(k["rpm"] or ""),
+            str(k["tpm"] or ""),
+            budget,
+            "yes" if k["active"] else "revoked",
+        )
+    return t
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option("--name", help="Who the key is for")],
+    models: Annotated[
+        str | None, typer.Option(help="Comma-separated models/applications it may use (default all)")
+    ] = None,
+    rpm: Annotated[int | None, typer.Option(help="Requests per minute")] = None,
+    tpm: Annotated[int | None, typer.Option(help="Tokens per minute")] = None,
+    budget_usd: Annotated[float | None, typer.Option("--budget-usd", help="Spend limit in USD")] = None,
+    budget_period: Annotated[str, typer.Option("--budget-period", help="day | month | total")] = "total",
+    url: UrlOpt = "http://127.0.0.1:8080",
+    master_key: MasterOpt = None,
+) -> None:
+    """Create a key. The key is printed once; Portico stores only its hash."""
+    body: dict = {"name": name, "rpm": rpm, "tpm": tpm, "budget_usd": budget_usd}
+    if models:
+        body["models"] = [m.strip() for m in models.split(",") if m.strip()]
+    if budget_usd is not None:
+        body["budget_period"] = budget_period
+    out = _admin("POST", url, "/admin/keys", master_key, json={k: v for k, v in body.items() if v is not None})
+    Console().print(_key_table([out]))
+    Console().print(f"key (shown once): [bold]{out['key']}[/bold]")
+
+
+@keys_app.command("list")
+def keys_list(url: UrlOpt = "http://127.0.0.1:8080", master_key: MasterOpt = None) -> None:
+    """List keys (never the keys themselves)."""
+    Console().print(_key_table(_admin("GET", url, "/admin/keys", master_key)["data"]))
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str, url: UrlOpt = "http://127.0.0.1:8080", master_key: MasterOpt = None) -> None:
+    """Revoke a key; it stops working at once."""
+    Console().print(_key_table([_admin("DELETE", url, f"/admin/keys/{key_id}", master_key)]))
+
+
+@keys_app.command("update")
+def keys_update(
+    key_id: str,
+    name: Annotated[str | None, typer.Option()] = None,
+    models: Annotated[str | None, typer.Option(help="Comma-separated; 'all' for every model")] = None,
+    rpm: Annotated[int | None, typer.Option()] = None,
+    tpm: Annotated[int | None, typer.Option()] = None,
+    budget_usd: Annotated[float | None, typer.Option("--budget-usd")] = None,
+    budget_period: Annotated[str | None, typer.Option("--budget-period")] = None,
+    url: UrlOpt = "http://127.0.0.1:8080",
+    master_key: MasterOpt = None,
+) -> None:
+    """Change a key's name, models, limits or budget."""
+    body: dict = {
+        k: v
+        for k, v in {
+            "name": name,
+            "rpm": rpm,
+            "tpm": tpm,
+            "budget_usd": budget_usd,
+            "budget_period": budget_period,
+        }.items()
+        if v is not None
+    }
+    if models is not None:
+        body["models"] = None if models == "all" else [m.strip() for m in models.split(",") if m.strip()]
+    Console().print(_key_table([_admin("PATCH", url, f"/admin/keys/{key_id}", master_key, json=body)]))
+
+
+@app.command()
+def usage(
+    group_by: Annotated[
+        str, typer.Option("--group-by", help="key, model, day, deployment, application, status")
+    ] = "key,model",
+    since: Annotated[str | None, typer.Option(help="ISO time or epoch seconds")] = None,
+    url: UrlOpt = "http://127.0.0.1:8080",
+    master_key: MasterOpt = None,
+) -> None:
+    """Requests, tokens and cost, grouped."""
+    params = {"group_by": group_by, **({"since": since} if since else {})}
+    data = _admin("GET", url, "/admin/usage", master_key, params=params)
+    groups = data["group_by"]
+    t = Table(*groups, "requests", "errors", "prompt tok", "completion tok", "cost USD", "avg ms")
+    for r in data["data"]:
+        t.add_row(
+            *(str(r[g]) for g in groups),
+            str(r["requests"]),
+            str(r["errors"]),
+            str(r["prompt_tokens"]),
+            str(r["completion_tokens"]),
+            f"{r['cost_usd']:.6f}",
+            f"{r['avg_latency_ms']:.1f}",
+        )
+    Console().print(t)
 
 
 def main() -> None:

@@ -7,9 +7,16 @@ from typing import Any
 from portico.config.schema import ApplicationConfig, PorticoConfig
 from portico.context.system_prompt import SystemPromptStep
 from portico.gateway import Gateway, GenerateStep
+from portico.gateway.control import ControlPlane
+from portico.gateway.costing import PriceBook
+from portico.gateway.keys import KeyStore
+from portico.gateway.state import make_state
+from portico.observability.metrics import Metrics
 from portico.pipeline import Parallel, Pipeline, Step
 from portico.pipeline.registry import StepRegistry
 from portico.protocol.errors import InvalidRequest, ModelNotFound
+from portico.storage.db import Database
+from portico.storage.usage import UsageWriter
 
 
 def default_registry() -> StepRegistry:
@@ -23,6 +30,19 @@ class Runtime:
         self.cfg = cfg
         self.registry = registry or default_registry()
         self.gateway = Gateway(cfg)
+        self.db = Database(cfg.storage_url)
+        self.state = make_state(cfg.state)
+        self.keys = KeyStore(self.db, self.state, shared=cfg.state != "memory")
+        self.usage = UsageWriter(
+            self.db, batch_size=cfg.storage.usage_batch_size, interval=cfg.storage.usage_flush_seconds
+        )
+        self.control = ControlPlane(cfg, self.keys, self.state, self.usage)
+        self.prices = PriceBook(cfg)
+        self.metrics = Metrics(
+            [m.name for m in cfg.models] + [a.name for a in cfg.applications],
+            [d.label for m in cfg.models for d in m.deployments],
+            lambda: {k.name for k in self.keys.all()},
+        )
         # Plain model names share the minimal pipeline: one step, the hot path of the benchmark.
         self.minimal = Pipeline("minimal", [GenerateStep(self.gateway)])
         self.applications: dict[str, Pipeline] = {a.name: self._build(a) for a in cfg.applications}
@@ -78,8 +98,18 @@ class Runtime:
         out += [(a.name, "application") for a in self.cfg.applications]
         return out
 
+    async def open(self) -> None:
+        """Storage, keys and the usage writer: every request needs them, so the server awaits this."""
+        await self.db.create_schema()
+        await self.keys.load()
+        self.usage.start()
+
     async def start(self) -> None:
-        await self.gateway.start()
+        await self.open()
+        await self.gateway.start()  # models may load for a while; /readyz reports it
 
     async def close(self) -> None:
         await self.gateway.close()
+        await self.usage.close()  # every queued usage row is written before the database closes
+        await self.state.close()
+        await self.db.close()

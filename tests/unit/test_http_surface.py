@@ -6,6 +6,7 @@ The config has only HTTP deployments pointing at a port nothing listens on, so n
 from __future__ import annotations
 
 import socket
+import tempfile
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -32,6 +33,7 @@ USER = [{"role": "user", "content": "hi"}]
 def make_app(*, wait_for_models: bool = False) -> Starlette:
     cfg = validate(
         {
+            "state_dir": tempfile.mkdtemp(prefix="portico-test-"),
             "server": {"max_body_bytes": 2048},
             "models": [
                 {"name": "chat-a", "deployments": [DEAD]},

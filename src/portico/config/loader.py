@@ -91,7 +91,7 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
     """Load a config file, or the embedded default (local chat + local embeddings) when ``path`` is None."""
     env = os.environ if env is None else env
     if path is None:
-        return validate(DEFAULT_CONFIG, "the embedded default")
+        return validate(_with_env_master_key(DEFAULT_CONFIG, env), "the embedded default")
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -101,7 +101,19 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"{p} is not valid YAML: {e}") from None
-    return validate(interpolate(raw, env), str(p))
+    data = interpolate(raw, env)
+    return validate(_with_env_master_key(data, env), str(p))
+
+
+def _with_env_master_key(data: Any, env: Mapping[str, str]) -> Any:
+    """``PORTICO_MASTER_KEY`` sets the master key when the file does not."""
+    key = env.get("PORTICO_MASTER_KEY")
+    if not key or not isinstance(data, dict):
+        return data
+    auth = data.get("auth") or {}
+    if isinstance(auth, dict) and not auth.get("master_key"):
+        data = {**data, "auth": {**auth, "master_key": key}}
+    return data
 
 
 def config_path_from_env(env: Mapping[str, str] | None = None) -> str | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 _STRICT = ConfigDict(extra="forbid")
 
@@ -111,12 +111,39 @@ Deployment = Annotated[
 ]
 
 
+class RoutingConfig(BaseModel):
+    """How a model orders its deployments for each request (its fallbacks keep their own routing)."""
+
+    model_config = _STRICT
+    strategy: Literal["ordered", "weighted", "least_inflight", "lowest_latency"] = "weighted"
+
+
+class RetryConfig(BaseModel):
+    """Retries of the same deployment on retryable failures, before moving to the next one."""
+
+    model_config = _STRICT
+    max: int = Field(default=2, ge=0)
+    backoff: float = Field(default=0.25, ge=0)  # seconds; doubles per retry, full jitter
+    backoff_max: float = Field(default=8.0, ge=0)  # cap on any wait, Retry-After included
+
+
+class BreakerConfig(BaseModel):
+    """Per deployment: open after ``failures`` consecutive failures; one probe after ``cooldown`` seconds."""
+
+    model_config = _STRICT
+    failures: int = Field(default=5, ge=1)
+    cooldown: float = Field(default=30.0, gt=0)
+
+
 class ModelConfig(BaseModel):
     model_config = _STRICT
     name: str = Field(min_length=1)
     type: Literal["chat", "embedding"] = "chat"
     deployments: list[Deployment] = Field(min_length=1)
     fallbacks: list[str] = Field(default_factory=list)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    retries: RetryConfig = Field(default_factory=RetryConfig)
+    circuit_breaker: BreakerConfig = Field(default_factory=BreakerConfig)
 
     @model_validator(mode="after")
     def _fill_names(self) -> ModelConfig:
@@ -157,6 +184,19 @@ class ServerConfig(BaseModel):
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
 
 
+class AuthConfig(BaseModel):
+    model_config = _STRICT
+    # Guards /admin and, when set, requires a key on every /v1 request. Also read from PORTICO_MASTER_KEY.
+    master_key: SecretStr | None = None
+
+
+class StorageConfig(BaseModel):
+    model_config = _STRICT
+    url: str | None = None  # default: sqlite:///<state_dir>/portico.db; or postgresql://user@host/db
+    usage_batch_size: int = Field(default=500, ge=1)
+    usage_flush_seconds: float = Field(default=0.5, gt=0)
+
+
 class LoggingConfig(BaseModel):
     model_config = _STRICT
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -167,6 +207,10 @@ class PorticoConfig(BaseModel):
     model_config = _STRICT
     server: ServerConfig = Field(default_factory=ServerConfig)
     state_dir: str = ".portico"
+    # Where limits, budgets and revocations live: "memory" (one worker) or a redis:// URL (shared).
+    state: str = "memory"
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     models: list[ModelConfig] = Field(min_length=1)
     applications: list[ApplicationConfig] = Field(default_factory=list)
@@ -202,6 +246,17 @@ class PorticoConfig(BaseModel):
             names[a.name] = "application"
         return self
 
+    @field_validator("state")
+    @classmethod
+    def _state_url(cls, v: str) -> str:
+        if v != "memory" and not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("state must be 'memory' or a redis:// URL")
+        return v
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage.url or f"sqlite:///{self.state_dir}/portico.db"
+
     def model(self, name: str) -> ModelConfig | None:
         for m in self.models:
             if m.name == name:
@@ -215,4 +270,6 @@ def secret(value: SecretStr | None) -> str | None:
 
 def public_view(cfg: PorticoConfig) -> dict[str, Any]:
     """The config without secrets, for ``portico models`` and admin views."""
-    return cfg.model_dump(mode="json", exclude={"models": {"__all__": {"deployments": {"__all__": {"api_key"}}}}})
+    return cfg.model_dump(
+        mode="json", exclude={"auth": True, "models": {"__all__": {"deployments": {"__all__": {"api_key"}}}}}
+    )

@@ -1,8 +1,11 @@
-"""The gateway: model names → deployments → backends, with ordered fallback across deployments and models.
+"""The gateway: model names → deployments → backends, with retries, circuit breakers and ordered fallback.
 
-Policies (which deployment, what to try next) live here; providers only translate. A stream falls back only
-before its first chunk: the first chunk is pulled here, so an upstream that fails early is replaced and a
-client never sees a half answer from two models.
+Policies (which deployment, what to try next) live here and in ``attempts``/``balancer``/``breaker``/``retry``;
+providers only translate. For each request the plan is this model's deployments in its routing order, then each
+fallback model's in theirs; ``run_plan`` walks it. A stream retries and falls back only before its first chunk:
+the first chunk is pulled here, so an upstream that fails early is replaced and a client never sees a half answer
+from two models. Deployments behind an open circuit breaker are skipped; when every one in the plan is, the request
+fails fast with 503 ``all_deployments_unavailable`` rather than waiting on upstreams known to be down.
 """
 
 from __future__ import annotations
@@ -10,38 +13,33 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from portico.config.schema import HttpDeployment, LocalDeployment, ModelConfig, PorticoConfig
-from portico.gateway.backends import EmbeddingBackend, HttpBackend
+from portico.gateway.attempts import DeploymentHandle, Lease, run_plan
+from portico.gateway.backends import HttpBackend
+from portico.gateway.balancer import Balancer
+from portico.gateway.breaker import CircuitBreaker
 from portico.gateway.providers import http_provider
+from portico.gateway.retry import RetryPolicy
 from portico.gateway.transport import HttpTransport
 from portico.pipeline.context import Attempt, RequestContext
 from portico.protocol.embeddings import EmbeddingRequest
-from portico.protocol.errors import InvalidRequest, ModelNotFound, PorticoError, UpstreamError
+from portico.protocol.errors import InvalidRequest, ModelNotFound, UpstreamError
 
 log = logging.getLogger("portico.gateway")
 
-
-@dataclass(slots=True)
-class DeploymentHandle:
-    model: str  # public model name this deployment serves
-    backend: Any  # ChatBackend | EmbeddingBackend
-    weight: float = 1.0
-    inflight: int = 0
-
-    @property
-    def label(self) -> str:
-        return self.backend.label
+__all__ = ["DeploymentHandle", "Gateway", "ModelEntry"]
 
 
 @dataclass(slots=True)
 class ModelEntry:
     config: ModelConfig
     handles: list[DeploymentHandle]
+    balancer: Balancer
     fallbacks: list[str] = field(default_factory=list)
 
 
@@ -53,20 +51,31 @@ def _build_backend(m: ModelConfig, dep: Any, transport: HttpTransport) -> Any:
     return HttpBackend(dep, http_provider(dep.provider), transport)
 
 
-def _retry_elsewhere(e: PorticoError) -> bool:
-    """Whether another deployment might succeed: not when the client's request itself was rejected."""
-    return (isinstance(e, UpstreamError) and e.status != 400) or e.status == 503
+def _build_entry(m: ModelConfig, transport: HttpTransport, rng: random.Random) -> ModelEntry:
+    """A model's deployments, each with its own breaker; one retry policy and balancer per model."""
+    retry = RetryPolicy(m.retries, rng)
+    cb = m.circuit_breaker
+    handles = [
+        DeploymentHandle(
+            m.name,
+            _build_backend(m, d, transport),
+            d.weight,
+            breaker=CircuitBreaker(cb.failures, cb.cooldown),
+            retry=retry,
+        )
+        for d in m.deployments
+    ]
+    return ModelEntry(m, handles, Balancer(m.routing.strategy, rng), list(m.fallbacks))
 
 
 class Gateway:
-    def __init__(self, cfg: PorticoConfig, transport: HttpTransport | None = None) -> None:
+    def __init__(
+        self, cfg: PorticoConfig, transport: HttpTransport | None = None, rng: random.Random | None = None
+    ) -> None:
         self.transport = transport or HttpTransport()
-        self.models: dict[str, ModelEntry] = {}
-        self._base_urls: list[str] = []
-        for m in cfg.models:
-            handles = [DeploymentHandle(m.name, _build_backend(m, d, self.transport), d.weight) for d in m.deployments]
-            self.models[m.name] = ModelEntry(m, handles, list(m.fallbacks))
-            self._base_urls += [d.base_url for d in m.deployments if isinstance(d, HttpDeployment)]
+        self._rng = rng or random.Random()  # shared by balancers and retry jitter; injectable for tests
+        self.models: dict[str, ModelEntry] = {m.name: _build_entry(m, self.transport, self._rng) for m in cfg.models}
+        self._base_urls = [d.base_url for m in cfg.models for d in m.deployments if isinstance(d, HttpDeployment)]
 
     # ---- lifecycle -------------------------------------------------------------------------------------
 
@@ -99,6 +108,10 @@ class Gateway:
     def inflight(self) -> dict[str, int]:
         return {f"{name}/{h.label}": h.inflight for name, e in self.models.items() for h in e.handles}
 
+    def breakers(self) -> dict[str, str]:
+        """``{"model/deployment": "closed" | "open" | "half_open"}``."""
+        return {f"{name}/{h.label}": h.breaker.state for name, e in self.models.items() for h in e.handles}
+
     # ---- routing ---------------------------------------------------------------------------------------
 
     def resolve(self, name: str, kind: str) -> ModelEntry:
@@ -115,116 +128,62 @@ class Gateway:
         return entry
 
     def plan(self, entry: ModelEntry) -> list[DeploymentHandle]:
-        """Deployments to try in order: this model's (weighted-random order), then each fallback model's."""
-        order = self._weighted_order(entry.handles)
-        for fb in entry.fallbacks:
-            order += self._weighted_order(self.models[fb].handles)
-        return order
+        """Deployments to try in order: this model's (its routing strategy), then each fallback model's (theirs).
 
-    @staticmethod
-    def _weighted_order(handles: list[DeploymentHandle]) -> list[DeploymentHandle]:
-        if len(handles) == 1:
-            return list(handles)
-        pool, out = list(handles), []
-        while pool:
-            pick = random.choices(pool, weights=[h.weight for h in pool])[0]
-            pool.remove(pick)
-            out.append(pick)
-        return out
+        Open breakers are not filtered here: ``run_plan`` asks each breaker at the moment it would call."""
+        order = entry.balancer.order(entry.handles)
+        for fb in entry.fallbacks:
+            fallback = self.models[fb]
+            order += fallback.balancer.order(fallback.handles)
+        return order
 
     # ---- calls -----------------------------------------------------------------------------------------
 
     async def chat(self, ctx: RequestContext, model: str) -> None:
         entry = self.resolve(model, "chat")
-        last: PorticoError | None = None
-        for h in self.plan(entry):
-            attempt = _start_attempt(ctx, h)
-            h.inflight += 1
-            try:
-                ctx.response = await h.backend.chat(ctx.request)
-            except PorticoError as e:
-                _end_attempt(attempt, e.status, e.message)
-                last = e
-                if not _retry_elsewhere(e):
-                    raise
-                continue
-            finally:
-                h.inflight -= 1
-            _end_attempt(attempt, 200)
-            ctx.deployment = h.label
-            ctx.usage = ctx.response.get("usage")
-            return
-        assert last is not None
-        raise last
+        response, lease = await run_plan(model, self.plan(entry), ctx.attempts, lambda h: h.backend.chat(ctx.request))
+        lease.succeeded()
+        ctx.response = response
+        ctx.deployment = lease.handle.label
+        ctx.usage = response.get("usage")
 
     async def chat_stream(self, ctx: RequestContext, model: str) -> None:
         entry = self.resolve(model, "chat")
-        last: PorticoError | None = None
-        for h in self.plan(entry):
-            attempt = _start_attempt(ctx, h)
-            h.inflight += 1
+
+        async def first_chunk(h: DeploymentHandle) -> tuple[dict[str, Any], AsyncIterator[dict[str, Any]]]:
             chunks = h.backend.stream(ctx.request)
             try:
-                first = await anext(chunks)
-            except (PorticoError, StopAsyncIteration) as e:
-                h.inflight -= 1
+                return await anext(chunks), chunks
+            except StopAsyncIteration:
                 await chunks.aclose()
-                if isinstance(e, StopAsyncIteration):
-                    e = UpstreamError(f"{h.label}: upstream stream ended without any data", status=502)
-                _end_attempt(attempt, e.status, e.message)
-                last = e
-                if not _retry_elsewhere(e):
-                    raise e from None
-                continue
+                raise UpstreamError(f"{h.label}: upstream stream ended without any data", status=502) from None
             except BaseException:
-                h.inflight -= 1
                 await chunks.aclose()
                 raise
-            ctx.deployment = h.label
-            ctx.stream = _tracked(ctx, h, attempt, first, chunks)
-            return
-        assert last is not None
-        raise last
 
-    async def embeddings(self, req: EmbeddingRequest) -> tuple[dict[str, Any], str]:
+        (first, chunks), lease = await run_plan(model, self.plan(entry), ctx.attempts, first_chunk)
+        # The lease stays open until the stream ends: a stream that breaks mid-way counts against its deployment.
+        ctx.deployment = lease.handle.label
+        ctx.stream = _tracked(ctx, lease, first, chunks)
+        # A stream dropped without ever being iterated (a later step failed, the client left first) never runs its
+        # ``finally``: release its in-flight slot and breaker permit when it is collected.
+        weakref.finalize(ctx.stream, lease.abandoned)
+
+    async def embeddings(
+        self, req: EmbeddingRequest, attempts: list[Attempt] | None = None
+    ) -> tuple[dict[str, Any], str]:
+        """Embeddings under the same policy as chat; pass ``attempts`` to see every try."""
         entry = self.resolve(req.model, "embedding")
-        last: PorticoError | None = None
-        for h in self.plan(entry):
-            h.inflight += 1
-            try:
-                backend: EmbeddingBackend = h.backend
-                return await backend.embed(req), h.label
-            except PorticoError as e:
-                last = e
-                if not _retry_elsewhere(e):
-                    raise
-            finally:
-                h.inflight -= 1
-        assert last is not None
-        raise last
-
-
-def _start_attempt(ctx: RequestContext, h: DeploymentHandle) -> Attempt:
-    a = Attempt(deployment=h.label, model=h.model, started=time.perf_counter())
-    ctx.attempts.append(a)
-    return a
-
-
-def _end_attempt(a: Attempt, status: int, error: str | None = None) -> None:
-    a.duration = time.perf_counter() - a.started
-    a.status = status
-    a.error = error
+        tries = attempts if attempts is not None else []
+        out, lease = await run_plan(req.model, self.plan(entry), tries, lambda h: h.backend.embed(req))
+        lease.succeeded()
+        return out, lease.handle.label
 
 
 async def _tracked(
-    ctx: RequestContext,
-    h: DeploymentHandle,
-    attempt: Attempt,
-    first: dict[str, Any],
-    chunks: AsyncIterator[dict[str, Any]],
+    ctx: RequestContext, lease: Lease, first: dict[str, Any], chunks: AsyncIterator[dict[str, Any]]
 ) -> AsyncIterator[dict[str, Any]]:
-    """Re-attach the pre-read first chunk; record usage, the attempt's end and in-flight count."""
-    status, error = 200, None
+    """Re-attach the pre-read first chunk; record usage; close the lease (attempt, in-flight, breaker) at the end."""
     try:
         if first.get("usage"):
             ctx.usage = first["usage"]
@@ -233,13 +192,10 @@ async def _tracked(
             if chunk.get("usage"):
                 ctx.usage = chunk["usage"]
             yield chunk
-    except PorticoError as e:
-        status, error = e.status, e.message
+    except BaseException as e:  # an upstream failure mid-stream, the client going away (cancelled), or a bug
+        lease.failed(e)
         raise
-    except BaseException as e:  # client went away (cancelled) or a bug: record it, then let it propagate
-        status, error = 499, type(e).__name__
-        raise
+    else:
+        lease.succeeded()
     finally:
-        h.inflight -= 1
-        _end_attempt(attempt, status, error)
         await chunks.aclose()  # type: ignore[attr-defined]

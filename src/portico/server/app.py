@@ -17,10 +17,10 @@ from portico.config.schema import PorticoConfig
 from portico.observability.logging import setup_logging
 from portico.protocol.errors import PorticoError
 from portico.runtime import Runtime
-from portico.server import errors
+from portico.server import admin, errors
 from portico.server.chat import chat_completions
 from portico.server.embeddings import embeddings
-from portico.server.meta import get_model, healthz, list_models, readyz
+from portico.server.meta import get_model, healthz, list_models, metrics, readyz
 from portico.server.middleware import RequestIdMiddleware
 
 log = logging.getLogger("portico.server")
@@ -34,7 +34,8 @@ def create_app(cfg: PorticoConfig, *, wait_for_models: bool = False) -> Starlett
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         runtime.started_at = int(time.time())
-        loading = asyncio.ensure_future(runtime.start())
+        await runtime.open()
+        loading = asyncio.ensure_future(runtime.gateway.start())
         if wait_for_models:
             await loading
         try:
@@ -51,6 +52,13 @@ def create_app(cfg: PorticoConfig, *, wait_for_models: bool = False) -> Starlett
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/models/{model:path}", get_model, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/admin/keys", admin.create_key, methods=["POST"]),
+        Route("/admin/keys", admin.list_keys, methods=["GET"]),
+        Route("/admin/keys/{key_id}", admin.get_key, methods=["GET"]),
+        Route("/admin/keys/{key_id}", admin.update_key, methods=["PATCH"]),
+        Route("/admin/keys/{key_id}", admin.revoke_key, methods=["DELETE"]),
+        Route("/admin/usage", admin.get_usage, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
     ]
     app = Starlette(

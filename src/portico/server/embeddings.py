@@ -7,15 +7,35 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from portico.protocol.embeddings import EmbeddingRequest
+from portico.protocol.errors import PorticoError
 from portico.runtime import Runtime
+from portico.server.auth import caller_of
 from portico.server.body import read_model
 
 
 async def embeddings(request: Request) -> Response:
     rt: Runtime = request.app.state.runtime
+    caller = await caller_of(request)
     req = await read_model(request, EmbeddingRequest, rt.cfg.server.max_body_bytes)
     state = request.scope["state"]
     state["model"] = req.model
-    out, label = await rt.gateway.embeddings(req)
+    texts = req.texts() or []
+    adm = await rt.control.admit(caller, req.model, sum(len(t) for t in texts))
+    common = {"request_id": state["request_id"], "endpoint": "embeddings", "application": None, "attempts": 1}
+    try:
+        out, label = await rt.gateway.embeddings(req)
+    except PorticoError as e:
+        rec = await rt.control.settle(adm, status=e.status, usage=None, cost=0.0, deployment=None,
+                                      error_type=e.code or e.type, **common)  # fmt: skip
+        if rec is not None:
+            rt.metrics.observe(rec)
+        e.headers = {**adm.headers, **e.headers}
+        raise
     state["deployment"] = label
-    return Response(orjson.dumps(out), media_type="application/json", headers={"x-portico-model": label})
+    usage = out.get("usage")
+    rec = await rt.control.settle(adm, status=200, usage=usage, cost=rt.prices.cost(req.model, label, usage),
+                                  deployment=label, **common)  # fmt: skip
+    if rec is not None:
+        rt.metrics.observe(rec, attempts=[(label, 200)])
+    return Response(orjson.dumps(out), media_type="application/json",
+                    headers={"x-portico-model": label, **adm.headers})  # fmt: skip

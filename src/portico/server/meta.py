@@ -6,8 +6,10 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from portico.observability.metrics import CONTENT_TYPE
 from portico.protocol.errors import ModelNotFound
 from portico.runtime import Runtime
+from portico.server.auth import require_admin
 
 
 def _json(data: object, status: int = 200) -> Response:
@@ -43,3 +45,10 @@ async def readyz(request: Request) -> Response:
     ready = all(v == "ready" for v in backends.values())
     body = {"status": "ready" if ready else "not_ready", "deployments": backends, "inflight": rt.gateway.inflight()}
     return _json(body, 200 if ready else 503)
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus text format. Guarded like the admin API when a master key is configured."""
+    require_admin(request)
+    rt: Runtime = request.app.state.runtime
+    return Response(rt.metrics.render(), media_type=CONTENT_TYPE)

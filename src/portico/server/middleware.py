@@ -75,6 +75,7 @@ def _log(scope: Scope, request_id: str, status: int, t0: float) -> None:
             "path": scope["path"],
             "status": status,
             "ms": round((time.perf_counter() - t0) * 1000, 2),
+            "key": state.get("key"),
             "model": state.get("model"),
             "deployment": state.get("deployment"),
         },

@@ -1,0 +1,100 @@
+"""Prometheus metrics at ``GET /metrics``: one registry per app (no module globals), bounded label values.
+
+Label values come only from the config (models, applications, deployments) and the key store (key names);
+anything else — a model name a client invented, say — is reported as ``other``, so a client cannot blow up the
+number of series. Components add their own counters through ``counter(...)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from portico.storage.usage import UsageRecord
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+_TOKEN_TIME_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1)
+_LABELS = ("endpoint", "key", "application", "model", "deployment", "status")
+
+
+class Metrics:
+    def __init__(self, models: Iterable[str], deployments: Iterable[str], key_names: Callable[[], set[str]]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._models = set(models)
+        self._deployments = set(deployments)
+        self._key_names = key_names
+        r = self.registry
+        self.requests = Counter("portico_requests", "Requests answered", _LABELS, registry=r)
+        self.latency = Histogram(
+            "portico_request_seconds",
+            "Request latency (stream: until the last byte)",
+            ("endpoint", "model", "deployment"),
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "portico_time_to_first_token_seconds",
+            "Streams: time to the first chunk",
+            ("model", "deployment"),
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.tpot = Histogram(
+            "portico_time_per_output_token_seconds",
+            "Streams: time per output token after the first",
+            ("model", "deployment"),
+            buckets=_TOKEN_TIME_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Counter("portico_tokens", "Tokens by kind", ("kind", "key", "model", "deployment"), registry=r)
+        self.cost = Counter("portico_cost_usd", "Cost in USD", ("key", "model", "deployment"), registry=r)
+        self.errors = Counter("portico_errors", "Failed requests by error type", ("type", "model"), registry=r)
+        self.attempts = Counter("portico_upstream_attempts", "Upstream attempts, retries and fallbacks included",
+                                ("deployment", "outcome"), registry=r)  # fmt: skip
+
+    def counter(self, name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
+        """For components (cache, guardrails…): ``portico_<name>`` in this app's registry."""
+        return Counter(f"portico_{name}", doc, labels, registry=self.registry)
+
+    def _m(self, v: str | None) -> str:
+        return v if v in self._models else ("none" if v is None else "other")
+
+    def _d(self, v: str | None) -> str:
+        return v if v in self._deployments else ("none" if v is None else "other")
+
+    def _k(self, v: str | None) -> str:
+        if v is None:
+            return "anonymous"
+        return v if v == "master" or v in self._key_names() else "other"
+
+    def observe(self, rec: UsageRecord, *, ttft: float | None = None, chunks: int = 0,
+                attempts: Iterable[tuple[str, int | None]] = ()) -> None:  # fmt: skip
+        key, model, dep = self._k(rec.key_name), self._m(rec.model), self._d(rec.deployment)
+        app = self._m(rec.application) if rec.application else "none"
+        self.requests.labels(rec.endpoint, key, app, model, dep, str(rec.status)).inc()
+        self.latency.labels(rec.endpoint, model, dep).observe(rec.latency_ms / 1000)
+        if rec.prompt_tokens:
+            self.tokens.labels("prompt", key, model, dep).inc(rec.prompt_tokens)
+        if rec.completion_tokens:
+            self.tokens.labels("completion", key, model, dep).inc(rec.completion_tokens)
+        if rec.cached_tokens:
+            self.tokens.labels("cached", key, model, dep).inc(rec.cached_tokens)
+        if rec.cost_usd:
+            self.cost.labels(key, model, dep).inc(rec.cost_usd)
+        if rec.status >= 400:
+            self.errors.labels(rec.error_type or str(rec.status), model).inc()
+        if ttft is not None:
+            self.ttft.labels(model, dep).observe(ttft)
+            generated = rec.completion_tokens or chunks
+            if generated > 1:
+                self.tpot.labels(model, dep).observe(max(0.0, rec.latency_ms / 1000 - ttft) / (generated - 1))
+        for label, status in attempts:
+            outcome = "ok" if status == 200 else ("client_gone" if status == 499 else f"error_{status}")
+            self.attempts.labels(self._d(label), outcome).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
