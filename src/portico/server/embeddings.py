@@ -6,6 +6,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from portico.pipeline.context import Attempt
 from portico.protocol.embeddings import EmbeddingRequest
 from portico.protocol.errors import PorticoError
 from portico.runtime import Runtime
@@ -21,21 +22,22 @@ async def embeddings(request: Request) -> Response:
     state["model"] = req.model
     texts = req.texts() or []
     adm = await rt.control.admit(caller, req.model, sum(len(t) for t in texts))
-    common = {"request_id": state["request_id"], "endpoint": "embeddings", "application": None, "attempts": 1}
+    tries: list[Attempt] = []
+    common = {"request_id": state["request_id"], "endpoint": "embeddings", "application": None}
     try:
-        out, label = await rt.gateway.embeddings(req)
+        out, label = await rt.gateway.embeddings(req, tries)
     except PorticoError as e:
         rec = await rt.control.settle(adm, status=e.status, usage=None, cost=0.0, deployment=None,
-                                      error_type=e.code or e.type, **common)  # fmt: skip
+                                      error_type=e.code or e.type, attempts=len(tries), **common)  # fmt: skip
         if rec is not None:
-            rt.metrics.observe(rec)
+            rt.metrics.observe(rec, attempts=[(a.deployment, a.status) for a in tries])
         e.headers = {**adm.headers, **e.headers}
         raise
     state["deployment"] = label
     usage = out.get("usage")
     rec = await rt.control.settle(adm, status=200, usage=usage, cost=rt.prices.cost(req.model, label, usage),
-                                  deployment=label, **common)  # fmt: skip
+                                  deployment=label, attempts=len(tries), **common)  # fmt: skip
     if rec is not None:
-        rt.metrics.observe(rec, attempts=[(label, 200)])
+        rt.metrics.observe(rec, attempts=[(a.deployment, a.status) for a in tries])
     return Response(orjson.dumps(out), media_type="application/json",
                     headers={"x-portico-model": label, **adm.headers})  # fmt: skip

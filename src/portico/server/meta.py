@@ -43,7 +43,12 @@ async def readyz(request: Request) -> Response:
     rt: Runtime = request.app.state.runtime
     backends = rt.gateway.readiness()
     ready = all(v == "ready" for v in backends.values())
-    body = {"status": "ready" if ready else "not_ready", "deployments": backends, "inflight": rt.gateway.inflight()}
+    body = {
+        "status": "ready" if ready else "not_ready",
+        "deployments": backends,
+        "inflight": rt.gateway.inflight(),
+        "breakers": rt.gateway.breakers(),
+    }
     return _json(body, 200 if ready else 503)
 
 
