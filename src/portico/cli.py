@@ -94,6 +94,9 @@ def serve(
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=30,
+        # X-Forwarded-* is not trusted by default (it showed in the profile and we do not use the client address).
+        proxy_headers=False,
+        server_header=False,
     )
 
 

@@ -12,6 +12,7 @@ from portico.gateway.costing import PriceBook
 from portico.gateway.keys import KeyStore
 from portico.gateway.state import make_state
 from portico.observability.metrics import Metrics
+from portico.observability.tracing import Tracer
 from portico.pipeline import Parallel, Pipeline, Step
 from portico.pipeline.registry import StepRegistry
 from portico.protocol.errors import InvalidRequest, ModelNotFound
@@ -37,6 +38,9 @@ class Runtime:
             self.db, batch_size=cfg.storage.usage_batch_size, interval=cfg.storage.usage_flush_seconds
         )
         self.control = ControlPlane(cfg, self.keys, self.state, self.usage)
+        self.tracing = Tracer.build(
+            cfg.tracing, self.db, batch_size=cfg.storage.usage_batch_size, interval=cfg.storage.usage_flush_seconds
+        )
         self.prices = PriceBook(cfg)
         self.metrics = Metrics(
             [m.name for m in cfg.models] + [a.name for a in cfg.applications],
@@ -103,6 +107,7 @@ class Runtime:
         await self.db.create_schema()
         await self.keys.load()
         self.usage.start()
+        self.tracing.start()
 
     async def start(self) -> None:
         await self.open()
@@ -111,5 +116,6 @@ class Runtime:
     async def close(self) -> None:
         await self.gateway.close()
         await self.usage.close()  # every queued usage row is written before the database closes
+        await self.tracing.close()  # likewise every queued trace (and its OTLP export)
         await self.state.close()
         await self.db.close()

@@ -203,6 +203,17 @@ class LoggingConfig(BaseModel):
     json_lines: bool = Field(default=True, alias="json")
 
 
+class TracingConfig(BaseModel):
+    """Per-request traces, stored in Portico's database and optionally exported over OTLP/HTTP."""
+
+    model_config = _STRICT
+    # full: prompts and answers are stored. redacted: meant to store them after PII masking, which does not exist
+    # yet, so it stores nothing (like none) until it does.
+    content: Literal["full", "redacted", "none"] = "full"
+    sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)  # errors are always kept
+    otlp_endpoint: str | None = None  # e.g. http://127.0.0.1:4318/v1/traces
+
+
 class PorticoConfig(BaseModel):
     model_config = _STRICT
     server: ServerConfig = Field(default_factory=ServerConfig)
@@ -212,6 +223,7 @@ class PorticoConfig(BaseModel):
     auth: AuthConfig = Field(default_factory=AuthConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
     models: list[ModelConfig] = Field(min_length=1)
     applications: list[ApplicationConfig] = Field(default_factory=list)
 

@@ -11,6 +11,7 @@ import calendar
 import hmac
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,7 +95,8 @@ class ControlPlane:
             "Missing API key: send 'Authorization: Bearer <key>' or an 'api-key' header.", code="missing_api_key"
         )
 
-    async def admit(self, caller: Caller, model: str, prompt_chars: int) -> Admission:
+    async def admit(self, caller: Caller, model: str, prompt_chars: Callable[[], int]) -> Admission:
+        """``prompt_chars`` is called only when a token limit needs the estimate."""
         adm = Admission(caller, model)
         key = caller.key
         if key is None:
@@ -106,7 +108,7 @@ class ControlPlane:
         if key.budget_usd is not None:
             await self._check_budget(key)
         if key.rpm or key.tpm:
-            est = estimate_tokens(prompt_chars) if key.tpm else 0
+            est = estimate_tokens(prompt_chars()) if key.tpm else 0
             w = await self.state.take(key.id, key.rpm, key.tpm, est)
             adm.headers = _rate_headers(key, w.requests, w.tokens, w.retry_after)
             if not w.allowed:

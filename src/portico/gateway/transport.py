@@ -7,7 +7,7 @@ what happened (400 the upstream rejected the request, 429 rate limited, 502 bad 
 
 from __future__ import annotations
 
-import asyncio
+import functools
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 
-from portico.config.schema import HttpDeployment, Timeouts
+from portico.config.schema import HttpDeployment
 from portico.gateway.providers.base import HttpProvider, UpstreamRequest
 from portico.protocol.errors import UpstreamError
 
@@ -54,17 +54,16 @@ class HttpTransport:
     async def post_json(self, up: UpstreamRequest, dep: HttpDeployment, provider: HttpProvider) -> dict[str, Any]:
         t = dep.timeouts
         try:
-            async with asyncio.timeout(t.total):
-                async with self._session(up.url).post(
-                    up.url,
-                    data=orjson.dumps(up.body),
-                    headers=up.headers,
-                    params=up.params or None,
-                    timeout=_client_timeout(t),
-                ) as resp:
-                    body = await resp.read()
-                    if resp.status >= 400:
-                        raise _status_error(dep, provider, resp.status, body, resp.headers)
+            async with self._session(up.url).post(
+                up.url,
+                data=orjson.dumps(up.body),
+                headers=up.headers,
+                params=up.params or None,
+                timeout=_client_timeout(t.total, t.connect, t.first_byte),
+            ) as resp:
+                body = await resp.read()
+                if resp.status >= 400:
+                    raise _status_error(dep, provider, resp.status, body, resp.headers)
         except (TimeoutError, aiohttp.ServerTimeoutError):
             raise UpstreamError(f"{dep.label}: upstream timed out", status=504, code="upstream_timeout") from None
         except aiohttp.ClientError as e:
@@ -83,26 +82,25 @@ class HttpTransport:
         """Yield ``(event, data)`` SSE events. Closing the generator closes the upstream connection."""
         t = dep.timeouts
         try:
-            async with asyncio.timeout(t.total):
-                cm = self._session(up.url).post(
-                    up.url,
-                    data=orjson.dumps(up.body),
-                    headers=up.headers,
-                    params=up.params or None,
-                    timeout=_client_timeout(t),
-                )
-                async with cm as resp:
-                    if resp.status >= 400:
-                        body = await resp.read()
-                        raise _status_error(dep, provider, resp.status, body, resp.headers)
-                    if resp.content_type == "application/json":
-                        # Some upstreams answer a stream request with one JSON body (Gemini without alt=sse
-                        # sends an array of responses): treat each element as one event.
-                        for event in _json_events(await resp.read()):
-                            yield event
-                    else:
-                        async for event in _sse_events(resp.content):
-                            yield event
+            cm = self._session(up.url).post(
+                up.url,
+                data=orjson.dumps(up.body),
+                headers=up.headers,
+                params=up.params or None,
+                timeout=_client_timeout(t.total, t.connect, t.first_byte),
+            )
+            async with cm as resp:
+                if resp.status >= 400:
+                    body = await resp.read()
+                    raise _status_error(dep, provider, resp.status, body, resp.headers)
+                if resp.content_type == "application/json":
+                    # Some upstreams answer a stream request with one JSON body (Gemini without alt=sse
+                    # sends an array of responses): treat each element as one event.
+                    for event in _json_events(await resp.read()):
+                        yield event
+                else:
+                    async for event in _sse_events(resp.content):
+                        yield event
         except (TimeoutError, aiohttp.ServerTimeoutError):
             raise UpstreamError(f"{dep.label}: upstream timed out", status=504, code="upstream_timeout") from None
         except aiohttp.ClientPayloadError as e:
@@ -111,9 +109,13 @@ class HttpTransport:
             raise _connection_error(dep, e) from None
 
 
-def _client_timeout(t: Timeouts) -> aiohttp.ClientTimeout:
-    # sock_read bounds the wait for the headers and for each later read (first byte, then inter-chunk gaps).
-    return aiohttp.ClientTimeout(total=None, connect=t.connect, sock_connect=t.connect, sock_read=t.first_byte)
+@functools.lru_cache(maxsize=64)
+def _client_timeout(total: float, connect: float, first_byte: float) -> aiohttp.ClientTimeout:
+    """One immutable timeout object per distinct setting, not one per request.
+
+    ``total`` covers the whole call, stream included; ``sock_read`` bounds the wait for the headers and for each
+    later read (first byte, then inter-chunk gaps)."""
+    return aiohttp.ClientTimeout(total=total, connect=connect, sock_connect=connect, sock_read=first_byte)
 
 
 # One SSE event may carry a large inline image; past this the upstream is misbehaving.

@@ -28,7 +28,7 @@ async def chat_completions(request: Request) -> Response | SSEResponse:
     pipeline, application = rt.pipeline_for(req.model)
     state = request.scope["state"]
     state["model"] = req.model
-    adm = await rt.control.admit(caller, req.model, sum(len(m.text()) for m in req.messages))
+    adm = await rt.control.admit(caller, req.model, lambda: sum(len(m.text()) for m in req.messages))
     ctx = RequestContext(request=req, request_id=state["request_id"], model=req.model, application=application,
                          caller={"key": caller.name})  # fmt: skip
     try:
@@ -83,6 +83,7 @@ async def _settle(rt: Runtime, adm: Admission, ctx: RequestContext, status: int,
     if rec is not None:
         rt.metrics.observe(rec, ttft=ctx.state.get("server.ttft"), chunks=ctx.state.get("server.chunks", 0),
                            attempts=[(a.deployment, a.status) for a in ctx.attempts])  # fmt: skip
+        rt.tracing.chat(ctx, rec)  # builds the span tree only; serialising and writing happen in the background
 
 
 def _required(response: dict | None) -> dict:

@@ -21,7 +21,7 @@ async def embeddings(request: Request) -> Response:
     state = request.scope["state"]
     state["model"] = req.model
     texts = req.texts() or []
-    adm = await rt.control.admit(caller, req.model, sum(len(t) for t in texts))
+    adm = await rt.control.admit(caller, req.model, lambda: sum(len(t) for t in texts))
     tries: list[Attempt] = []
     common = {"request_id": state["request_id"], "endpoint": "embeddings", "application": None}
     try:
@@ -31,6 +31,7 @@ async def embeddings(request: Request) -> Response:
                                       error_type=e.code or e.type, attempts=len(tries), **common)  # fmt: skip
         if rec is not None:
             rt.metrics.observe(rec, attempts=[(a.deployment, a.status) for a in tries])
+            rt.tracing.embeddings(rec, texts, tries, adm.started)
         e.headers = {**adm.headers, **e.headers}
         raise
     state["deployment"] = label
@@ -39,5 +40,6 @@ async def embeddings(request: Request) -> Response:
                                   deployment=label, attempts=len(tries), **common)  # fmt: skip
     if rec is not None:
         rt.metrics.observe(rec, attempts=[(a.deployment, a.status) for a in tries])
+        rt.tracing.embeddings(rec, texts, tries, adm.started)
     return Response(orjson.dumps(out), media_type="application/json",
                     headers={"x-portico-model": label, **adm.headers})  # fmt: skip

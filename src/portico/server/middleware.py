@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
-import uuid
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -38,7 +38,7 @@ class RequestIdMiddleware:
                 rid = v
                 break
         if not _valid_id(rid):
-            rid = uuid.uuid4().hex.encode()
+            rid = os.urandom(16).hex().encode()  # uuid4's randomness without building a UUID object
         request_id = rid.decode()
         scope.setdefault("state", {})["request_id"] = request_id
         t0 = time.perf_counter()
@@ -66,6 +66,8 @@ class RequestIdMiddleware:
 
 
 def _log(scope: Scope, request_id: str, status: int, t0: float) -> None:
+    if not log.isEnabledFor(logging.INFO):
+        return
     state = scope.get("state", {})
     log.info(
         "request",

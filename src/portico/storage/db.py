@@ -68,6 +68,40 @@ usage = Table(
 Index("ix_usage_ts", usage.c.ts)
 Index("ix_usage_key_ts", usage.c.key_id, usage.c.ts)
 
+traces = Table(
+    "traces",
+    metadata,
+    Column("request_id", String(128), primary_key=True),
+    Column("ts", Float, nullable=False),  # when the request started (epoch seconds)
+    Column("day", String(10), nullable=False),
+    Column("endpoint", String(40), nullable=False),
+    Column("key_name", String(200), nullable=True),
+    Column("model", String(200), nullable=True),
+    Column("application", String(200), nullable=True),
+    Column("deployment", String(300), nullable=True),
+    Column("status", Integer, nullable=False),
+    Column("latency_ms", Float, nullable=False, default=0.0),
+    Column("cost_usd", Float, nullable=False, default=0.0),
+    Column("prompt_tokens", Integer, nullable=False, default=0),
+    Column("completion_tokens", Integer, nullable=False, default=0),
+    Column("input", JSON(none_as_null=True), nullable=True),  # per tracing.content; null when not stored
+    Column("output", JSON(none_as_null=True), nullable=True),
+)
+Index("ix_traces_ts", traces.c.ts)
+
+spans = Table(
+    "spans",
+    metadata,
+    Column("request_id", String(128), primary_key=True),
+    Column("span_id", String(16), primary_key=True),
+    Column("parent_id", String(16), nullable=True),
+    Column("name", String(200), nullable=False),
+    Column("start_ms", Float, nullable=False),  # offset from the trace's start
+    Column("duration_ms", Float, nullable=False),
+    Column("status", String(8), nullable=False),  # ok | error
+    Column("attributes", JSON, nullable=False),
+)
+
 
 def normalise_url(url: str) -> str:
     """Accept plain ``sqlite:///…`` / ``postgresql://…`` and pick the async drivers."""

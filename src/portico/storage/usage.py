@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from sqlalchemy import func, insert, select
@@ -42,9 +42,13 @@ class UsageRecord:
     attempts: int = 1
 
     def row(self) -> dict[str, Any]:
-        d = asdict(self)
+        # Field by field: dataclasses.asdict deep-copies and showed up in the gateway profile.
+        d = {f: getattr(self, f) for f in _FIELDS}
         d["day"] = time.strftime("%Y-%m-%d", time.gmtime(self.ts))
         return d
+
+
+_FIELDS = tuple(f.name for f in fields(UsageRecord))
 
 
 class UsageWriter:
