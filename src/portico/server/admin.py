@@ -96,7 +96,7 @@ async def revoke_key(request: Request) -> Response:
     return _json(rec.public())
 
 
-def _when(value: str | None, param: str) -> float | None:
+def parse_when(value: str | None, param: str) -> float | None:
     if not value:
         return None
     try:
@@ -117,8 +117,8 @@ async def get_usage(request: Request) -> Response:
     for g in group_by:
         if g not in GROUPS:
             raise InvalidRequest(f"group_by: unknown field '{g}' (use {', '.join(GROUPS)})", param="group_by")
-    since = _when(q.get("since"), "since")
-    until = _when(q.get("until"), "until")
+    since = parse_when(q.get("since"), "since")
+    until = parse_when(q.get("until"), "until")
     await rt.usage.flush()  # a report includes every request answered so far
     rows = await usage_report(rt.db, group_by, since, until, key_id=q.get("key_id"))
     return _json(

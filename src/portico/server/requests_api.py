@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from portico.protocol.errors import InvalidRequest, NotFound
 from portico.runtime import Runtime
-from portico.server.admin import _when
+from portico.server.admin import parse_when
 from portico.server.auth import require_admin
 from portico.storage.traces import get_trace, list_traces
 
@@ -50,9 +50,14 @@ async def list_requests(request: Request) -> Response:
         raise InvalidRequest(f"limit must be between 1 and {MAX_LIMIT}", param="limit")
     await rt.tracing.flush()  # the list includes every request settled so far
     rows = await list_traces(
-        rt.db, filters=_filters(q), since=_when(q.get("since"), "since"), until=_when(q.get("until"), "until"),
-        before=_when(q.get("before"), "before"), text=q.get("q") or None, limit=limit,
-    )  # fmt: skip
+        rt.db,
+        filters=_filters(q),
+        since=parse_when(q.get("since"), "since"),
+        until=parse_when(q.get("until"), "until"),
+        before=parse_when(q.get("before"), "before"),
+        text=q.get("q") or None,
+        limit=limit,
+    )
     return _json({"object": "list", "data": rows})
 
 

@@ -137,7 +137,7 @@ async def list_traces(
                               cast(traces.c.output, String).like(pattern, escape="\\")))  # fmt: skip
     stmt = stmt.order_by(traces.c.ts.desc()).limit(limit)
     async with db.engine.connect() as conn:
-        return [dict(r) for r in (await conn.execute(stmt)).mappings().all()]
+        return [_plain(r) for r in (await conn.execute(stmt)).mappings().all()]
 
 
 async def get_trace(db: Database, request_id: str) -> dict[str, Any] | None:
@@ -147,9 +147,14 @@ async def get_trace(db: Database, request_id: str) -> dict[str, Any] | None:
         if row is None:
             return None
         rows = (await conn.execute(select(spans).where(spans.c.request_id == request_id))).mappings().all()
-    out = dict(row)
-    out["spans"] = span_tree([dict(r) for r in rows])
+    out = _plain(row)
+    out["spans"] = span_tree([_plain(r) for r in rows])
     return out
+
+
+def _plain(row: Any) -> dict[str, Any]:
+    # Column keys are SQLAlchemy ``quoted_name`` (a str subclass) which orjson refuses.
+    return {str(k): v for k, v in row.items()}
 
 
 def span_tree(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
