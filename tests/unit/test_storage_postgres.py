@@ -74,3 +74,18 @@ async def test_usage_batches_and_reports(db: Database) -> None:
     assert by["m"]["prompt_tokens"] == 30 and by["m"]["cost_usd"] == pytest.approx(1.5)
     assert await spend_since(db, "k1", now - 1) == pytest.approx(3.5)
     assert await spend_since(db, "k1", now + 10) == 0.0
+
+
+async def test_flush_racing_the_background_writer_writes_each_record_once(db: Database) -> None:
+    import asyncio
+
+    writer = UsageWriter(db, batch_size=4, interval=0.001)
+    writer.start()
+    now = time.time()
+    for i in range(50):
+        writer.add(UsageRecord(ts=now, request_id=f"x{i}", endpoint="chat", status=200, key_id="race"))
+        if i % 7 == 0:
+            await asyncio.gather(writer.flush(), writer.flush(), asyncio.sleep(0))
+    await writer.close()
+    rows = await usage_report(db, [], since=now - 1, key_id="race")
+    assert rows[0]["requests"] == 50 and writer.written == 50

@@ -8,15 +8,13 @@ the first trace; the duplicate is logged and skipped so it cannot wedge the queu
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import String, cast, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 
+from portico.storage.batch import BatchWriter
 from portico.storage.db import Database, spans, traces
 
 if TYPE_CHECKING:
@@ -28,74 +26,32 @@ log = logging.getLogger("portico.storage")
 SUMMARY = tuple(c for c in traces.c if c.name not in ("input", "output"))
 
 
-class TraceWriter:
+class TraceWriter(BatchWriter["TraceData"]):
+    name = "trace"
+
     def __init__(
         self, db: Database, *, batch_size: int = 200, interval: float = 0.5, exporter: OtlpExporter | None = None
     ) -> None:
-        self.db = db
-        self.batch_size = batch_size
-        self.interval = interval
+        super().__init__(db, batch_size=batch_size, interval=interval)
         self.exporter = exporter
-        self._pending: deque[TraceData] = deque()
-        self._wake = asyncio.Event()
-        self._lock = asyncio.Lock()  # flush() and the background task must not insert the same batch twice
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
-        self.written = 0
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="portico-trace-writer")
-
-    def add(self, trace: TraceData) -> None:
-        self._pending.append(trace)
-        if len(self._pending) >= self.batch_size:
-            self._wake.set()
-
-    async def flush(self) -> None:
-        while self._pending:
-            await self._write_batch()
 
     async def close(self) -> None:
-        self._closing = True
-        self._wake.set()
-        if self._task is not None:
-            await self._task
-        await self.flush()
+        await super().close()
         if self.exporter is not None:
             await self.exporter.close()
 
-    async def _run(self) -> None:
-        failures = 0
-        while not self._closing:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval)
-            self._wake.clear()
-            try:
-                while self._pending and not self._closing:
-                    await self._write_batch()
-                failures = 0
-            except Exception:
-                failures += 1
-                log.exception("trace batch write failed; will retry", extra={"queued": len(self._pending)})
-                await asyncio.sleep(min(30.0, 0.5 * 2**failures))
-
-    async def _write_batch(self) -> None:
-        async with self._lock:
-            batch = [self._pending[i] for i in range(min(self.batch_size, len(self._pending)))]
-            if not batch:
-                return
-            try:
-                await self._insert(batch)
-            except IntegrityError:
-                await self._insert_one_by_one(batch)
-            for _ in batch:  # removed only once the rows are committed
-                self._pending.popleft()
-            self.written += len(batch)
+    async def _written(self, batch: list[TraceData]) -> None:
         if self.exporter is not None:
             for t in batch:
                 self.exporter.export(t)
 
     async def _insert(self, batch: list[TraceData]) -> None:
+        try:
+            await self._insert_rows(batch)
+        except IntegrityError:
+            await self._insert_one_by_one(batch)
+
+    async def _insert_rows(self, batch: list[TraceData]) -> None:
         span_rows = [s.row(t.request_id) for t in batch for s in t.spans]
         async with self.db.engine.begin() as conn:
             await conn.execute(insert(traces), [t.row() for t in batch])
@@ -105,7 +61,7 @@ class TraceWriter:
     async def _insert_one_by_one(self, batch: list[TraceData]) -> None:
         for t in batch:
             try:
-                await self._insert([t])
+                await self._insert_rows([t])
             except IntegrityError:
                 log.warning("duplicate request id: trace skipped", extra={"request_id": t.request_id})
 

@@ -1,25 +1,15 @@
-"""Usage records: written off the request path in batches, read back grouped for reports.
-
-``UsageWriter.add`` only appends to an in-memory queue; a background task inserts batches. On shutdown every
-queued record is written before the database closes, so an accepted request's usage is never dropped; a failed
-insert is retried with backoff and the batch stays queued meanwhile.
-"""
+"""Usage records: written off the request path in batches (``BatchWriter``), read back grouped for reports."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 import time
-from collections import deque
 from dataclasses import dataclass, fields
 from typing import Any
 
 from sqlalchemy import func, insert, select
 
+from portico.storage.batch import BatchWriter
 from portico.storage.db import Database, usage
-
-log = logging.getLogger("portico.storage")
 
 
 @dataclass(slots=True)
@@ -51,59 +41,12 @@ class UsageRecord:
 _FIELDS = tuple(f.name for f in fields(UsageRecord))
 
 
-class UsageWriter:
-    def __init__(self, db: Database, *, batch_size: int = 500, interval: float = 0.5) -> None:
-        self.db = db
-        self.batch_size = batch_size
-        self.interval = interval
-        self._pending: deque[UsageRecord] = deque()
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
-        self.written = 0
+class UsageWriter(BatchWriter[UsageRecord]):
+    name = "usage"
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="portico-usage-writer")
-
-    def add(self, record: UsageRecord) -> None:
-        self._pending.append(record)
-        if len(self._pending) >= self.batch_size:
-            self._wake.set()
-
-    async def flush(self) -> None:
-        """Write everything queued so far (tests and shutdown)."""
-        while self._pending:
-            await self._write_batch()
-
-    async def close(self) -> None:
-        self._closing = True
-        self._wake.set()
-        if self._task is not None:
-            await self._task
-        await self.flush()
-
-    async def _run(self) -> None:
-        failures = 0
-        while not self._closing:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval)
-            self._wake.clear()
-            try:
-                while self._pending and not self._closing:
-                    await self._write_batch()
-                failures = 0
-            except Exception:
-                failures += 1
-                log.exception("usage batch write failed; will retry", extra={"queued": len(self._pending)})
-                await asyncio.sleep(min(30.0, 0.5 * 2**failures))
-
-    async def _write_batch(self) -> None:
-        batch = [self._pending[i] for i in range(min(self.batch_size, len(self._pending)))]
+    async def _insert(self, batch: list[UsageRecord]) -> None:
         async with self.db.engine.begin() as conn:
             await conn.execute(insert(usage), [r.row() for r in batch])
-        for _ in batch:  # removed only once the rows are committed
-            self._pending.popleft()
-        self.written += len(batch)
 
 
 GROUPS = {
