@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import asyncpg
 import openai
 import pytest
 import yaml
 
+from portico.storage.db import Database
 from tests.support import VENV_BIN, free_port, katan_cmd, running
 
 
@@ -123,3 +126,26 @@ def client(portico: str) -> openai.OpenAI:
 @pytest.fixture
 def aclient(portico: str) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=f"{portico}/v1", api_key="x", max_retries=0, timeout=120)
+
+
+@pytest.fixture(params=["sqlite", "pg"])
+async def store_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    """Portico's database on SQLite and on the real PostgreSQL at 127.0.0.1:5432 (a fresh database, dropped
+    afterwards; ``make test`` starts the server if it is down)."""
+    if request.param == "sqlite":
+        db = Database(f"sqlite:///{tmp_path}/store.db")
+        await db.create_schema()
+        yield db
+        await db.close()
+        return
+    name = "portico_test_" + uuid.uuid4().hex[:8]
+    admin = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    db = Database(f"postgresql://postgres@127.0.0.1:5432/{name}")
+    try:
+        await db.create_schema()
+        yield db
+    finally:
+        await db.close()
+        await admin.execute(f'DROP DATABASE "{name}"')
+        await admin.close()

@@ -4,10 +4,7 @@ keys and usage through the same code the server uses on SQLite."""
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import AsyncIterator
 
-import asyncpg
 import pytest
 
 from portico.gateway.keys import KeyStore, hash_key
@@ -17,31 +14,8 @@ from portico.storage.usage import UsageRecord, UsageWriter, spend_since, usage_r
 
 
 @pytest.fixture
-async def pg() -> AsyncIterator[Database]:
-    name = "portico_test_" + uuid.uuid4().hex[:8]
-    admin = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    db = Database(f"postgresql://postgres@127.0.0.1:5432/{name}")
-    try:
-        await db.create_schema()
-        yield db
-    finally:
-        await db.close()
-        await admin.execute(f'DROP DATABASE "{name}"')
-        await admin.close()
-
-
-@pytest.fixture
-async def sqlite(tmp_path) -> AsyncIterator[Database]:
-    db = Database(f"sqlite:///{tmp_path}/p.db")
-    await db.create_schema()
-    yield db
-    await db.close()
-
-
-@pytest.fixture(params=["pg", "sqlite"])
-def db(request: pytest.FixtureRequest) -> Database:
-    return request.getfixturevalue(request.param)
+def db(store_db: Database) -> Database:
+    return store_db
 
 
 async def test_keys_round_trip(db: Database) -> None:

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import random
-import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 
-import asyncpg
 import pytest
 from pydantic import ValidationError
 
@@ -183,26 +179,9 @@ def test_config_defaults_and_bounds() -> None:
         TracingConfig(content="everything")
 
 
-@pytest.fixture(params=["sqlite", "pg"])
-async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    """The trace store on SQLite and on the real PostgreSQL the storage tests use (127.0.0.1:5432)."""
-    if request.param == "sqlite":
-        db = Database(f"sqlite:///{tmp_path}/t.db")
-        await db.create_schema()
-        yield db
-        await db.close()
-        return
-    name = "portico_trace_" + uuid.uuid4().hex[:8]
-    admin = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    db = Database(f"postgresql://postgres@127.0.0.1:5432/{name}")
-    try:
-        await db.create_schema()
-        yield db
-    finally:
-        await db.close()
-        await admin.execute(f'DROP DATABASE "{name}"')
-        await admin.close()
+@pytest.fixture
+def db(store_db: Database) -> Database:
+    return store_db
 
 
 async def test_store_roundtrip_search_tree_and_duplicates(db: Database) -> None:
