@@ -10,7 +10,6 @@ import json
 import os
 import platform
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -19,36 +18,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.gateway import nginx_cmd  # the same canned nginx upstream as the gateway benchmark
 from tests.support import VENV_BIN, free_port, running
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "8"))
 CONNECTIONS = 32
 
-COMPLETION = json.dumps({
-    "id": "chatcmpl-bench", "object": "chat.completion", "created": 1700000000, "model": "bench",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello from the canned upstream."},
-                 "logprobs": None, "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19},
-})
 REQUEST = json.dumps({"model": "bench", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 16})
-
-
-def nginx(tmp: Path, port: int) -> list[str]:
-    conf = tmp / "nginx.conf"
-    conf.write_text(f"""
-daemon off; worker_processes 1; pid {tmp}/nginx.pid; error_log {tmp}/nginx-error.log;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off; client_body_temp_path {tmp}; proxy_temp_path {tmp}; fastcgi_temp_path {tmp};
-  uwsgi_temp_path {tmp}; scgi_temp_path {tmp}; keepalive_requests 1000000;
-  server {{
-    listen 127.0.0.1:{port};
-    location /v1/chat/completions {{ default_type application/json; return 200 '{COMPLETION}'; }}
-    location /health {{ return 200 'ok'; }}
-  }}
-}}""")
-    return ["taskset", "-c", "1", shutil.which("nginx") or "/usr/sbin/nginx", "-c", str(conf)]
 
 
 def wrk(url: str, tmp: Path) -> tuple[float, float, float]:
@@ -87,7 +64,7 @@ def main() -> None:
     }
     results: dict[str, list[tuple[float, float, float]]] = {k: [] for k in servers}
     os.environ.update(env_cfg)
-    with running(nginx(tmp, up_port), f"http://127.0.0.1:{up_port}/health", tmp / "nginx.log"):
+    with running(nginx_cmd(tmp, up_port), f"http://127.0.0.1:{up_port}/health", tmp / "nginx.log"):
         direct = [wrk(f"http://127.0.0.1:{up_port}/v1/chat/completions", tmp) for _ in range(ROUNDS)]
         for _ in range(ROUNDS):
             for name, cmd in servers.items():

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import Response
 
+from portico.gateway.keys import KeyRecord
 from portico.protocol.errors import InvalidRequest, NotFound
 from portico.runtime import Runtime
 from portico.server.auth import require_admin
@@ -58,6 +59,12 @@ async def create_key(request: Request) -> Response:
     return _json({**rec.public(), "key": token}, 201)
 
 
+def _found(request: Request, rec: KeyRecord | None) -> dict:
+    if rec is None:
+        raise NotFound(f"No key with id '{request.path_params['key_id']}'", code="key_not_found")
+    return rec.public()
+
+
 async def list_keys(request: Request) -> Response:
     require_admin(request)
     rt: Runtime = request.app.state.runtime
@@ -67,10 +74,7 @@ async def list_keys(request: Request) -> Response:
 async def get_key(request: Request) -> Response:
     require_admin(request)
     rt: Runtime = request.app.state.runtime
-    rec = await rt.keys.get(request.path_params["key_id"])
-    if rec is None:
-        raise NotFound(f"No key with id '{request.path_params['key_id']}'", code="key_not_found")
-    return _json(rec.public())
+    return _json(_found(request, await rt.keys.get(request.path_params["key_id"])))
 
 
 async def update_key(request: Request) -> Response:
@@ -81,19 +85,13 @@ async def update_key(request: Request) -> Response:
     values = body.model_dump(exclude_unset=True)
     if not values:
         raise InvalidRequest("Nothing to update: send at least one field", code="empty_update")
-    rec = await rt.keys.update(request.path_params["key_id"], values)
-    if rec is None:
-        raise NotFound(f"No key with id '{request.path_params['key_id']}'", code="key_not_found")
-    return _json(rec.public())
+    return _json(_found(request, await rt.keys.update(request.path_params["key_id"], values)))
 
 
 async def revoke_key(request: Request) -> Response:
     require_admin(request)
     rt: Runtime = request.app.state.runtime
-    rec = await rt.keys.revoke(request.path_params["key_id"])
-    if rec is None:
-        raise NotFound(f"No key with id '{request.path_params['key_id']}'", code="key_not_found")
-    return _json(rec.public())
+    return _json(_found(request, await rt.keys.revoke(request.path_params["key_id"])))
 
 
 def parse_when(value: str | None, param: str) -> float | None:
