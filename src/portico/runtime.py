@@ -9,6 +9,7 @@ from portico.context.system_prompt import SystemPromptStep
 from portico.gateway import Gateway, GenerateStep
 from portico.gateway.control import ControlPlane
 from portico.gateway.costing import PriceBook
+from portico.gateway.embedder import QueryEmbedder
 from portico.gateway.keys import KeyStore
 from portico.gateway.state import make_state
 from portico.observability.metrics import Metrics
@@ -23,6 +24,7 @@ from portico.storage.usage import UsageWriter
 def default_registry() -> StepRegistry:
     reg = StepRegistry()
     reg.register("system_prompt", SystemPromptStep, phase="before")
+    # Components register their step kinds here, one line each: reg.register(name, factory, phase).
     return reg
 
 
@@ -31,6 +33,7 @@ class Runtime:
         self.cfg = cfg
         self.registry = registry or default_registry()
         self.gateway = Gateway(cfg)
+        self.embedder = QueryEmbedder(self.gateway, cfg.embedder_model)
         self.db = Database(cfg.storage_url)
         self.state = make_state(cfg.state)
         self.keys = KeyStore(self.db, self.state, shared=cfg.state != "memory")
@@ -78,7 +81,7 @@ class Runtime:
             raise ValueError(f"{where}: each step needs 'use'")
         try:
             kind = self.registry.get(name)
-            return kind.phase, kind.factory(spec)
+            return kind.phase, kind.factory(spec, self)
         except Exception as e:
             raise ValueError(f"{where} ({name}): {e}") from None
 

@@ -300,15 +300,15 @@ def test_sequential_steps_may_write_same_field() -> None:
 
 def test_registry_rejects_duplicate_kind() -> None:
     reg = StepRegistry()
-    reg.register("x", lambda o: Recorder("x"))
+    reg.register("x", lambda o, s: Recorder("x"))
     with pytest.raises(ValueError, match="step kind 'x' is registered twice"):
-        reg.register("x", lambda o: Recorder("x"))
+        reg.register("x", lambda o, s: Recorder("x"))
 
 
 def test_registry_unknown_kind_lists_known() -> None:
     reg = StepRegistry()
-    reg.register("b", lambda o: Recorder("b"))
-    reg.register("a", lambda o: Recorder("a"), phase="after")
+    reg.register("b", lambda o, s: Recorder("b"))
+    reg.register("a", lambda o, s: Recorder("a"), phase="after")
     assert reg.names() == ["a", "b"]
     assert reg.get("a").phase == "after"
     with pytest.raises(KeyError, match=r"unknown step 'zz' \(known: a, b\)"):
@@ -443,7 +443,7 @@ def test_runtime_model_names_lists_models_then_applications() -> None:
 def custom_registry(log: list[str]) -> StepRegistry:
     """Step kinds for Runtime tests: ``mark`` records, ``answer`` short-circuits with the messages it sees."""
 
-    def mark(options: dict[str, Any]) -> Step:
+    def mark(options: dict[str, Any], services: Any) -> Step:
         label = options["label"]
 
         async def run(ctx: RequestContext) -> None:
@@ -451,7 +451,7 @@ def custom_registry(log: list[str]) -> StepRegistry:
 
         return step(label, run)
 
-    def answer(options: dict[str, Any]) -> Step:
+    def answer(options: dict[str, Any], services: Any) -> Step:
         async def run(ctx: RequestContext) -> None:
             seen = [(m.role, m.content) for m in ctx.request.messages]
             ctx.short_circuit("answer", response={"seen": seen})
@@ -502,7 +502,7 @@ def test_runtime_application_pipeline_is_checked() -> None:
         name = "reads_response"
         reads: ClassVar[frozenset[str]] = frozenset({"response"})
 
-        def __init__(self, options: dict[str, Any]) -> None:
+        def __init__(self, options: dict[str, Any], services: Any) -> None:
             pass
 
         async def run(self, ctx: RequestContext) -> None:

@@ -226,6 +226,8 @@ class PorticoConfig(BaseModel):
     tracing: TracingConfig = Field(default_factory=TracingConfig)
     models: list[ModelConfig] = Field(min_length=1)
     applications: list[ApplicationConfig] = Field(default_factory=list)
+    # The embedding model steps use for vectors (cache, router, guardrails, retrieval); default: the first one.
+    embedder: str | None = None
 
     @model_validator(mode="after")
     def _cross_refs(self) -> PorticoConfig:
@@ -256,6 +258,8 @@ class PorticoConfig(BaseModel):
             if names[a.model] != "chat":
                 raise ValueError(f"applications[{i}].model: '{a.model}' is not a chat model")
             names[a.name] = "application"
+        if self.embedder is not None and names.get(self.embedder) != "embedding":
+            raise ValueError(f"embedder: '{self.embedder}' is not an embedding model")
         return self
 
     @field_validator("state")
@@ -264,6 +268,12 @@ class PorticoConfig(BaseModel):
         if v != "memory" and not v.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("state must be 'memory' or a redis:// URL")
         return v
+
+    @property
+    def embedder_model(self) -> str | None:
+        if self.embedder is not None:
+            return self.embedder
+        return next((m.name for m in self.models if m.type == "embedding"), None)
 
     @property
     def storage_url(self) -> str:

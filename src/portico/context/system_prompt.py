@@ -22,7 +22,7 @@ class SystemPromptStep(Step):
     reads = frozenset({"request"})
     writes = frozenset({"request"})
 
-    def __init__(self, options: dict[str, Any]) -> None:
+    def __init__(self, options: dict[str, Any], services: Any = None) -> None:
         self.options = SystemPromptOptions.model_validate(options)
         self._message = Message(role="system", content=self.options.text)
 

@@ -9,7 +9,7 @@ from portico.pipeline.step import Step
 
 class GenerateStep(Step):
     name = "generate"
-    reads = frozenset({"request", "model"})
+    reads = frozenset({"request", "model", "target_model"})
     writes = frozenset({"response", "stream", "deployment", "usage"})
 
     def __init__(self, gateway: Gateway, model: str | None = None) -> None:
@@ -17,7 +17,7 @@ class GenerateStep(Step):
         self.model = model  # an application's fixed model; None → the model the client named
 
     async def run(self, ctx: RequestContext) -> None:
-        model = self.model or ctx.model
+        model = ctx.target_model or self.model or ctx.model
         if ctx.request.stream:
             await self.gateway.chat_stream(ctx, model)
         else:

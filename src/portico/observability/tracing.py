@@ -174,8 +174,11 @@ def attempt_span(a: Attempt, operation: str, parent: str, t0: float, ids: _Ids, 
                     "error" if failed else "ok", attrs)  # fmt: skip
 
 
-def step_span(t: StepTiming, parent: str, t0: float, ids: _Ids) -> SpanData:
+def step_span(t: StepTiming, parent: str, t0: float, ids: _Ids, notes: dict[str, Any] | None = None) -> SpanData:
     attrs = _attrs(portico__step=t.step, error__type=t.error)
+    for k, v in (notes or {}).items():  # the step's recorded decisions (RequestContext.note)
+        if v is not None:
+            attrs[f"portico.{t.step}.{k}"] = v
     return SpanData(ids.next(), parent, t.step, (t.started - t0) * 1000, t.duration * 1000,
                     "error" if t.error else "ok", attrs)  # fmt: skip
 
@@ -189,6 +192,7 @@ def build_spans(
     operation: str,
     t0: float,
     now: float,
+    notes: dict[str, dict[str, Any]] | None = None,
 ) -> list[SpanData]:
     """Root → one span per step (parallel steps overlap) → the attempts under ``generate`` (or the root)."""
     ids = _Ids()
@@ -197,7 +201,7 @@ def build_spans(
     generate = root.span_id
     # Parallel steps append their timings in completion order; spans read better in start order.
     for t in sorted(timings, key=lambda t: t.started):
-        s = step_span(t, root.span_id, t0, ids)
+        s = step_span(t, root.span_id, t0, ids, (notes or {}).get(t.step))
         spans.append(s)
         if t.step == "generate":
             generate = s.span_id
@@ -210,7 +214,7 @@ def chat_trace(ctx: RequestContext, rec: UsageRecord, content: str, now: float |
     response_model = (ctx.response or {}).get("model") or (ctx.attempts[-1].model if ctx.attempts else None)
     attrs = root_attributes("chat", rec, ctx.model, response_model, _finish_reasons(ctx.response))
     spans = build_spans(f"chat {ctx.model}", attrs, rec.status >= 400, ctx.timings, ctx.attempts, "chat",
-                        ctx.started, now)  # fmt: skip
+                        ctx.started, now, ctx.state.get("trace.notes"))  # fmt: skip
     trace = TraceData(rec, time.time_ns() - int((now - ctx.started) * 1e9), spans)
     if stores_content(content):
         trace.input_src = list(ctx.request.messages)  # dumped to JSON by the writer

@@ -10,7 +10,10 @@ from typing import Any
 from portico.protocol.chat import ChatCompletionRequest
 
 # Fields a pipeline starts with; everything else must be written by an earlier step (checked at build time).
-INITIAL_FIELDS = frozenset({"request", "request_id", "model", "application", "caller"})
+# target_model, query and headers start empty and are optional refinements, so reading them needs no writer.
+INITIAL_FIELDS = frozenset(
+    {"request", "request_id", "model", "application", "caller", "target_model", "query", "headers"}
+)
 
 
 @dataclass(slots=True)
@@ -48,9 +51,31 @@ class RequestContext:
     answered_by: str | None = None  # step that short-circuited the pipeline, if any
     attempts: list[Attempt] = field(default_factory=list)
     timings: list[StepTiming] = field(default_factory=list)
+    # A model chosen by a step (a router) for the generate step; None → the application's or the client's model.
+    target_model: str | None = None
+    # The standalone query text steps work on (retrieval, cache); None → the last user message (see query_text).
+    query: str | None = None
+    # Retrieved context: chunks as dicts (id, document_id, text, score, source, ...), written by retrieval.
+    documents: list[dict[str, Any]] | None = None
+    # Extra response headers from steps (e.g. x-portico-cache).
+    headers: dict[str, str] = field(default_factory=dict)
     # Free-form per-step state (e.g. the PII placeholder dictionary); keys are namespaced by step name.
     state: dict[str, Any] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
+
+    def query_text(self) -> str:
+        """What the user asks: the rewritten query if a step set one, else the last user message's text."""
+        if self.query is not None:
+            return self.query
+        for m in reversed(self.request.messages):
+            if m.role == "user":
+                return m.text()
+        return ""
+
+    def note(self, step: str, **attributes: Any) -> None:
+        """Record a step's decision (scores, matched rules, chosen route); it becomes attributes of the step's span
+        (``portico.<step>.<name>``). Values must be JSON-able scalars or short lists."""
+        self.state.setdefault("trace.notes", {}).setdefault(step, {}).update(attributes)
 
     @property
     def streaming(self) -> bool:

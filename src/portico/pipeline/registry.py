@@ -6,15 +6,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from portico.pipeline.services import Services
 from portico.pipeline.step import Step
 
+# A factory builds one configured step from its options (the step's mapping minus ``use``) and the shared
+# services (gateway, embedder, metrics, storage): ``factory(options, services) -> Step``.
+Factory = Callable[[dict[str, Any], Services], Step]
 Phase = Literal["before", "after"]  # relative to the generate step
 
 
 @dataclass(frozen=True, slots=True)
 class StepKind:
     name: str
-    factory: Callable[[dict[str, Any]], Step]
+    factory: Factory
     phase: Phase
 
 
@@ -22,7 +26,7 @@ class StepRegistry:
     def __init__(self) -> None:
         self._kinds: dict[str, StepKind] = {}
 
-    def register(self, name: str, factory: Callable[[dict[str, Any]], Step], phase: Phase = "before") -> None:
+    def register(self, name: str, factory: Factory, phase: Phase = "before") -> None:
         if name in self._kinds:
             raise ValueError(f"step kind '{name}' is registered twice")
         self._kinds[name] = StepKind(name, factory, phase)

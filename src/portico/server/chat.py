@@ -42,7 +42,8 @@ async def chat_completions(request: Request) -> Response | SSEResponse:
         raise
     answered = ctx.deployment or f"portico/{ctx.answered_by}"
     state["deployment"] = answered
-    headers = {"x-portico-model": answered, "x-portico-attempts": str(len(ctx.attempts)), **adm.headers}
+    headers = {"x-portico-model": answered, "x-portico-attempts": str(len(ctx.attempts)), **adm.headers,
+               **ctx.headers}  # fmt: skip
     if req.stream:
         chunks = ctx.stream if ctx.stream is not None else completion_as_chunks(_required(ctx.response))
         return SSEResponse(encode_events(_settled(rt, adm, ctx, chunks), req.wants_usage_in_stream), headers)

@@ -79,6 +79,17 @@ class SentenceEmbeddingBackend:
         tokens = sum(min(len(ids), limit) for ids in lengths)
         return vectors, tokens
 
+    async def vectors(self, texts: list[str]) -> np.ndarray:
+        """Normalised float32 vectors, for in-process users (the query embedder): no token count, no encoding."""
+        if self._model is None:
+            raise ServiceUnavailable(f"{self.label} is still loading", headers={"retry-after": "2"})
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._vectors, texts)
+
+    def _vectors(self, texts: list[str]) -> np.ndarray:
+        return self._model.encode(
+            texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        ).astype(np.float32, copy=False)
+
     async def embed(self, req: EmbeddingRequest) -> dict[str, Any]:
         if self._model is None:
             raise ServiceUnavailable(f"{self.label} is still loading", headers={"retry-after": "2"})
