@@ -41,14 +41,20 @@ class Runtime:
             self.db, batch_size=cfg.storage.usage_batch_size, interval=cfg.storage.usage_flush_seconds
         )
         self.control = ControlPlane(cfg, self.keys, self.state, self.usage)
+        versions = {a.name: a.version for a in cfg.applications}
         self.tracing = Tracer.build(
-            cfg.tracing, self.db, batch_size=cfg.storage.usage_batch_size, interval=cfg.storage.usage_flush_seconds
+            cfg.tracing,
+            self.db,
+            batch_size=cfg.storage.usage_batch_size,
+            interval=cfg.storage.usage_flush_seconds,
+            versions=versions,
         )
         self.prices = PriceBook(cfg)
         self.metrics = Metrics(
             [m.name for m in cfg.models] + [a.name for a in cfg.applications],
             [d.label for m in cfg.models for d in m.deployments],
             lambda: {k.name for k in self.keys.all()},
+            versions,
         )
         # Plain model names share the minimal pipeline: one step, the hot path of the benchmark.
         self.minimal = Pipeline("minimal", [GenerateStep(self.gateway)])

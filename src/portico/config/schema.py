@@ -172,6 +172,8 @@ class ApplicationConfig(BaseModel):
     model_config = _STRICT
     name: str = Field(min_length=1)
     model: str  # the model the application's generate step calls
+    # Bump when the steps or prompts change: metrics and traces carry it, so a regression points at a version.
+    version: str = Field(default="1", min_length=1, max_length=40)
     steps: list[StepConfig] = Field(default_factory=list)
 
 

@@ -18,15 +18,22 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _TOKEN_TIME_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1)
-_LABELS = ("endpoint", "key", "application", "model", "deployment", "status")
+_LABELS = ("endpoint", "key", "application", "version", "model", "deployment", "status")
 
 
 class Metrics:
-    def __init__(self, models: Iterable[str], deployments: Iterable[str], key_names: Callable[[], set[str]]) -> None:
+    def __init__(
+        self,
+        models: Iterable[str],
+        deployments: Iterable[str],
+        key_names: Callable[[], set[str]],
+        versions: dict[str, str] | None = None,
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._models = set(models)
         self._deployments = set(deployments)
         self._key_names = key_names
+        self._versions = versions or {}  # application → its configured pipeline version (bounded by the config)
         r = self.registry
         self.requests = Counter("portico_requests", "Requests answered", _LABELS, registry=r)
         self.latency = Histogram(
@@ -75,7 +82,8 @@ class Metrics:
                 attempts: Iterable[tuple[str, int | None]] = ()) -> None:  # fmt: skip
         key, model, dep = self._k(rec.key_name), self._m(rec.model), self._d(rec.deployment)
         app = self._m(rec.application) if rec.application else "none"
-        self.requests.labels(rec.endpoint, key, app, model, dep, str(rec.status)).inc()
+        version = self._versions.get(app, "none")
+        self.requests.labels(rec.endpoint, key, app, version, model, dep, str(rec.status)).inc()
         self.latency.labels(rec.endpoint, model, dep).observe(rec.latency_ms / 1000)
         if rec.prompt_tokens:
             self.tokens.labels("prompt", key, model, dep).inc(rec.prompt_tokens)

@@ -241,23 +241,41 @@ def embeddings_trace(
 class Tracer:
     """Samples settled requests and hands their traces to the background writer."""
 
-    def __init__(self, cfg: TracingConfig, writer: TraceWriter, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        cfg: TracingConfig,
+        writer: TraceWriter,
+        rng: random.Random | None = None,
+        versions: dict[str, str] | None = None,
+    ) -> None:
         self.cfg = cfg
         self.writer = writer
         self.rng = rng or random.Random()
+        self.versions = versions or {}  # application → pipeline version, on the root span
 
     @classmethod
-    def build(cls, cfg: TracingConfig, db: Database, *, batch_size: int, interval: float) -> Tracer:
+    def build(
+        cls,
+        cfg: TracingConfig,
+        db: Database,
+        *,
+        batch_size: int,
+        interval: float,
+        versions: dict[str, str] | None = None,
+    ) -> Tracer:
         exporter = None
         if cfg.otlp_endpoint:
             from portico.observability.otlp import OtlpExporter  # the SDK is only imported when exporting
 
             exporter = OtlpExporter(cfg.otlp_endpoint)
-        return cls(cfg, TraceWriter(db, batch_size=batch_size, interval=interval, exporter=exporter))
+        return cls(cfg, TraceWriter(db, batch_size=batch_size, interval=interval, exporter=exporter), versions=versions)
 
     def chat(self, ctx: RequestContext, rec: UsageRecord) -> None:
         if keep(rec.status, self.cfg.sample_rate, self.rng):
-            self.writer.add(chat_trace(ctx, rec, self.cfg.content))
+            trace = chat_trace(ctx, rec, self.cfg.content)
+            if ctx.application is not None and ctx.application in self.versions:
+                trace.spans[0].attributes["portico.application.version"] = self.versions[ctx.application]
+            self.writer.add(trace)
 
     def embeddings(self, rec: UsageRecord, texts: list[str], attempts: Sequence[Attempt], started: float) -> None:
         if keep(rec.status, self.cfg.sample_rate, self.rng):
