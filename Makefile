@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 # llama-cpp-python 0.3.36 segfaults in decode on this machine kind's AMX-capable Xeons.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX512=OFF
 
-.PHONY: run test services install install-dev lint bench-local bench-asgi clean
+.PHONY: run test services browser install install-dev lint bench-local bench-asgi clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -40,7 +40,14 @@ services:
 	@for i in $$(seq 1 30); do redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && pg_isready -h 127.0.0.1 -q && exit 0; \
 		sleep 1; done; echo "Redis or PostgreSQL did not come up on 127.0.0.1" >&2; exit 1
 
-test: install-dev services
+# The dashboard test drives Debian's chromium through playwright-core (pinned in tests/browser/package-lock.json).
+tests/browser/node_modules/.package-lock.json: tests/browser/package-lock.json
+	cd tests/browser && npm ci --no-audit --no-fund --loglevel=error
+
+browser: tests/browser/node_modules/.package-lock.json
+	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+test: install-dev services browser
 	$(PY) -m pytest
 
 lint: install-dev

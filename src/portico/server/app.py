@@ -18,7 +18,7 @@ from portico.config.schema import PorticoConfig
 from portico.observability.logging import setup_logging
 from portico.protocol.errors import PorticoError
 from portico.runtime import Runtime
-from portico.server import admin, errors, requests_api
+from portico.server import admin, errors, requests_api, stats_api, ui
 from portico.server.chat import chat_completions
 from portico.server.embeddings import embeddings
 from portico.server.meta import get_model, healthz, list_models, metrics, readyz
@@ -65,7 +65,9 @@ def create_app(cfg: PorticoConfig, *, wait_for_models: bool = False) -> Starlett
         Route("/admin/usage", admin.get_usage, methods=["GET"]),
         Route("/admin/requests", requests_api.list_requests, methods=["GET"]),
         Route("/admin/requests/{request_id:path}", requests_api.get_request, methods=["GET"]),
+        Route("/admin/stats", stats_api.get_stats, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        *ui.routes(),
     ]
     app = Starlette(
         routes=routes,
