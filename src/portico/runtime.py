@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from portico.cache.factory import cache_step
 from portico.config.schema import ApplicationConfig, PorticoConfig
 from portico.context.system_prompt import SystemPromptStep
 from portico.gateway import Gateway, GenerateStep
@@ -24,6 +25,7 @@ from portico.storage.usage import UsageWriter
 def default_registry() -> StepRegistry:
     reg = StepRegistry()
     reg.register("system_prompt", SystemPromptStep, phase="before")
+    reg.register("cache", cache_step, phase="before")
     # Components register their step kinds here, one line each: reg.register(name, factory, phase).
     return reg
 
@@ -56,8 +58,13 @@ class Runtime:
             lambda: {k.name for k in self.keys.all()},
             versions,
         )
-        # Plain model names share the minimal pipeline: one step, the hot path of the benchmark.
-        self.minimal = Pipeline("minimal", [GenerateStep(self.gateway)])
+        self._closers: list[Any] = []  # async callables releasing step resources, run at close()
+        # Plain model names share the minimal pipeline: generate, wrapped by the exact cache when it is on.
+        stages: list[Step] = [GenerateStep(self.gateway)]
+        if cfg.cache.enabled:
+            lookup = self._step("cache", {"use": "cache"})[1]
+            stages = [lookup, *stages, *([lookup.closer] if lookup.closer else [])]
+        self.minimal = Pipeline("minimal", stages)
         self.applications: dict[str, Pipeline] = {a.name: self._build(a) for a in cfg.applications}
         self.started_at = 0
 
@@ -76,7 +83,12 @@ class Runtime:
                 continue
             phase, step = self._step(where, {"use": sc.use, **options})
             (before if phase == "before" else after).append(step)
-        return Pipeline(app.name, [*before, GenerateStep(self.gateway, app.model), *after])
+        closers = [s.closer for st in (*before, *after) for s in (st.steps if isinstance(st, Parallel) else (st,))
+                   if s.closer is not None]  # fmt: skip
+        return Pipeline(app.name, [*before, GenerateStep(self.gateway, app.model), *after, *closers])
+
+    def on_close(self, close: Any) -> None:
+        self._closers.append(close)
 
     def _step(self, where: str, spec: Any) -> tuple[str, Step]:
         if not isinstance(spec, dict):
@@ -126,5 +138,7 @@ class Runtime:
         await self.gateway.close()
         await self.usage.close()  # every queued usage row is written before the database closes
         await self.tracing.close()  # likewise every queued trace (and its OTLP export)
+        for close in self._closers:
+            await close()
         await self.state.close()
         await self.db.close()

@@ -315,9 +315,9 @@ def test_registry_unknown_kind_lists_known() -> None:
         reg.get("zz")
 
 
-def test_default_registry_has_system_prompt() -> None:
+def test_default_registry_has_the_built_in_steps() -> None:
     reg = default_registry()
-    assert reg.names() == ["system_prompt"]
+    assert {"system_prompt", "cache"} <= set(reg.names())
     assert reg.get("system_prompt").phase == "before"
 
 
@@ -399,8 +399,24 @@ def test_runtime_plain_model_gets_shared_minimal_pipeline() -> None:
     pipeline, application = rt.pipeline_for("chat-a")
     assert application is None
     assert pipeline is rt.minimal
-    assert pipeline.step_names == ["generate"]
+    assert pipeline.step_names == ["cache", "generate", "cache_write"]
     assert rt.pipeline_for("chat-a")[0] is pipeline
+
+
+def test_runtime_minimal_pipeline_without_cache_is_generate_only() -> None:
+    cfg = config(app({"use": "system_prompt", "text": "x"}))
+    rt = Runtime(cfg.model_copy(update={"cache": cfg.cache.model_copy(update={"enabled": False})}))
+    assert rt.minimal.step_names == ["generate"]
+
+
+def test_application_cache_step_gets_its_closer_last() -> None:
+    rt = Runtime(config(app({"use": "cache", "ttl_seconds": 5}, {"use": "system_prompt", "text": "x"})))
+    assert rt.pipeline_for("helper")[0].step_names == ["cache", "system_prompt", "generate", "cache_write"]
+
+
+def test_application_cache_step_rejects_bad_options() -> None:
+    with pytest.raises(ValueError, match="ttl_seconds"):
+        Runtime(config(app({"use": "cache", "ttl_seconds": -1})))
 
 
 def test_runtime_unknown_model_is_model_not_found() -> None:

@@ -216,6 +216,27 @@ class TracingConfig(BaseModel):
     otlp_endpoint: str | None = None  # e.g. http://127.0.0.1:4318/v1/traces
 
 
+class CacheConfig(BaseModel):
+    """The exact response cache. Plain model names use it as configured here; an application uses it where its
+    ``steps`` list ``use: cache`` (options there override these)."""
+
+    model_config = _STRICT
+    enabled: bool = True
+    backend: Literal["memory", "sqlite", "redis"] = "memory"
+    # sqlite: a file path (default <state_dir>/cache.db); redis: a redis:// URL (default: the ``state`` URL).
+    url: str | None = None
+    policy: Literal["lru", "lfu", "fifo"] = "lru"
+    max_entries: int = Field(default=10_000, ge=1)
+    ttl_seconds: float = Field(default=3600.0, gt=0)
+    # key: an answer is only served to the key that caused it; global: to every caller of the same model.
+    scope: Literal["key", "global"] = "key"
+    # Sampled requests (temperature > 0 or unset, n > 1) differ on every call: cached only when this is on.
+    cache_sampled: bool = False
+    # Queries matching these (case-insensitive regexes) are user-specific or time-sensitive: never cached.
+    # None: the built-in list (see portico.cache.cacheability).
+    skip_patterns: list[str] | None = None
+
+
 class PorticoConfig(BaseModel):
     model_config = _STRICT
     server: ServerConfig = Field(default_factory=ServerConfig)
@@ -226,6 +247,7 @@ class PorticoConfig(BaseModel):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     tracing: TracingConfig = Field(default_factory=TracingConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
     models: list[ModelConfig] = Field(min_length=1)
     applications: list[ApplicationConfig] = Field(default_factory=list)
     # The embedding model steps use for vectors (cache, router, guardrails, retrieval); default: the first one.

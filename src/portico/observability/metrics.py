@@ -34,6 +34,7 @@ class Metrics:
         self._deployments = set(deployments)
         self._key_names = key_names
         self._versions = versions or {}  # application → its configured pipeline version (bounded by the config)
+        self._components: dict[str, Counter] = {}  # component counters by name: one per name per registry
         r = self.registry
         self.requests = Counter("portico_requests", "Requests answered", _LABELS, registry=r)
         self.latency = Histogram(
@@ -65,7 +66,13 @@ class Metrics:
 
     def counter(self, name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
         """For components (cache, guardrails…): ``portico_<name>`` in this app's registry."""
-        return Counter(f"portico_{name}", doc, labels, registry=self.registry)
+        existing = self._components.get(name)
+        if existing is not None:  # several applications' steps share one counter
+            if tuple(existing._labelnames) != tuple(labels):
+                raise ValueError(f"metric portico_{name} is already defined with labels {existing._labelnames}")
+            return existing
+        c = self._components[name] = Counter(f"portico_{name}", doc, labels, registry=self.registry)
+        return c
 
     def _m(self, v: str | None) -> str:
         return v if v in self._models else ("none" if v is None else "other")

@@ -16,3 +16,7 @@ class Services(Protocol):
     metrics: Any  # Metrics: metrics.counter(name, doc, labels) for component counters
     db: Any  # Database: SQLAlchemy async engine (SQLite or PostgreSQL)
     state: Any  # MemoryState | RedisState: shared counters; RedisState.redis is the redis client
+    prices: Any  # PriceBook: cost(model, deployment, usage) in USD
+
+    def on_close(self, close: Any) -> None:
+        """Register an async callable that releases a step's resources (stores, clients) at shutdown."""

@@ -18,6 +18,9 @@ class Step:
     name: ClassVar[str] = "step"
     reads: ClassVar[frozenset[str]] = frozenset()
     writes: ClassVar[frozenset[str]] = frozenset()
+    # A paired step that runs last, after every other step of the pipeline (e.g. the cache's write, which must
+    # see the answer after output checks). Skipped, like every later step, when the request is answered early.
+    closer: Step | None = None
 
     async def run(self, ctx: RequestContext) -> None:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -1,0 +1,1 @@
+"""Caches: the exact response cache (keys, stores, cacheability, pipeline steps)."""

@@ -1,0 +1,28 @@
+"""Builds the ``cache`` step from the global ``cache:`` config merged with a pipeline's own options."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from portico.cache.step import CacheLookupStep, CacheMetrics, ExactCache
+from portico.cache.store import make_store
+from portico.config.schema import CacheConfig
+from portico.pipeline.services import Services
+
+
+def cache_options(base: CacheConfig, options: dict[str, Any]) -> CacheConfig:
+    try:
+        return CacheConfig.model_validate({**base.model_dump(), **options})
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise ValueError(f"{'.'.join(str(x) for x in first['loc'])}: {first['msg']}") from None
+
+
+def cache_step(options: dict[str, Any], services: Services) -> CacheLookupStep:
+    cfg = services.cfg
+    opts = cache_options(cfg.cache, options)
+    store = make_store(opts, cfg.state_dir, cfg.state)
+    services.on_close(store.close)
+    return CacheLookupStep(ExactCache(store, opts, CacheMetrics(services.metrics), services.prices))
