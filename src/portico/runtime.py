@@ -18,6 +18,7 @@ from portico.observability.tracing import Tracer
 from portico.pipeline import Parallel, Pipeline, Step
 from portico.pipeline.registry import StepRegistry
 from portico.protocol.errors import InvalidRequest, ModelNotFound
+from portico.routing.step import RoutePreferenceStep
 from portico.storage.db import Database
 from portico.storage.usage import UsageWriter
 
@@ -25,6 +26,7 @@ from portico.storage.usage import UsageWriter
 def default_registry() -> StepRegistry:
     reg = StepRegistry()
     reg.register("system_prompt", SystemPromptStep, phase="before")
+    reg.register("route_preference", RoutePreferenceStep, phase="before")
     reg.register("cache", cache_step, phase="before")
     # Components register their step kinds here, one line each: reg.register(name, factory, phase).
     return reg

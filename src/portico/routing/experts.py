@@ -1,0 +1,165 @@
+"""Prompt-aware experts: each predicts, from a prompt, the mean oriented outcome y ∈ [-1, 1] (+1: the stronger
+model wins, -1: the weaker one wins, 0: tie). Training may use scikit-learn; serving is numpy and plain Python.
+
+- ``KnnExpert``: mean outcome of the k most similar training prompts (cosine on unit embeddings).
+- ``WordExpert``: ridge regression on TF-IDF of word unigrams and bigrams (topic and difficulty words).
+- ``LinearExpert``: ridge regression on the embedding.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from collections import Counter
+from types import MappingProxyType
+
+import numpy as np
+
+_TOKEN = re.compile(r"(?u)\b\w\w+\b")
+
+
+def terms(text: str) -> list[str]:
+    """Lower-cased word unigrams and bigrams (the same tokens at training and serving time)."""
+    toks = _TOKEN.findall(text.lower())
+    return toks + [f"{x} {y}" for x, y in itertools.pairwise(toks)]
+
+
+class KnnExpert:
+    kind = "knn"
+
+    def __init__(self, bank: np.ndarray, values: np.ndarray, k: int) -> None:
+        self.bank = np.ascontiguousarray(bank, dtype=np.float32)
+        self.values = np.asarray(values, dtype=np.float32)
+        self.k = int(min(k, len(values)))
+
+    @classmethod
+    def fit(cls, emb: np.ndarray, texts: list[str], y: np.ndarray, k: int = 150) -> KnnExpert:
+        return cls(emb, y, k)
+
+    def score(self, emb: np.ndarray, text: str) -> float:
+        # The batch path on one row, so serving and calibration pick the same neighbours even on tied similarities.
+        return float(self.score_batch(emb[None, :], [text])[0])
+
+    def score_batch(self, emb: np.ndarray, texts: list[str]) -> np.ndarray:
+        out = np.empty(len(emb))
+        if self.k >= len(self.values):
+            out[:] = self.values.mean()
+            return out
+        for i in range(0, len(emb), 256):
+            sims = np.asarray(emb[i : i + 256], dtype=np.float32) @ self.bank.T
+            # Rounded so float noise between BLAS kernels cannot reorder near-equal neighbours.
+            sims = np.round(sims, 5)
+            idx = np.argpartition(-sims, self.k - 1, axis=1)[:, : self.k]
+            out[i : i + 256] = self.values[idx].mean(axis=1)
+        return out
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"bank": self.bank, "values": self.values, "k": np.asarray(self.k)}
+
+    @classmethod
+    def from_arrays(cls, arr: dict[str, np.ndarray]) -> KnnExpert:
+        return cls(arr["bank"], arr["values"], int(arr["k"]))
+
+
+class WordExpert:
+    kind = "words"
+
+    def __init__(self, vocab: list[str], weights: np.ndarray, idf: np.ndarray, intercept: float) -> None:
+        self.vocab = list(vocab)
+        self.weights = np.asarray(weights, dtype=np.float64)
+        self.idf = np.asarray(idf, dtype=np.float64)
+        self.intercept = float(intercept)
+        # term → (idf, idf * weight): one dict lookup per term at serving time.
+        self._lookup = {t: (float(i), float(i * w)) for t, i, w in zip(self.vocab, self.idf, self.weights, strict=True)}
+
+    @classmethod
+    def fit(
+        cls,
+        emb: np.ndarray,
+        texts: list[str],
+        y: np.ndarray,
+        alpha: float = 10.0,
+        min_df: int = 2,
+        max_terms: int = 50000,
+    ) -> WordExpert:
+        from scipy.sparse import csr_matrix
+        from sklearn.linear_model import Ridge
+
+        docs = [Counter(terms(t)) for t in texts]
+        df = Counter(t for d in docs for t in d)
+        vocab = sorted((t for t, n in df.items() if n >= min_df), key=lambda t: (-df[t], t))[:max_terms]
+        vocab.sort()
+        index = {t: i for i, t in enumerate(vocab)}
+        n = len(texts)
+        idf = np.asarray([math.log((1 + n) / (1 + df[t])) + 1.0 for t in vocab])
+        rows, cols, vals = [], [], []
+        for r, d in enumerate(docs):
+            entries = [(index[t], (1.0 + math.log(c)) * idf[index[t]]) for t, c in d.items() if t in index]
+            norm = math.sqrt(sum(v * v for _, v in entries)) or 1.0
+            for c, v in entries:
+                rows.append(r)
+                cols.append(c)
+                vals.append(v / norm)
+        x = csr_matrix((vals, (rows, cols)), shape=(n, len(vocab)))
+        model = Ridge(alpha=alpha, solver="sparse_cg", tol=1e-6).fit(x, y)
+        return cls(vocab, model.coef_, idf, float(model.intercept_))
+
+    def score(self, emb: np.ndarray | None, text: str) -> float:
+        counts = Counter(terms(text))
+        dot = 0.0
+        sq = 0.0
+        for t, c in counts.items():
+            hit = self._lookup.get(t)
+            if hit is None:
+                continue
+            tf = 1.0 + math.log(c)
+            dot += tf * hit[1]
+            sq += (tf * hit[0]) ** 2
+        return self.intercept + (dot / math.sqrt(sq) if sq > 0 else 0.0)
+
+    def score_batch(self, emb: np.ndarray | None, texts: list[str]) -> np.ndarray:
+        return np.asarray([self.score(None, t) for t in texts])
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "vocab": np.asarray(self.vocab, dtype=np.str_),
+            "weights": self.weights,
+            "idf": self.idf,
+            "intercept": np.asarray(self.intercept),
+        }
+
+    @classmethod
+    def from_arrays(cls, arr: dict[str, np.ndarray]) -> WordExpert:
+        return cls([str(t) for t in arr["vocab"]], arr["weights"], arr["idf"], float(arr["intercept"]))
+
+
+class LinearExpert:
+    kind = "linear"
+
+    def __init__(self, coef: np.ndarray, intercept: float) -> None:
+        self.coef = np.asarray(coef, dtype=np.float32)
+        self.intercept = float(intercept)
+
+    @classmethod
+    def fit(cls, emb: np.ndarray, texts: list[str], y: np.ndarray, alpha: float = 30.0) -> LinearExpert:
+        from sklearn.linear_model import Ridge
+
+        model = Ridge(alpha=alpha).fit(emb, y)
+        return cls(model.coef_, float(model.intercept_))
+
+    def score(self, emb: np.ndarray, text: str) -> float:
+        return float(emb.astype(np.float32, copy=False) @ self.coef) + self.intercept
+
+    def score_batch(self, emb: np.ndarray, texts: list[str]) -> np.ndarray:
+        return emb.astype(np.float32) @ self.coef + self.intercept
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"coef": self.coef, "intercept": np.asarray(self.intercept)}
+
+    @classmethod
+    def from_arrays(cls, arr: dict[str, np.ndarray]) -> LinearExpert:
+        return cls(arr["coef"], float(arr["intercept"]))
+
+
+EXPERTS = MappingProxyType({c.kind: c for c in (KnnExpert, WordExpert, LinearExpert)})

@@ -1,0 +1,222 @@
+"""Preference router: training learns an obvious preference, versioned save/load is exact, threshold calibration
+hits its share, and the ``route_preference`` step sets the target model and notes its decision."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from typing import Any
+
+import numpy as np
+import pytest
+
+from portico.pipeline import RequestContext
+from portico.protocol.chat import ChatCompletionRequest
+from portico.routing import PairwiseRecord, TrainConfig, strong_share, threshold_for_share, train
+from portico.routing.evaluation import apgr, cost_quality_curve
+from portico.routing.store import load, save, save_threshold, versions
+from portico.runtime import default_registry
+
+DIM = 64
+
+
+def embed(texts: list[str]) -> np.ndarray:
+    """A deterministic bag-of-words embedding (crc32 buckets), unit length: similar words → similar vectors."""
+    out = np.zeros((len(texts), DIM), dtype=np.float32)
+    for i, t in enumerate(texts):
+        for w in t.lower().split():
+            out[i, zlib.crc32(w.encode()) % DIM] += 1.0
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+
+def math_prompt(i: int) -> str:
+    return f"Compute the integral of x^{i % 7 + 2} times {i * 13 % 97} from 0 to {i % 11 + 1} and solve for the value"
+
+
+def chat_prompt(i: int) -> str:
+    return f"hello there friend number {i}, how are you doing today? tell me something nice please"
+
+
+def synthetic(n: int = 60) -> list[PairwiseRecord]:
+    """The strong model wins math prompts; chit-chat is a tie or a weak win (it is cheaper and friendlier)."""
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(n):
+        out.append(PairwiseRecord(math_prompt(i), "big", "small", "model_a" if rng.random() < 0.9 else "tie"))
+        w = "tie" if rng.random() < 0.6 else "model_a"  # small is model_a here: orientation must not matter
+        out.append(PairwiseRecord(chat_prompt(i), "small", "big", w))
+    return out
+
+
+CFG = TrainConfig(k=7, folds=5)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return train(synthetic(), embed, config=CFG)
+
+
+def p(model, text: str) -> float:
+    return model.p_strong_wins(embed([text])[0], text)
+
+
+def test_learns_the_obvious_preference(model):
+    assert (model.strong, model.weak) == ("big", "small")
+    assert model.p_bt("big", "small") > 0.5
+    math_p = [p(model, math_prompt(i)) for i in range(100, 110)]
+    chat_p = [p(model, chat_prompt(i)) for i in range(100, 110)]
+    assert min(math_p) > 0.6
+    assert max(chat_p) < min(math_p)
+    # p_wins is symmetric: P(a beats b) + P(b beats a) = 1 (ties count half each way).
+    e, t = embed([math_prompt(3)])[0], math_prompt(3)
+    assert model.p_wins("big", "small", e, t) + model.p_wins("small", "big", e, t) == pytest.approx(1.0)
+
+
+def test_prompt_aware_beats_constant_on_golden_labels(model):
+    texts = [math_prompt(i) for i in range(200, 240)] + [chat_prompt(i) for i in range(200, 240)]
+    strong_ok = np.array([1.0] * 40 + [1.0] * 40)
+    weak_ok = np.array([0.0] * 40 + [1.0] * 40)
+    scores = model.p_strong_wins_batch(embed(texts), texts)
+    # Half the prompts gain from the strong model: the perfect order recovers the gap at share 0.5 → APGR 0.75.
+    assert apgr(scores, weak_ok, strong_ok) == pytest.approx(0.75, abs=0.01)
+    assert apgr(np.zeros(80), weak_ok, strong_ok) < 0.6
+
+
+def test_batch_and_single_predictions_agree(model):
+    texts = [math_prompt(7), chat_prompt(7), "something unrelated entirely"]
+    batch = model.p_strong_wins_batch(embed(texts), texts)
+    single = [p(model, t) for t in texts]
+    np.testing.assert_allclose(batch, single, rtol=1e-6, atol=1e-9)
+
+
+def test_save_load_is_versioned_and_exact(model, tmp_path):
+    first = save(model, tmp_path, "demo")
+    second = save(model, tmp_path, "demo")
+    assert (first.name, second.name) == ("v1", "v2")
+    assert (first / "model.npz").is_file() and (first / "meta.json").is_file()
+    assert versions(tmp_path, "demo") == [1, 2]
+    texts = [math_prompt(i) for i in range(5)] + [chat_prompt(i) for i in range(5)]
+    for loaded in (load(tmp_path, "demo"), load(tmp_path, "demo", version=1), load(tmp_path, "demo")):
+        assert [p(loaded, t) for t in texts] == [p(model, t) for t in texts]
+    assert load(tmp_path, "demo").info["version"] == 2
+    with pytest.raises(FileNotFoundError):
+        load(tmp_path, "demo", version=9)
+    with pytest.raises(FileNotFoundError):
+        load(tmp_path, "missing")
+
+
+def test_same_data_trains_the_same_model():
+    a = train(synthetic(30), embed, config=CFG)
+    b = train(list(reversed(synthetic(30))), embed, config=CFG)
+    assert p(a, math_prompt(1)) == pytest.approx(p(b, math_prompt(1)), abs=1e-9)
+
+
+@pytest.mark.parametrize("share", [0.0, 0.1, 0.3, 0.5, 0.77, 1.0])
+def test_threshold_hits_the_target_share(share):
+    sample = np.random.default_rng(1).random(1000)
+    t = threshold_for_share(sample, share)
+    assert strong_share(sample, t) == pytest.approx(share, abs=1e-3)
+
+
+def test_threshold_rejects_bad_share():
+    with pytest.raises(ValueError):
+        threshold_for_share(np.array([0.5]), 1.5)
+
+
+def test_curve_endpoints_and_random_is_half():
+    rng = np.random.default_rng(2)
+    weak_ok = (rng.random(4000) < 0.6).astype(float)
+    strong_ok = np.maximum(weak_ok, rng.random(4000) < 0.5).astype(float)
+    curve = cost_quality_curve(rng.random(4000), weak_ok, strong_ok)
+    assert curve.accuracy[0] == pytest.approx(weak_ok.mean())
+    assert curve.accuracy[-1] == pytest.approx(strong_ok.mean())
+    assert curve.apgr == pytest.approx(0.5, abs=0.05)
+    oracle = cost_quality_curve(strong_ok - weak_ok, weak_ok, strong_ok)
+    assert oracle.apgr > 0.8 and oracle.share_for(1.0) < 0.5
+
+
+# ---- the pipeline step --------------------------------------------------------------------------------------
+
+
+class FakeEmbedder:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def require(self, who: str) -> str:
+        return "embed"
+
+    async def query(self, ctx: RequestContext) -> np.ndarray:
+        self.calls += 1
+        return embed([ctx.query_text()])[0]
+
+
+class FakeServices:
+    def __init__(self) -> None:
+        self.embedder = FakeEmbedder()
+        self.gateway = type("G", (), {"models": {"gpt-big": object(), "gpt-small": object()}})()
+        self.cfg = self.metrics = self.db = self.state = None
+
+
+def make_ctx(text: str) -> RequestContext:
+    req = ChatCompletionRequest.model_validate({"model": "app", "messages": [{"role": "user", "content": text}]})
+    return RequestContext(request=req, request_id="rid", model="app", application="app")
+
+
+def build(options: dict[str, Any], services: Any = None):
+    kind = default_registry().get("route_preference")
+    assert kind.phase == "before"
+    return kind.factory(options, services or FakeServices())
+
+
+async def test_step_routes_and_notes_its_decision(model, tmp_path):
+    save(model, tmp_path, "r")
+    services = FakeServices()
+    step = build({"strong": "gpt-big", "weak": "gpt-small", "router": "r", "dir": str(tmp_path)}, services)
+    hard, easy = make_ctx(math_prompt(500)), make_ctx(chat_prompt(500))
+    await step.run(hard)
+    await step.run(easy)
+    assert (hard.target_model, easy.target_model) == ("gpt-big", "gpt-small")
+    assert services.embedder.calls == 2
+    note = hard.state["trace.notes"]["route_preference"]
+    assert note["decision"] == "strong" and note["threshold"] == 0.5 and note["router"] == "r/v1"
+    assert note["p_strong"] == pytest.approx(p(model, math_prompt(500)), abs=1e-5)
+    assert easy.state["trace.notes"]["route_preference"]["decision"] == "weak"
+    json.dumps(hard.state["trace.notes"])  # notes must be JSON-able
+
+
+async def test_step_threshold_extremes_and_calibrated_share(model, tmp_path):
+    save(model, tmp_path, "r")
+    opts = {"strong": "gpt-big", "weak": "gpt-small", "router": "r", "dir": str(tmp_path)}
+    always = build({**opts, "threshold": 0.0})
+    never = build({**opts, "threshold": 1.0})
+    ctx = make_ctx(chat_prompt(1))
+    await always.run(ctx)
+    assert ctx.target_model == "gpt-big"
+    await never.run(ctx)
+    assert ctx.target_model == "gpt-small"
+    with pytest.raises(ValueError, match="not calibrated"):
+        build({**opts, "strong_share": 0.5})
+    sample = [math_prompt(i) for i in range(300, 320)] + [chat_prompt(i) for i in range(300, 320)]
+    t = threshold_for_share(model.p_strong_wins_batch(embed(sample), sample), 0.5)
+    save_threshold(tmp_path, "r", 0.5, t, len(sample))
+    half = build({**opts, "strong_share": 0.5})
+    assert half.threshold == t
+    routed = []
+    for text in sample:
+        c = make_ctx(text)
+        await half.run(c)
+        routed.append(c.target_model)
+    assert routed.count("gpt-big") == 20 and routed[:20] == ["gpt-big"] * 20
+
+
+def test_step_rejects_bad_config(model, tmp_path):
+    save(model, tmp_path, "r")
+    opts = {"strong": "gpt-big", "weak": "gpt-small", "router": "r", "dir": str(tmp_path)}
+    with pytest.raises(ValueError, match="not configured"):
+        build({**opts, "strong": "nope"})
+    with pytest.raises(ValueError, match="either threshold or strong_share"):
+        build({**opts, "threshold": 0.4, "strong_share": 0.3})
+    with pytest.raises(KeyError):
+        build({**opts, "router_strong": "unknown-model"})
+    with pytest.raises(FileNotFoundError):
+        build({**opts, "router": "absent"})
