@@ -62,6 +62,12 @@ bench-asgi: install-dev
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light)
 	$(PY) bench/asgi_server.py
 
+# Preference router: RouteLLM golden labels (MMLU/GSM8K) and PRD human ratings from ../shared/data (or $$PORTICO_DATA);
+# MiniLM embeddings are cached under /work/cache/routing (or $$PORTICO_ROUTING_CACHE).
+.PHONY: bench-routing
+bench-routing: install-dev
+	$(PY) bench/routing.py
+
 # Portico vs LiteLLM proxy vs a bare aiohttp passthrough, behind the same nginx canned upstream. LiteLLM gets its
 # own venv: its pins would fight ours. BENCH_ROUNDS / BENCH_SECONDS / BENCH_STREAMS shorten or lengthen the run.
 LITELLM_VENV := bench/.venv-litellm
