@@ -1,4 +1,4 @@
-"""The ``portico`` command: serve, models, chat."""
+"""The ``portico`` command: serve, models, chat, keys, usage, router."""
 
 from __future__ import annotations
 
@@ -331,6 +331,75 @@ def usage(
             f"{r['avg_latency_ms']:.1f}",
         )
     Console().print(t)
+
+
+router_app = typer.Typer(no_args_is_help=True, help="Preference router: train from pairwise data, calibrate.")
+app.add_typer(router_app, name="router")
+RouterDirOpt = Annotated[str, typer.Option("--out", "--dir", help="Directory of trained routers")]
+
+
+@router_app.command("train")
+def router_train(
+    data: Annotated[str, typer.Argument(help="JSONL: prompt, model_a, model_b, winner (model_a | model_b | tie)")],
+    name: Annotated[str, typer.Option(help="Router name; each training run writes its next version")] = "default",
+    out: RouterDirOpt = ".portico/routers",
+    strong: Annotated[str | None, typer.Option(help="Strong model of the pair (default: highest rated)")] = None,
+    weak: Annotated[str | None, typer.Option(help="Weak model of the pair (default: lowest rated)")] = None,
+) -> None:
+    """Train a preference router (Bradley-Terry + prompt-aware predictor) on the packaged MiniLM embeddings."""
+    from portico.routing.datafiles import load_pairwise
+    from portico.routing.local_embed import EMBEDDER_NAME, local_embed_fn
+    from portico.routing.preference import train
+    from portico.routing.store import save
+
+    try:
+        records = load_pairwise(data)
+        model = train(records, local_embed_fn(), strong=strong, weak=weak)
+    except (OSError, ValueError) as e:
+        err.print(f"[red]error:[/red] {e}", highlight=False)
+        raise typer.Exit(2) from None
+    model.info["embedder"] = EMBEDDER_NAME
+    path = save(model, out, name)
+    t = Table("model", "Bradley-Terry rating")
+    for m, r in sorted(zip(model.models, model.ratings, strict=True), key=lambda x: -x[1]):
+        t.add_row(m, f"{r:+.3f}")
+    Console().print(t)
+    Console().print(
+        f"trained on {len(records)} records ({model.info['prompts']} prompts): strong={model.strong} "
+        f"weak={model.weak}; saved {path}",
+        highlight=False,
+    )
+
+
+@router_app.command("calibrate")
+def router_calibrate(
+    prompts: Annotated[str, typer.Argument(help="JSONL of typical prompts: strings, {prompt} or {messages}")],
+    name: Annotated[str, typer.Option(help="Router name")] = "default",
+    strong_share: Annotated[float, typer.Option("--strong-share", help="Target share of strong-model calls")] = 0.3,
+    out: RouterDirOpt = ".portico/routers",
+    version: Annotated[int | None, typer.Option(help="Router version (default: latest)")] = None,
+) -> None:
+    """Pick the threshold that sends --strong-share of these prompts to the strong model; stored with the router."""
+    from portico.routing.calibration import strong_share as share_of
+    from portico.routing.calibration import threshold_for_share
+    from portico.routing.datafiles import load_prompts
+    from portico.routing.local_embed import local_embed_fn
+    from portico.routing.store import load, save_threshold
+
+    try:
+        model = load(out, name, version)
+        texts = load_prompts(prompts)
+        p = model.p_strong_wins_batch(local_embed_fn()(texts), texts)
+        threshold = threshold_for_share(p, strong_share)
+    except (OSError, ValueError) as e:
+        err.print(f"[red]error:[/red] {e}", highlight=False)
+        raise typer.Exit(2) from None
+    path = save_threshold(out, name, strong_share, threshold, len(texts), model.info["version"])
+    Console().print(
+        f"threshold {threshold:.6f} sends {share_of(p, threshold):.1%} of {len(texts)} prompts to "
+        f"{model.strong}; saved {path}",
+        highlight=False,
+    )
 
 
 def main() -> None:

@@ -220,3 +220,55 @@ def test_step_rejects_bad_config(model, tmp_path):
         build({**opts, "router_strong": "unknown-model"})
     with pytest.raises(FileNotFoundError):
         build({**opts, "router": "absent"})
+
+
+def routed_runtime(model, tmp_path, monkeypatch):
+    """A Runtime whose application ``routed`` starts with route_preference; returns (pipeline, that step)."""
+    from portico.config.loader import validate
+    from portico.runtime import Runtime
+
+    save(model, tmp_path, "r")
+    dead = {"provider": "openai", "base_url": "http://127.0.0.1:9/v1", "api_key": "sk-x"}
+    cfg = validate(
+        {
+            "models": [
+                {"name": "gpt-big", "deployments": [dead]},
+                {"name": "gpt-small", "deployments": [dead]},
+                {"name": "emb", "type": "embedding", "deployments": [dead]},
+            ],
+            "applications": [
+                {
+                    "name": "routed",
+                    "model": "gpt-small",
+                    "steps": [
+                        {
+                            "use": "route_preference",
+                            "strong": "gpt-big",
+                            "weak": "gpt-small",
+                            "router": "r",
+                            "dir": str(tmp_path),
+                            "threshold": 0.5,
+                        }
+                    ],
+                }
+            ],
+        }
+    )
+    rt = Runtime(cfg)
+
+    async def fake_query(ctx):
+        return embed([ctx.query_text()])[0]
+
+    monkeypatch.setattr(rt.embedder, "query", fake_query)
+    pipeline, application = rt.pipeline_for("routed")
+    assert application == "routed"
+    return pipeline, next(s for s in pipeline.stages if getattr(s, "name", "") == "route_preference")
+
+
+async def test_runtime_builds_and_runs_a_routed_application(model, tmp_path, monkeypatch):
+    pipeline, step = routed_runtime(model, tmp_path, monkeypatch)
+    assert pipeline.step_names[0] == "route_preference" and pipeline.step_names[-1] == "generate"
+    hard, easy = make_ctx(math_prompt(900)), make_ctx(chat_prompt(900))
+    await step.run(hard)
+    await step.run(easy)
+    assert (hard.target_model, easy.target_model) == ("gpt-big", "gpt-small")
