@@ -32,7 +32,9 @@ def pair(katan: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[
         "auth": {"master_key": MASTER},
         "cache": {"backend": "redis", "ttl_seconds": 60},
         "models": [{"name": "m", "deployments": [{"provider": "openai", "model": "echo", "base_url": f"{katan}/v1",
-                                                  "api_key": "sk", "price": {"input": 1.0, "output": 2.0}}]}],
+                                                  "api_key": "sk", "price": {"input": 1.0, "output": 2.0}}]},
+                   {"name": "emb", "type": "embedding", "deployments": [{"provider": "local"}]}],
+        "applications": [{"name": "faq", "model": "m", "steps": [{"use": "semantic_cache", "min_similarity": 0.9}]}],
     }  # fmt: skip
     path = tmp / "portico.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -123,3 +125,20 @@ def test_bad_cache_extension_is_a_400(pair: list[str]) -> None:
     with pytest.raises(openai.BadRequestError) as e:
         ask(a, "x", extra_body={"portico": {"cache": {"mode": "forever"}}})
     assert e.value.body["param"] == "portico.cache.mode"  # type: ignore[index]
+
+
+def test_semantic_cache_hits_a_paraphrase_and_misses_a_different_question(pair: list[str]) -> None:
+    a, _ = pair
+
+    def faq(q: str) -> tuple[str, str]:
+        raw = sdk(a).chat.completions.with_raw_response.create(
+            model="faq", messages=[{"role": "user", "content": q}], temperature=0
+        )
+        return raw.parse().choices[0].message.content or "", raw.headers["x-portico-cache"]
+
+    first, h1 = faq("How many legs does a spider have?")
+    time.sleep(1.1)
+    para, h2 = faq("How many legs do spiders have?")
+    other, h3 = faq("How many eyes does a spider have?")
+    assert (h1, h2, h3) == ("miss", "semantic-hit", "miss")
+    assert para == first and other != first

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -66,7 +66,7 @@ class CacheLookupStep(Step):
 
     def __init__(self, cache: ExactCache) -> None:
         self.cache = cache
-        self.closer = CacheWriteStep(cache)
+        self.closer = AnswerWriter("cache_write", _PENDING, self._save)
 
     async def run(self, ctx: RequestContext) -> None:
         d = self.cache.decide(ctx)
@@ -100,38 +100,42 @@ class CacheLookupStep(Step):
             self.cache.metrics.saved.labels("exact").inc(entry["cost_usd"])
         ctx.short_circuit("cache", response=response)
 
+    async def _save(self, ctx: RequestContext, response: dict[str, Any], pending: tuple[str, float]) -> None:
+        key, ttl = pending
+        entry = {"response": response, "stored_at": time.time(), "cost_usd": upstream_cost(ctx, self.cache.prices)}
+        await self.cache.store.set(key, orjson.dumps(entry), ttl)
 
-class CacheWriteStep(Step):
-    name = "cache_write"
+
+class AnswerWriter(Step):
+    """Stores the final answer of a request its lookup step marked as cacheable: a plain response at once, a
+    stream once it has run to its end (a failed or abandoned stream stores nothing)."""
+
     reads = frozenset({"request", "response", "stream"})
     writes = frozenset({"stream"})
 
-    def __init__(self, cache: ExactCache) -> None:
-        self.cache = cache
+    def __init__(self, name: str, pending_key: str, save: Callable[[RequestContext, dict[str, Any], Any],
+                                                               Awaitable[None]]) -> None:  # fmt: skip
+        self.name = name  # type: ignore[misc]  # one class, one step name per cache kind
+        self.pending_key = pending_key
+        self.save = save
 
     async def run(self, ctx: RequestContext) -> None:
-        pending = ctx.state.pop(_PENDING, None)
+        pending = ctx.state.pop(self.pending_key, None)
         if pending is None:
             return
         if ctx.stream is not None:
             ctx.stream = self._tee(ctx, ctx.stream, pending)
         elif ctx.response is not None:
-            await self._store(ctx, ctx.response, pending)
+            await self._save(ctx, ctx.response, pending)
 
-    async def _store(self, ctx: RequestContext, response: dict[str, Any], pending: tuple[str, float]) -> None:
-        key, ttl = pending
-        cost = 0.0
-        if self.cache.prices is not None and ctx.usage is not None:
-            cost = self.cache.prices.cost(ctx.attempts[-1].model if ctx.attempts else ctx.model, ctx.deployment,
-                                          ctx.usage)  # fmt: skip
-        entry = {"response": response, "stored_at": time.time(), "cost_usd": cost}
+    async def _save(self, ctx: RequestContext, response: dict[str, Any], pending: Any) -> None:
         try:
-            await self.cache.store.set(key, orjson.dumps(entry), ttl)
+            await self.save(ctx, response, pending)
         except Exception:  # a cache that cannot write must not fail an answered request
-            log.exception("cache write failed", extra={"request_id": ctx.request_id})
+            log.exception("cache write failed", extra={"request_id": ctx.request_id, "step": self.name})
 
     async def _tee(
-        self, ctx: RequestContext, chunks: AsyncIterator[dict[str, Any]], pending: tuple[str, float]
+        self, ctx: RequestContext, chunks: AsyncIterator[dict[str, Any]], pending: Any
     ) -> AsyncIterator[dict[str, Any]]:
         seen: list[dict[str, Any]] = []
         async for chunk in chunks:
@@ -140,4 +144,10 @@ class CacheWriteStep(Step):
         # Only a stream that ran to its end gets here (a failure or a disconnect raises out of the loop).
         response = assemble(seen)
         if response is not None:
-            await self._store(ctx, response, pending)
+            await self._save(ctx, response, pending)
+
+
+def upstream_cost(ctx: RequestContext, prices: Any) -> float:
+    if prices is None or ctx.usage is None:
+        return 0.0
+    return float(prices.cost(ctx.attempts[-1].model if ctx.attempts else ctx.model, ctx.deployment, ctx.usage))

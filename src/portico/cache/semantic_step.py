@@ -1,0 +1,141 @@
+"""The ``semantic_cache`` pipeline step: answer a question that means the same as one answered before.
+
+Only single-turn requests take part (one user message, optionally after system messages, no tools): the
+meaning of a follow-up depends on the conversation, which an embedding of its last message does not see. The
+scope holds the caller (per key by default), the application, the model and everything else in the request but
+the user's question, so two system prompts never share answers. The query embedding is the request's shared
+one (``services.embedder.query``), so a router or guardrail that also needs it does not pay twice.
+
+Options (in an application's ``steps:``)::
+
+    - use: semantic_cache
+      verifier: /path/to/verifier     # from `portico cache train-verifier`; without one, cosine only
+      min_similarity: 0.97            # cosine floor (default 0.97 without a verifier, 0.7 with one)
+      verifier_threshold: 0.9         # default: the threshold stored with the verifier
+      ttl_seconds: 3600
+      max_entries: 100000
+      scope: key                      # or global
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+import numpy as np
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from portico.cache.cacheability import compile_patterns, decide
+from portico.cache.key import cache_key
+from portico.cache.semantic import SemanticIndex, SemanticMatcher, describe
+from portico.cache.step import HEADER, AnswerWriter, CacheMetrics, upstream_cost
+from portico.cache.verifier import Verifier
+from portico.pipeline.context import RequestContext
+from portico.pipeline.services import Services
+from portico.pipeline.step import Step
+
+_PENDING = "semantic_cache.pending"
+
+
+class SemanticOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    verifier: str | None = None
+    min_similarity: float | None = Field(default=None, ge=-1, le=1)
+    verifier_threshold: float | None = Field(default=None, ge=0, le=1)
+    ttl_seconds: float = Field(default=3600.0, gt=0)
+    max_entries: int = Field(default=100_000, ge=1)
+    scope: Literal["key", "global"] = "key"
+    cache_sampled: bool = False
+    skip_patterns: list[str] | None = None
+    k: int = Field(default=4, ge=1, le=50)
+
+
+def single_turn(ctx: RequestContext) -> bool:
+    req = ctx.request
+    if req.tools:
+        return False
+    roles = [m.role for m in req.messages]
+    return roles[-1] == "user" and roles.count("user") == 1 and all(r in ("system", "developer", "user") for r in roles)
+
+
+class SemanticCacheStep(Step):
+    name = "semantic_cache"
+    reads = frozenset({"request", "model", "target_model", "caller", "application", "query"})
+    writes = frozenset({"response", "headers"})
+
+    def __init__(self, opts: SemanticOptions, embedder: Any, metrics: CacheMetrics | None, prices: Any) -> None:
+        self.opts = opts
+        self.embedder = embedder
+        self.metrics = metrics
+        self.prices = prices
+        verifier = Verifier.load(opts.verifier) if opts.verifier else None
+        floor = opts.min_similarity if opts.min_similarity is not None else (0.7 if verifier else 0.97)
+        self.index = SemanticIndex(None, opts.max_entries)
+        self.matcher = SemanticMatcher(self.index, min_similarity=floor, verifier=verifier,
+                                       threshold=opts.verifier_threshold, k=opts.k)  # fmt: skip
+        self.skip = compile_patterns(opts.skip_patterns)
+        self.closer = AnswerWriter("semantic_cache_write", _PENDING, self._save)
+
+    def _scope(self, ctx: RequestContext, namespace: str) -> str:
+        who = ""
+        if self.opts.scope == "key":
+            who = str((ctx.caller or {}).get("key_id") or (ctx.caller or {}).get("key") or "anonymous")
+        # Everything but the question: model, system prompt, sampling and format parameters.
+        rest = ctx.request.model_copy(update={"messages": [m for m in ctx.request.messages if m.role != "user"]})
+        return cache_key(rest, ctx.target_model or ctx.model, f"{who}\x1f{ctx.application or ''}", namespace)
+
+    def _count(self, result: str) -> None:
+        if self.metrics is not None:
+            self.metrics.lookups.labels("semantic", result).inc()
+
+    async def run(self, ctx: RequestContext) -> None:
+        if not single_turn(ctx):
+            return self._bypass(ctx, "multi-turn or tools")
+        text = ctx.query_text().strip()
+        d = decide(ctx.request, text, cache_control=ctx.state.get("http.cache_control"),
+                   cache_sampled=self.opts.cache_sampled, skip=self.skip)  # fmt: skip
+        if not d.write or not text:
+            return self._bypass(ctx, d.reason or "no question text")
+        vector = await self.embedder.query(ctx)
+        scope = self._scope(ctx, d.namespace)
+        if d.read:
+            m = self.matcher.match(scope, text, vector)
+            if m.entry is not None:
+                entry = orjson.loads(m.entry.value)
+                response = entry["response"]
+                response["id"] = f"chatcmpl-{ctx.request_id}"
+                ctx.headers[HEADER] = "semantic-hit"
+                ctx.note("semantic_cache", result="hit", saved_usd=entry.get("cost_usd", 0.0), **describe(m))
+                self._count("hit")
+                if self.metrics is not None and entry.get("cost_usd"):
+                    self.metrics.saved.labels("semantic").inc(entry["cost_usd"])
+                ctx.short_circuit("semantic_cache", response=response)
+                return None
+            ctx.note("semantic_cache", result="miss", **describe(m))
+            self._count("miss")
+            ctx.headers.setdefault(HEADER, "miss")
+        else:
+            self._bypass(ctx, d.reason, write=True)
+        ctx.state[_PENDING] = (scope, text, np.asarray(vector, dtype=np.float32), d.ttl or self.opts.ttl_seconds)
+        return None
+
+    def _bypass(self, ctx: RequestContext, reason: str, write: bool = False) -> None:
+        ctx.headers.setdefault(HEADER, "bypass")
+        ctx.note("semantic_cache", result="bypass", reason=reason, **({"write": True} if write else {}))
+        self._count("bypass")
+
+    async def _save(self, ctx: RequestContext, response: dict[str, Any], pending: Any) -> None:
+        scope, text, vector, ttl = pending
+        entry = {"response": response, "stored_at": time.time(), "cost_usd": upstream_cost(ctx, self.prices)}
+        self.index.add(scope, text, vector, orjson.dumps(entry), ttl)
+
+
+def semantic_cache_step(options: dict[str, Any], services: Services) -> SemanticCacheStep:
+    try:
+        opts = SemanticOptions.model_validate(options)
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise ValueError(f"{'.'.join(str(x) for x in first['loc'])}: {first['msg']}") from None
+    services.embedder.require("semantic_cache")
+    return SemanticCacheStep(opts, services.embedder, CacheMetrics(services.metrics), services.prices)
