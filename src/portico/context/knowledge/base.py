@@ -1,0 +1,324 @@
+"""A knowledge base: documents in, chunks out, searchable by BM25, by vector and by both.
+
+Writes go to the SQLite store first, then to the in-memory indexes; searches never touch SQLite except to read
+the text of the chunks they return. One asyncio lock orders writes; searches run while the lock is free or held.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from portico.context.knowledge.bm25 import BM25Index
+from portico.context.knowledge.chunking import ChunkingOptions, chunk_document
+from portico.context.knowledge.filters import compile_filter
+from portico.context.knowledge.fusion import normalize, ranked, rrf
+from portico.context.knowledge.loaders import LoadedDocument
+from portico.context.knowledge.store import ChunkRow, DocumentRow, SQLiteStore
+from portico.context.knowledge.vectors import VectorIndex, top_k
+
+Embed = Callable[[list[str]], Awaitable[np.ndarray]]
+Mode = Literal["bm25", "vector", "hybrid"]
+Fusion = Literal["rrf", "minmax", "zscore", "sequential"]
+MODES = ("bm25", "vector", "hybrid")
+FUSIONS = ("rrf", "minmax", "zscore", "sequential")
+
+
+@dataclass(frozen=True, slots=True)
+class KBOptions:
+    chunk_size: int = 300
+    chunk_overlap: int = 40
+    dimensions: int | None = None  # keep the first N embedding dimensions (Matryoshka), re-normalised
+    fusion: Fusion = "zscore"
+    bm25_weight: float = 0.5  # weight of BM25 in weighted fusion (vector gets 1 - this); also RRF's weights
+    depth: int = 100  # candidates per retriever before fusion
+    embed_batch: int = 256  # chunk texts per embedding call during ingestion
+    ann_threshold: int = 20_000
+    description: str = ""
+    embedding_model: str | None = None
+
+    def public(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__slots__}  # type: ignore[attr-defined]
+
+
+@dataclass(slots=True)
+class IngestResult:
+    id: str
+    status: Literal["created", "replaced", "unchanged"]
+    chunks: int
+
+
+@dataclass(slots=True)
+class SearchRequest:
+    query: str
+    k: int = 5
+    mode: Mode = "hybrid"
+    filters: dict[str, Any] | None = None
+    fusion: Fusion | None = None
+    bm25_weight: float | None = None
+    vector: np.ndarray | None = None  # the query's embedding, when the caller has it already
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def content_hash(doc: LoadedDocument) -> str:
+    payload = json.dumps([doc.title, doc.source, [(s.heading, s.text, s.page) for s in doc.sections],
+                          doc.metadata], sort_keys=True, default=str)  # fmt: skip
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def index_text(title: str, section: str, text: str) -> str:
+    """What BM25 and the embedding model see: the title and section give a chunk its context."""
+    head = " — ".join(p for p in (title, section) if p and p not in text[:200])
+    return f"{head}\n{text}" if head else text
+
+
+_ID = re.compile(r"^[^\x00-\x1f]{1,512}$")
+
+
+class KnowledgeBase:
+    def __init__(self, name: str, path: Path, options: KBOptions, embed: Embed | None) -> None:
+        self.name = name
+        self.options = options
+        self.embed_fn = embed
+        self.store = SQLiteStore(path)
+        self.chunking = ChunkingOptions(size=options.chunk_size, overlap=options.chunk_overlap)
+        self.bm25 = BM25Index()
+        self.vectors: VectorIndex | None = None
+        self._meta: dict[int, dict[str, Any]] = {}  # chunk key → filterable metadata
+        self._doc_keys: dict[str, list[int]] = {}
+        self.lock = asyncio.Lock()
+
+    # -- life cycle -------------------------------------------------------------------------------------------
+    def load(self) -> None:
+        """Rebuild the in-memory indexes from SQLite (blocking; run it off the event loop for big bases)."""
+        stored = self.store.meta().get("options")
+        if stored is None:
+            self.store.set_meta({"options": self.options.public()})
+        dim = self.store.meta().get("dim")
+        keys: list[int] = []
+        vecs: list[np.ndarray] = []
+        for key, doc_id, meta, terms, vec in self.store.scan():
+            self.bm25.add_tokens(key, terms)
+            self._meta[key] = meta
+            self._doc_keys.setdefault(doc_id, []).append(key)
+            keys.append(key)
+            vecs.append(np.frombuffer(vec, dtype=np.float32))
+        if dim is not None:
+            self.vectors = VectorIndex(int(dim), self.options.ann_threshold)
+            if keys:
+                self.vectors.add(keys, np.stack(vecs))
+
+    def close(self) -> None:
+        self.store.close()
+
+    def info(self) -> dict[str, Any]:
+        docs, chunks = self.store.counts()
+        return {"object": "knowledge_base", "id": self.name, "documents": docs, "chunks": chunks,
+                **{k: v for k, v in self.options.public().items() if k not in ("embed_batch",)}}  # fmt: skip
+
+    # -- writes -----------------------------------------------------------------------------------------------
+    async def _embed(self, texts: list[str]) -> np.ndarray:
+        if self.embed_fn is None:
+            raise RuntimeError(f"knowledge base '{self.name}' has no embedding model")
+        out = []
+        step = self.options.embed_batch
+        for i in range(0, len(texts), step):
+            out.append(np.asarray(await self.embed_fn(texts[i : i + step]), dtype=np.float32))
+        return self.shrink(np.concatenate(out)) if out else np.zeros((0, 0), dtype=np.float32)
+
+    def shrink(self, vectors: np.ndarray) -> np.ndarray:
+        d = self.options.dimensions
+        if d is None or d >= vectors.shape[-1]:
+            return vectors
+        cut = vectors[..., :d]
+        return cut / np.maximum(np.linalg.norm(cut, axis=-1, keepdims=True), 1e-12)
+
+    async def add(
+        self, docs: Sequence[tuple[str, LoadedDocument]], on_done: Callable[[int], None] | None = None
+    ) -> list[IngestResult]:
+        """Add or replace documents (id, document); unchanged content (same hash) is skipped."""
+        async with self.lock:
+            known = await asyncio.to_thread(self.store.hashes)
+            results: list[IngestResult | None] = [None] * len(docs)
+            todo = []
+            for i, (doc_id, doc) in enumerate(docs):
+                if not _ID.match(doc_id):
+                    raise ValueError(f"invalid document id {doc_id!r}")
+                h = content_hash(doc)
+                if known.get(doc_id) == h:
+                    results[i] = IngestResult(doc_id, "unchanged", len(self._doc_keys.get(doc_id, ())))
+                    if on_done:
+                        on_done(1)
+                else:
+                    todo.append((i, doc_id, doc, h))
+            # Chunk and embed in groups, so a large ingest streams instead of holding every vector at once.
+            group: list[tuple[int, str, LoadedDocument, str]] = []
+            size = 0
+            for item in todo:
+                group.append(item)
+                size += len(item[2].sections)
+                if size >= self.options.embed_batch:
+                    await self._write(group, known, results, on_done)
+                    group, size = [], 0
+            if group:
+                await self._write(group, known, results, on_done)
+        return [r for r in results if r is not None]
+
+    async def _write(self, group: list, known: dict[str, str], results: list, on_done: Any) -> None:
+        rows: list[tuple[DocumentRow, list[ChunkRow], list[str]]] = []
+        texts: list[str] = []
+        for _, doc_id, doc, h in group:
+            chunks = chunk_document(doc, self.chunking)
+            drow = DocumentRow(doc_id, doc.source, doc.title, h, doc.metadata)
+            crow = []
+            itexts = []
+            for c in chunks:
+                meta = {**doc.metadata, **c.metadata, "source": doc.source, "title": doc.title,
+                        "document_id": doc_id, "position": c.position}  # fmt: skip
+                it = index_text(doc.title, c.section, c.text)
+                itexts.append(it)
+                crow.append(ChunkRow(doc_id, c.position, c.section, c.text, c.tokens, meta, self.bm25.analyze(it),
+                                     np.zeros(0, dtype=np.float32)))  # fmt: skip
+            rows.append((drow, crow, itexts))
+            texts.extend(itexts)
+        vecs = await self._embed(texts)
+        if len(texts) and self.vectors is None:
+            self.vectors = VectorIndex(int(vecs.shape[1]), self.options.ann_threshold)
+            await asyncio.to_thread(self.store.set_meta, {"dim": int(vecs.shape[1])})
+        at = 0
+        for (i, doc_id, _, h), (drow, crow, _) in zip(group, rows, strict=True):
+            for c in crow:
+                c.vector = vecs[at]
+                at += 1
+            old, new = await asyncio.to_thread(self.store.replace, drow, crow)
+            self._drop(old)
+            for key, c in zip(new, crow, strict=True):
+                self.bm25.add_tokens(key, c.terms)
+                self._meta[key] = c.metadata
+            if new and self.vectors is not None:
+                self.vectors.add(new, np.stack([c.vector for c in crow]))
+            self._doc_keys[doc_id] = new
+            results[i] = IngestResult(doc_id, "replaced" if doc_id in known else "created", len(crow))
+            known[doc_id] = h
+            if on_done:
+                on_done(1)
+
+    def _drop(self, keys: list[int]) -> None:
+        for k in keys:
+            self.bm25.remove(k)
+            self._meta.pop(k, None)
+        if keys and self.vectors is not None:
+            self.vectors.remove(keys)
+
+    async def delete(self, doc_id: str) -> bool:
+        async with self.lock:
+            old = await asyncio.to_thread(self.store.delete, doc_id)
+            if old is None:
+                return False
+            self._drop(old)
+            self._doc_keys.pop(doc_id, None)
+            return True
+
+    # -- reads ------------------------------------------------------------------------------------------------
+    async def query_vector(self, query: str) -> np.ndarray:
+        return (await self._embed([query]))[0]
+
+    async def search(self, req: SearchRequest) -> list[dict[str, Any]]:
+        if req.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}")
+        vec = None
+        if req.mode != "bm25":
+            vec = self.shrink(req.vector) if req.vector is not None else await self.query_vector(req.query)
+        keys, scores, parts = self.rank(req, vec)
+        rows = await asyncio.to_thread(self.store.chunks, keys.tolist())
+        out = []
+        for key, score in zip(keys.tolist(), scores.tolist(), strict=True):
+            row = rows.get(key)
+            if row is not None:
+                row["score"] = round(float(score), 6)
+                for name, p in parts.items():
+                    if key in p:
+                        row[f"{name}_score"] = round(float(p[key]), 6)
+                out.append(row)
+        return out
+
+    def rank(self, req: SearchRequest, vec: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, dict]:
+        """(chunk keys, scores, per-retriever scores) best first — the pure ranking, no text."""
+        pred = compile_filter(req.filters)
+        allowed = None if pred is None else {k for k, m in self._meta.items() if pred(m)}
+        k = max(1, req.k)
+        depth = max(self.options.depth, k)
+        if req.mode == "bm25":
+            keys, s = self._bm25(req.query, depth, allowed)
+            return keys[:k], s[:k], {}
+        if vec is None:
+            raise ValueError("vector search needs a query vector")
+        if self.vectors is None or len(self.vectors) == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32), {}
+        if req.mode == "vector":
+            keys, s = self._vector(vec, k, allowed)
+            return keys, s, {}
+        fusion = req.fusion or self.options.fusion
+        w = self.options.bm25_weight if req.bm25_weight is None else req.bm25_weight
+        bk, bs = self._bm25(req.query, depth, allowed)
+        if fusion == "sequential":  # term candidates, re-scored by embedding similarity
+            sims = self.vectors.vectors(bk) @ vec if len(bk) else np.zeros(0, dtype=np.float32)
+            keys, s = top_k(bk, sims.astype(np.float32), k)
+            return keys, s, {"bm25": dict(zip(bk.tolist(), bs.tolist(), strict=True))}
+        vk, vs = self._vector(vec, depth, allowed)
+        if fusion == "rrf":
+            fused = rrf([bk, vk], [2 * w, 2 * (1 - w)])
+            keys, s = ranked(fused, k)
+            return keys, s, {}
+        # Weighted score fusion over the union of both candidate lists, with each candidate's real score under
+        # both retrievers (normalised by the statistics of that retriever's candidate list).
+        union = np.unique(np.concatenate([bk, vk]))
+        _, b_all = self.bm25.scores(req.query)
+        b_u = b_all[self.bm25.rows(union)] if len(b_all) else np.zeros(len(union), dtype=np.float32)
+        v_u = self.vectors.vectors(union) @ vec
+        nb = _normalize_by(b_u, bs, fusion)
+        nv = _normalize_by(v_u, vs, fusion)
+        keys, s = ranked(dict(zip(union.tolist(), (w * nb + (1 - w) * nv).tolist(), strict=True)), k)
+        return keys, s, {"bm25": dict(zip(union.tolist(), b_u.tolist(), strict=True)),
+                         "vector": dict(zip(union.tolist(), v_u.tolist(), strict=True))}  # fmt: skip
+
+    def _bm25(self, query: str, k: int, allowed: set[int] | None) -> tuple[np.ndarray, np.ndarray]:
+        keys, scores = self.bm25.scores(query)
+        if not len(scores):
+            return keys[:0], scores
+        mask = scores > 0
+        if allowed is not None:
+            mask &= np.fromiter((int(x) in allowed for x in keys), dtype=bool, count=len(keys))
+        return top_k(keys, scores, k, mask)
+
+    def _vector(self, vec: np.ndarray, k: int, allowed: set[int] | None) -> tuple[np.ndarray, np.ndarray]:
+        assert self.vectors is not None
+        if allowed is None:
+            return self.vectors.search(vec, k)
+        keys, sims = self.vectors.scores(vec)
+        mask = np.fromiter((int(x) in allowed for x in keys), dtype=bool, count=len(keys))
+        return top_k(keys, sims, k, mask)
+
+
+def _normalize_by(values: np.ndarray, reference: np.ndarray, how: str) -> np.ndarray:
+    """Normalise ``values`` with the min/max (or mean/sd) of ``reference`` (a retriever's candidate scores)."""
+    if len(reference) == 0:
+        return np.zeros_like(values, dtype=np.float64)
+    ref = reference.astype(np.float64)
+    v = values.astype(np.float64)
+    if how == "minmax":
+        lo, hi = float(ref.min()), float(ref.max())
+        return np.clip((v - lo) / (hi - lo), 0.0, None) if hi > lo else np.ones_like(v)
+    sd = float(ref.std())
+    return (v - float(ref.mean())) / sd if sd > 0 else np.zeros_like(v)
+
+
+__all__ = ["IngestResult", "KBOptions", "KnowledgeBase", "SearchRequest", "normalize"]

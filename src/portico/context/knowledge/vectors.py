@@ -1,0 +1,89 @@
+"""Chunk vectors: an exact in-memory matrix (cosine = dot product of normalised rows) and, above a size
+threshold, a usearch HNSW index for unfiltered approximate search. Filtered searches are exact over the rows the
+filter allows, so a narrow filter never starves the result list."""
+
+from __future__ import annotations
+
+import numpy as np
+from usearch.index import Index
+
+
+class VectorIndex:
+    def __init__(self, dim: int, ann_threshold: int = 20_000) -> None:
+        self.dim = dim
+        self.ann_threshold = ann_threshold  # below this many vectors exact search is as fast as HNSW
+        self._keys = np.zeros(0, dtype=np.int64)
+        self._matrix = np.zeros((0, dim), dtype=np.float32)
+        self._row: dict[int, int] = {}
+        self._pending: dict[int, np.ndarray | None] = {}  # key → vector (add) or None (remove), not yet merged
+        self._ann: Index | None = None
+        self._ann_dirty = True
+
+    def __len__(self) -> int:
+        self._merge()
+        return len(self._keys)
+
+    def add(self, keys: list[int], vectors: np.ndarray) -> None:
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
+            raise ValueError(f"expected vectors of dimension {self.dim}, got {vectors.shape}")
+        for k, v in zip(keys, vectors, strict=True):
+            self._pending[int(k)] = v
+
+    def remove(self, keys: list[int]) -> None:
+        for k in keys:
+            self._pending[int(k)] = None
+
+    def _merge(self) -> None:
+        if not self._pending:
+            return
+        keep = [i for i, k in enumerate(self._keys) if int(k) not in self._pending]
+        added = [(k, v) for k, v in self._pending.items() if v is not None]
+        keys = np.concatenate([self._keys[keep], np.asarray([k for k, _ in added], dtype=np.int64)])
+        rows = [self._matrix[keep]] + ([np.stack([v for _, v in added]).astype(np.float32)] if added else [])
+        self._keys, self._matrix = keys, np.concatenate(rows) if rows else self._matrix[:0]
+        self._row = {int(k): i for i, k in enumerate(self._keys)}
+        self._pending.clear()
+        self._ann_dirty = True
+
+    def vectors(self, keys: np.ndarray) -> np.ndarray:
+        self._merge()
+        return self._matrix[[self._row[int(k)] for k in keys]] if len(keys) else self._matrix[:0]
+
+    def scores(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(chunk keys, cosine similarity) for every vector, exact."""
+        self._merge()
+        return self._keys, self._matrix @ query.astype(np.float32)
+
+    def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (keys, cosine similarities), best first: HNSW above the threshold, exact below it."""
+        self._merge()
+        n = len(self._keys)
+        if n == 0 or k <= 0:
+            return self._keys[:0], np.zeros(0, dtype=np.float32)
+        if n < self.ann_threshold:
+            keys, sims = self.scores(query)
+            return top_k(keys, sims, k)
+        ann = self._ann_index()
+        m = ann.search(query.astype(np.float32), min(k, n))
+        return np.asarray(m.keys, dtype=np.int64), (1.0 - np.asarray(m.distances, dtype=np.float32))
+
+    def _ann_index(self) -> Index:
+        if self._ann is None or self._ann_dirty:
+            ann = Index(ndim=self.dim, metric="cos", dtype="f32", connectivity=16, expansion_add=128,
+                        expansion_search=96)  # fmt: skip
+            ann.add(self._keys, self._matrix, threads=1)
+            self._ann, self._ann_dirty = ann, False
+        return self._ann
+
+
+def top_k(
+    keys: np.ndarray, scores: np.ndarray, k: int, mask: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The k best (keys, scores), best first; rows where ``mask`` is False are left out."""
+    if mask is not None:
+        keys, scores = keys[mask], scores[mask]
+    if len(scores) == 0 or k <= 0:
+        return keys[:0], scores[:0]
+    idx = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+    idx = idx[np.argsort(-scores[idx], kind="stable")]
+    return keys[idx], scores[idx]

@@ -1,0 +1,252 @@
+"""Knowledge bases without a model: loaders, chunking, filters, fusion and the embedded store (BM25, vectors,
+hybrid), with a deterministic bag-of-words embedder."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from portico.context.knowledge.base import KBOptions, KnowledgeBase, SearchRequest
+from portico.context.knowledge.chunking import ChunkingOptions, chunk_document, count_tokens
+from portico.context.knowledge.filters import FilterError, compile_filter
+from portico.context.knowledge.fusion import ranked, rrf
+from portico.context.knowledge.loaders import LoadedDocument, Section, UnsupportedFormat, from_text, load_bytes
+from portico.context.knowledge.manager import KnowledgeBaseExists, KnowledgeBases, UnknownKnowledgeBase
+
+DIM = 64
+
+
+async def fake_embed(texts: list[str]) -> np.ndarray:
+    """Hashed bag of words, L2-normalised: texts sharing words are close."""
+    out = np.zeros((len(texts), DIM), dtype=np.float32)
+    for i, t in enumerate(texts):
+        for w in re.findall(r"\w+", t.lower()):
+            out[i, int(hashlib.md5(w.encode()).hexdigest(), 16) % DIM] += 1.0
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+
+def doc(text: str, title: str = "", source: str = "mem", **meta: object) -> LoadedDocument:
+    d = from_text(text, source, title)
+    d.metadata.update(meta)
+    return d
+
+
+# -- loaders ----------------------------------------------------------------------------------------------------------
+def test_markdown_sections_follow_heading_paths_and_ignore_fenced_hashes() -> None:
+    md = b"# Guide\nintro\n## Install\npip install x\n```\n# not a heading\n```\n## Use\nrun it\n# Other\nend\n"
+    (d,) = load_bytes(md, "guide.md")
+    assert d.title == "Guide"
+    assert [s.heading for s in d.sections] == ["Guide", "Guide > Install", "Guide > Use", "Other"]
+    assert "# not a heading" in d.sections[1].text
+
+
+def test_html_drops_scripts_and_keeps_headings() -> None:
+    html = b"""<html><head><title>T</title><script>var x=1</script></head><body><nav>menu</nav>
+    <h1>Top</h1><p>first para</p><h2>Sub</h2><ul><li>item one</li></ul><p>second</p></body></html>"""
+    (d,) = load_bytes(html, "page.html")
+    assert d.title == "T"
+    assert [s.heading for s in d.sections] == ["Top", "Top > Sub"]
+    assert "var x" not in d.text and "menu" not in d.text
+    assert "item one" in d.sections[1].text
+
+
+def test_csv_and_jsonl_records_become_documents_with_ids_and_metadata() -> None:
+    (a, _) = load_bytes(b"id,title,text,lang\n1,One,hello world,en\n2,Two,hallo welt,de\n", "rows.csv")
+    assert (a.id, a.title, a.text, a.metadata["lang"]) == ("1", "One", "hello world", "en")
+    recs = load_bytes(b'{"_id": "x", "text": "alpha", "year": 2020}\n\n{"body": "beta"}\n', "r.jsonl")
+    assert [r.id for r in recs] == ["x", None]
+    assert recs[0].metadata["year"] == 2020 and recs[1].text == "beta"
+    with pytest.raises(UnsupportedFormat):
+        load_bytes(b"x", "a.exe")
+
+
+def test_docx_headings_become_sections() -> None:
+    import docx
+
+    d = docx.Document()
+    d.add_heading("Manual", level=1)
+    d.add_paragraph("Read this first.")
+    d.add_heading("Safety", level=2)
+    d.add_paragraph("Do not touch.")
+    buf = io.BytesIO()
+    d.save(buf)
+    (out,) = load_bytes(buf.getvalue(), "m.docx")
+    assert [s.heading for s in out.sections] == ["Manual", "Manual > Safety"]
+    assert out.sections[1].text == "Do not touch."
+
+
+def _pdf(text: str) -> bytes:
+    """A one-page PDF with one line of text (hand-built, so the test needs no PDF writer)."""
+    stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
+    objs = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+            b"/Resources << /Font << /F1 5 0 R >> >> >>",
+            b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
+            b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]  # fmt: skip
+    out, offsets = bytearray(b"%PDF-1.4\n"), []
+    for i, o in enumerate(objs, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % i + o + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1)
+    out += b"".join(b"%010d 00000 n \n" % off for off in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objs) + 1, xref)
+    return bytes(out)
+
+
+def test_pdf_pages_become_sections() -> None:
+    (d,) = load_bytes(_pdf("Hello from page one"), "x.pdf")
+    assert d.sections[0].heading == "page 1" and d.sections[0].page == 1
+    assert "Hello from page one" in d.text
+
+
+# -- chunking ---------------------------------------------------------------------------------------------------------
+def test_chunks_respect_size_sections_and_overlap() -> None:
+    sentences = " ".join(f"Sentence number {i} says something." for i in range(60))
+    d = LoadedDocument("s", "T", [Section("A", sentences), Section("B", "short section")])
+    chunks = chunk_document(d, ChunkingOptions(size=50, overlap=10))
+    assert all(c.tokens <= 50 for c in chunks)
+    assert all(count_tokens(c.text) <= 50 for c in chunks)
+    assert [c.position for c in chunks] == list(range(len(chunks)))
+    a = [c for c in chunks if c.section == "A"]
+    assert len(a) > 3 and chunks[-1].section == "B" and chunks[-1].text == "short section"
+    # consecutive chunks share their boundary sentence
+    first_tail = a[0].text.split("\n\n")[-1] if "\n\n" in a[0].text else a[0].text.rsplit(". ", 1)[-1]
+    assert first_tail.strip(". ") in a[1].text
+    # every sentence survives
+    joined = " ".join(c.text for c in a)
+    assert all(f"number {i} " in joined for i in range(60))
+
+
+def test_paragraphs_are_kept_whole_when_they_fit() -> None:
+    d = LoadedDocument("s", "", [Section("", "para one is here.\n\npara two is here.\n\npara three.")])
+    (c,) = chunk_document(d, ChunkingOptions(size=100, overlap=0))
+    assert c.text == "para one is here.\n\npara two is here.\n\npara three."
+    with pytest.raises(ValueError):
+        ChunkingOptions(size=100, overlap=60)
+
+
+# -- filters and fusion -----------------------------------------------------------------------------------------------
+def test_filters() -> None:
+    p = compile_filter({"lang": "en", "year": {"$gte": 2020, "$lt": 2024}, "$or": [{"tag": "a"}, {"tag": "b"}]})
+    assert p is not None
+    assert p({"lang": "en", "year": 2021, "tag": "b"})
+    assert not p({"lang": "en", "year": 2019, "tag": "b"})
+    assert not p({"lang": "de", "year": 2021, "tag": "a"})
+    assert not p({"lang": "en", "year": "2021", "tag": "a"})
+    q = compile_filter({"tags": {"$in": ["x"]}, "draft": {"$exists": False}})
+    assert q is not None and q({"tags": ["y", "x"]}) and not q({"tags": ["x"], "draft": True})
+    assert compile_filter({}) is None
+    with pytest.raises(FilterError):
+        compile_filter({"a": {"$regex": "x"}})
+
+
+def test_rrf_orders_by_summed_reciprocal_ranks() -> None:
+    fused = rrf([np.array([1, 2, 3]), np.array([3, 1, 4])])
+    keys, _ = ranked(fused, 4)
+    assert keys.tolist() == [1, 3, 2, 4]
+
+
+# -- the knowledge base -----------------------------------------------------------------------------------------------
+CORPUS = {
+    "cats": ("Cats", "Cats are small felines that purr and chase mice.", {"kind": "animal", "year": 2021}),
+    "dogs": ("Dogs", "Dogs are loyal canines that bark and fetch sticks.", {"kind": "animal", "year": 2019}),
+    "rust": ("Rust", "Rust is a systems programming language with a borrow checker.", {"kind": "tech", "year": 2023}),
+    "python": ("Python", "Python is a programming language loved for data science.", {"kind": "tech", "year": 2020}),
+}
+
+
+async def _kb(tmp: Path, **opts: object) -> KnowledgeBase:
+    kb = KnowledgeBase("t", tmp / "t.db", KBOptions(**opts), fake_embed)  # type: ignore[arg-type]
+    kb.load()
+    await kb.add([(i, doc(text, title, **meta)) for i, (title, text, meta) in CORPUS.items()])
+    return kb
+
+
+@pytest.mark.parametrize("mode", ["bm25", "vector", "hybrid"])
+@pytest.mark.parametrize("fusion", ["rrf", "minmax", "zscore", "sequential"])
+async def test_every_mode_finds_the_right_document(tmp_path: Path, mode: str, fusion: str) -> None:
+    kb = await _kb(tmp_path)
+    hits = await kb.search(SearchRequest("which language has a borrow checker", k=2, mode=mode, fusion=fusion))  # type: ignore[arg-type]
+    assert hits[0]["document_id"] == "rust"
+    assert hits[0]["id"] == "rust#0" and hits[0]["title"] == "Rust" and hits[0]["metadata"]["kind"] == "tech"
+    assert hits[0]["score"] >= hits[-1]["score"]
+
+
+async def test_filters_apply_to_every_mode(tmp_path: Path) -> None:
+    kb = await _kb(tmp_path)
+    for mode in ("bm25", "vector", "hybrid"):
+        hits = await kb.search(SearchRequest("programming language", k=4, mode=mode, filters={"year": {"$lt": 2021}}))  # type: ignore[arg-type]
+        assert {h["document_id"] for h in hits} <= {"python", "dogs"}
+        assert hits and hits[0]["document_id"] == "python"
+
+
+async def test_replace_skip_and_delete(tmp_path: Path) -> None:
+    kb = await _kb(tmp_path)
+    res = await kb.add([("cats", doc(CORPUS["cats"][1], "Cats", **CORPUS["cats"][2]))])
+    assert res[0].status == "unchanged"
+    res = await kb.add([("cats", doc("Cats now write compilers in OCaml.", "Cats"))])
+    assert res[0].status == "replaced"
+    hits = await kb.search(SearchRequest("compilers OCaml", k=1, mode="bm25"))
+    assert hits[0]["document_id"] == "cats"
+    assert not await kb.search(SearchRequest("purr mice", k=4, mode="bm25"))  # the old text is gone
+    assert kb.info()["chunks"] == 4
+    assert await kb.delete("rust") is True
+    assert await kb.delete("rust") is False
+    for mode in ("bm25", "vector", "hybrid"):
+        hits = await kb.search(SearchRequest("borrow checker", k=4, mode=mode))  # type: ignore[arg-type]
+        assert "rust" not in {h["document_id"] for h in hits}
+    assert kb.vectors is not None and len(kb.vectors) == 3 and len(kb.bm25) == 3
+
+
+async def test_reopening_restores_both_indexes(tmp_path: Path) -> None:
+    kb = await _kb(tmp_path)
+    await kb.delete("dogs")
+    kb.close()
+    again = KnowledgeBase("t", tmp_path / "t.db", KBOptions(), fake_embed)
+    again.load()
+    for mode in ("bm25", "vector"):
+        hits = await again.search(SearchRequest("felines purr", k=3, mode=mode))  # type: ignore[arg-type]
+        assert hits[0]["document_id"] == "cats"
+        assert "dogs" not in {h["document_id"] for h in hits}
+
+
+async def test_ann_path_and_matryoshka_dimensions(tmp_path: Path) -> None:
+    kb = await _kb(tmp_path, ann_threshold=0, dimensions=32)
+    assert kb.vectors is not None and kb.vectors.dim == 32
+    hits = await kb.search(SearchRequest("loyal canines bark", k=2, mode="vector"))
+    assert hits[0]["document_id"] == "dogs"
+    await kb.delete("dogs")
+    hits = await kb.search(SearchRequest("loyal canines bark", k=2, mode="vector"))
+    assert "dogs" not in {h["document_id"] for h in hits}
+
+
+async def test_manager_creates_lists_and_reopens(tmp_path: Path) -> None:
+    kbs = KnowledgeBases(tmp_path, fake_embed, "fake")
+    kb = await kbs.create("docs", {"chunk_size": 128})
+    assert kb.options.chunk_size == 128 and kb.options.embedding_model == "fake"
+    with pytest.raises(KnowledgeBaseExists):
+        await kbs.create("docs")
+    with pytest.raises(ValueError):
+        await kbs.create("../x")
+    with pytest.raises(ValueError):
+        await kbs.create("y", {"chunk_sise": 1})
+    with pytest.raises(UnknownKnowledgeBase):
+        await kbs.get("nope")
+    await kb.add([("a", doc("alpha beta"))])
+    await kbs.close()
+    kbs2 = KnowledgeBases(tmp_path, fake_embed, "fake")
+    assert kbs2.names() == ["docs"]
+    kb2 = await kbs2.get("docs")
+    assert kb2.options.chunk_size == 128 and kb2.info()["documents"] == 1
+    other = KnowledgeBases(tmp_path, fake_embed, "another-model")
+    with pytest.raises(ValueError, match="embedded with"):
+        await other.get("docs")
+    assert json.loads(json.dumps(kb2.info()))["id"] == "docs"
+    await kbs2.close()
