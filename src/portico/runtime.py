@@ -19,6 +19,7 @@ from portico.observability.tracing import Tracer
 from portico.pipeline import Parallel, Pipeline, Step
 from portico.pipeline.registry import StepRegistry
 from portico.protocol.errors import InvalidRequest, ModelNotFound
+from portico.routing.context_length import RouteContextStep
 from portico.routing.intent import RouteIntentStep
 from portico.routing.step import RoutePreferenceStep
 from portico.storage.db import Database
@@ -30,6 +31,7 @@ def default_registry() -> StepRegistry:
     reg.register("system_prompt", SystemPromptStep, phase="before")
     reg.register("route_preference", RoutePreferenceStep, phase="before")
     reg.register("route_intent", RouteIntentStep, phase="before")
+    reg.register("route_context", RouteContextStep, phase="before")
     reg.register("cache", cache_step, phase="before")
     reg.register("semantic_cache", semantic_cache_step, phase="before")
     # Components register their step kinds here, one line each: reg.register(name, factory, phase).
