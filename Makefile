@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 # llama-cpp-python 0.3.36 segfaults in decode on this machine kind's AMX-capable Xeons.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX512=OFF
 
-.PHONY: run test services browser install install-dev lint bench-local bench-asgi clean
+.PHONY: run test services browser install install-dev lint bench-cache bench-local bench-asgi clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -83,6 +83,10 @@ bench-gateway: install $(LITELLM_VENV)/.installed
 	@command -v wrk >/dev/null && command -v nginx >/dev/null || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light)
 	$(PY) bench/gateway.py
+
+# Semantic cache vs GPTCache on Quora question pairs, plus exact-hit latency over HTTP (needs ../shared/data).
+bench-cache: install-dev
+	$(PY) bench/cache.py
 
 clean:
 	rm -rf $(VENV) .portico .pytest_cache

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from portico.cache.cli import cache_app
 from portico.config import ConfigError, PorticoConfig, load_config
 
 app = typer.Typer(
@@ -332,6 +333,8 @@ def usage(
         )
     Console().print(t)
 
+
+app.add_typer(cache_app, name="cache")
 
 router_app = typer.Typer(no_args_is_help=True, help="Preference router: train from pairwise data, calibrate.")
 app.add_typer(router_app, name="router")

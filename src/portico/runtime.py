@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from portico.cache.factory import cache_step
+from portico.cache.prompt_cache import prompt_cache_step
 from portico.cache.semantic_step import semantic_cache_step
 from portico.config.schema import ApplicationConfig, PorticoConfig
 from portico.context.system_prompt import SystemPromptStep
@@ -34,6 +35,7 @@ def default_registry() -> StepRegistry:
     reg.register("route_context", RouteContextStep, phase="before")
     reg.register("cache", cache_step, phase="before")
     reg.register("semantic_cache", semantic_cache_step, phase="before")
+    reg.register("prompt_cache", prompt_cache_step, phase="before")
     # Components register their step kinds here, one line each: reg.register(name, factory, phase).
     return reg
 

@@ -43,19 +43,23 @@ def resolve_price(explicit: Price | None, model_id: str | None, provider: str) -
     if not model_id:
         return None
     mid = model_id.removeprefix("models/")
-    if mid in DEFAULT_PRICES:
-        i, o, c = DEFAULT_PRICES[mid]
-        return Price(input=i, output=o, cached_input=c)
-    best = max((k for k in DEFAULT_PRICES if mid.startswith(k)), key=len, default=None)
-    if best is None:
+    key = mid if mid in DEFAULT_PRICES else max((k for k in DEFAULT_PRICES if mid.startswith(k)), key=len, default=None)
+    if key is None:
         return None
-    i, o, c = DEFAULT_PRICES[best]
-    return Price(input=i, output=o, cached_input=c)
+    i, o, c = DEFAULT_PRICES[key]
+    # Anthropic bills prompt-cache writes (5-minute entries) at 1.25x the input price.
+    write = i * 1.25 if key.startswith("claude") else None
+    return Price(input=i, output=o, cached_input=c, cache_write=write)
 
 
 def cached_tokens(usage: dict[str, Any]) -> int:
     details = usage.get("prompt_tokens_details") or {}
     return int(details.get("cached_tokens") or 0)
+
+
+def cache_write_tokens(usage: dict[str, Any]) -> int:
+    details = usage.get("prompt_tokens_details") or {}
+    return int(details.get("cache_write_tokens") or 0)
 
 
 def cost_usd(price: Price | None, usage: dict[str, Any] | None) -> float:
@@ -64,5 +68,8 @@ def cost_usd(price: Price | None, usage: dict[str, Any] | None) -> float:
     prompt = int(usage.get("prompt_tokens") or 0)
     completion = int(usage.get("completion_tokens") or 0)
     cached = min(cached_tokens(usage), prompt)
+    written = min(cache_write_tokens(usage), prompt - cached)
     cached_rate = price.cached_input if price.cached_input is not None else price.input
-    return ((prompt - cached) * price.input + cached * cached_rate + completion * price.output) / 1_000_000
+    write_rate = price.cache_write if price.cache_write is not None else price.input
+    fresh = prompt - cached - written
+    return (fresh * price.input + cached * cached_rate + written * write_rate + completion * price.output) / 1_000_000

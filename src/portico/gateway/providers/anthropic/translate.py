@@ -229,7 +229,53 @@ def chat_body(req: ChatCompletionRequest, dep: AnthropicDeployment, *, stream: b
     _sampling(req, body)
     if stream:
         body["stream"] = True
+    prompt_cache = (req.portico or {}).get("prompt_cache")
+    if prompt_cache:
+        mark_prompt_cache(body, int(prompt_cache.get("min_tokens", 1024)) if isinstance(prompt_cache, dict) else 1024)
     return body
+
+
+# ---- request: prompt caching ----------------------------------------------------------------------------
+
+EPHEMERAL = {"type": "ephemeral"}
+
+
+def _size(value: Any) -> int:
+    """A token estimate (about 4 characters per token) without a tokenizer."""
+    return len(orjson.dumps(value)) // 4
+
+
+def _mark_last_block(message: dict[str, Any]) -> None:
+    content = message["content"]
+    if isinstance(content, str):
+        message["content"] = content = [{"type": "text", "text": content}]
+    if content:
+        content[-1] = {**content[-1], "cache_control": EPHEMERAL}
+
+
+def mark_prompt_cache(body: dict[str, Any], min_tokens: int) -> None:
+    """Mark the stable prefix for Anthropic's prompt cache: the end of the tools, of the system prompt, and of
+    the conversation before the newest turn, each once the prefix up to it is long enough to be cached (Anthropic
+    ignores shorter ones; 1,024 tokens on most models). At most the API's four breakpoints."""
+    prefix = 0
+    marks = 0
+    tools = body.get("tools")
+    if tools:
+        prefix += _size(tools)
+        if prefix >= min_tokens:
+            tools[-1] = {**tools[-1], "cache_control": EPHEMERAL}
+            marks += 1
+    system = body.get("system")
+    if system:
+        prefix += _size(system)
+        if prefix >= min_tokens:
+            system[-1] = {**system[-1], "cache_control": EPHEMERAL}
+            marks += 1
+    messages = body.get("messages") or []
+    if len(messages) > 1 and marks < 4:
+        prefix += _size(messages[:-1])
+        if prefix >= min_tokens:
+            _mark_last_block(messages[-2])
 
 
 # ---- response -------------------------------------------------------------------------------------------

@@ -1,0 +1,285 @@
+"""Semantic and exact cache benchmark: Portico vs GPTCache on Quora question pairs, in one run.
+
+Protocol (a cache, not a pair classifier), per the cache issue: pairs split 50/50 (tune / test, seeded); the
+cache is filled with the test pairs' first questions and every second question is looked up. A hit is correct
+when the returned entry is the lookup's labelled duplicate (or the identical text), wrong when it is its labelled
+non-duplicate, and unlabelled when it is some other pair's question (reported both ways). Precision = correct
+hits / labelled hits (and with unlabelled hits counted as wrong); recall = correct hits / lookups whose pair is a
+duplicate. Everything tuned — the verifier, its threshold, the similarity floor, GPTCache's threshold — is tuned
+on the tune half only.
+
+Also measured: semantic lookup end to end (embed + search + verify) at 100k entries, GPTCache's lookup at the
+test size, and an exact-cache hit through a running Portico over HTTP.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cache_data import Pairs, embed_cached, load_split, minilm
+from cache_exact import exact_hit_latency
+
+from portico.cache.semantic import SemanticMatcher
+from portico.cache.training import SCOPE, candidate_rows, fill, labels
+from portico.cache.verifier import threshold_for_precision, train
+
+RESULTS = Path(__file__).resolve().parent / "results" / "cache.md"
+TARGET = 0.95
+K = 4
+
+
+@dataclass
+class Outcome:
+    name: str
+    correct: int
+    wrong: int
+    unlabelled: int
+    positives: int
+    lookups: int
+
+    @property
+    def hits(self) -> int:
+        return self.correct + self.wrong + self.unlabelled
+
+    @property
+    def precision(self) -> float:
+        return self.correct / max(1, self.correct + self.wrong)
+
+    @property
+    def precision_strict(self) -> float:  # unlabelled hits counted as wrong
+        return self.correct / max(1, self.hits)
+
+    @property
+    def precision_lenient(self) -> float:  # unlabelled hits counted as correct
+        return (self.correct + self.unlabelled) / max(1, self.hits)
+
+    @property
+    def recall(self) -> float:
+        return self.correct / max(1, self.positives)
+
+
+def score(name: str, pairs: Pairs, served: list[int | None], entry_text: list[str]) -> Outcome:
+    """``served[i]``: the index (into the filled first questions) returned for lookup i, or None."""
+    correct = wrong = unlabelled = 0
+    for i, j in enumerate(served):
+        if j is None:
+            continue
+        t = entry_text[j]
+        if t == pairs.q2[i]:  # the very same question
+            correct += 1
+        elif t == pairs.q1[i]:  # the lookup's own pair: labelled
+            correct += int(pairs.label[i] == 1)
+            wrong += int(pairs.label[i] == 0)
+        else:
+            unlabelled += 1
+    return Outcome(name, correct, wrong, unlabelled, int(pairs.label.sum()), len(served))
+
+
+def serve(meta: list, probs: np.ndarray, n: int, threshold: float, sims: np.ndarray, floor: float) -> list:
+    best: dict[int, tuple[float, int]] = {}
+    for r, (i, j, _) in enumerate(meta):
+        if sims[r] >= floor and probs[r] >= threshold and (i not in best or probs[r] > best[i][0]):
+            best[i] = (float(probs[r]), j)
+    return [best[i][1] if i in best else None for i in range(n)]
+
+
+def cosine_only(meta: list, n: int, threshold: float) -> list:
+    top: dict[int, tuple[float, int]] = {}
+    for i, j, s in meta:
+        if s >= threshold and (i not in top or s > top[i][0]):
+            top[i] = (s, j)
+    return [top[i][1] if i in top else None for i in range(n)]
+
+
+def gptcache_run(tune: Pairs, test: Pairs, emb: dict[str, np.ndarray], model) -> dict:  # type: ignore[no-untyped-def]
+    """GPTCache 0.1.x: sqlite + faiss, SearchDistanceEvaluation, the same MiniLM embeddings, max_size 200k."""
+    from gptcache import Cache, Config
+    from gptcache.adapter.api import get, put
+    from gptcache.manager import CacheBase, VectorBase, get_data_manager
+    from gptcache.processor.pre import get_prompt
+    from gptcache.similarity_evaluation.distance import SearchDistanceEvaluation
+
+    lookup = {}
+    for texts in emb.values():
+        lookup.update(zip(texts[0], texts[1], strict=True))  # type: ignore[arg-type]
+
+    def build(pairs: Pairs, threshold: float, tmp: str, embed=None):  # type: ignore[no-untyped-def]
+        cache = Cache()
+        dm = get_data_manager(CacheBase("sqlite", sql_url=f"sqlite:///{tmp}/g.db"),
+                              VectorBase("faiss", dimension=384, top_k=1), max_size=200_000)  # fmt: skip
+        cache.init(pre_embedding_func=get_prompt, embedding_func=embed or (lambda x, **_: lookup[x]),
+                   data_manager=dm, similarity_evaluation=SearchDistanceEvaluation(),
+                   config=Config(similarity_threshold=threshold))  # fmt: skip
+        texts = list(dict.fromkeys(pairs.q1))
+        for k, t in enumerate(texts):
+            put(t, str(k), cache_obj=cache)
+        return cache, texts
+
+    def run(pairs: Pairs, threshold: float) -> tuple[Outcome, list[float]]:
+        with tempfile.TemporaryDirectory() as tmp:
+            cache, texts = build(pairs, threshold, tmp)
+            served, times = [], []
+            for q in pairs.q2:
+                t0 = time.perf_counter()
+                ans = get(q, cache_obj=cache)
+                times.append((time.perf_counter() - t0) * 1000)
+                served.append(int(ans) if ans is not None else None)
+            return score("GPTCache", pairs, served, texts), times
+
+    # Tune: sweep the threshold on the tune half (a subsample keeps the sweep short), keep the lowest that
+    # reaches the target precision.
+    sub = Pairs(tune.q1[:6000], tune.q2[:6000], tune.label[:6000])
+    chosen = 0.99
+    for th in (0.95, 0.96, 0.97, 0.975, 0.98, 0.985, 0.99):
+        out, _ = run(sub, th)
+        print(f"  gptcache tune threshold {th}: precision {out.precision:.3f} recall {out.recall:.3f}", flush=True)
+        if out.precision >= TARGET:
+            chosen = th
+            break
+    test_out, times = run(test, chosen)
+    # Live latency: GPTCache embedding each lookup itself with the same model, 300 lookups at the test size.
+    with tempfile.TemporaryDirectory() as tmp:
+        cache, _ = build(test, chosen, tmp)
+        cache.embedding_func = lambda x, **_: model.encode([x], normalize_embeddings=True)[0]
+        live = []
+        for q in test.q2[:300]:
+            t0 = time.perf_counter()
+            get(q, cache_obj=cache)
+            live.append((time.perf_counter() - t0) * 1000)
+    return {"threshold": chosen, "outcome": test_out, "search_ms": times, "live_ms": live}
+
+
+def pct(xs: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(xs), q)) if xs else float("nan")
+
+
+def main() -> None:
+    t_start = time.monotonic()
+    tune, test = load_split()
+    model = minilm()
+    v = {n: embed_cached(t, n, model) for n, t in (("test_q1", test.q1), ("test_q2", test.q2),
+                                                 ("tune_q1", tune.q1), ("tune_q2", tune.q2))}  # fmt: skip
+    print(f"pairs: tune {len(tune.q1)}, test {len(test.q1)} ({int(test.label.sum())} duplicates)", flush=True)
+
+    # --- tune: verifier and floor on the tune half only
+    tindex, ttexts = fill(tune.q1, v["tune_q1"])
+    tmeta, tx = candidate_rows(tindex, tune.q2, v["tune_q2"], K)
+    tsims = np.array([m[2] for m in tmeta], dtype=np.float32)
+    ty = labels(tmeta, tune.q1, tune.q2, tune.label, ttexts)
+    verifier = train(tx, ty, target_precision=TARGET, meta={"trained_on": "QQP tune half (benchmark only)"})
+    cos_threshold = threshold_for_precision(tsims, ty, TARGET)
+    print(f"verifier threshold {verifier.threshold:.3f}; cosine-only threshold {cos_threshold:.4f}", flush=True)
+
+    # --- test
+    index, texts = fill(test.q1, v["test_q1"])
+    index.max_entries = 100_000  # room for the latency run below
+    meta, x = candidate_rows(index, test.q2, v["test_q2"], K)
+    sims = np.array([m[2] for m in meta], dtype=np.float32)
+    probs = verifier.probability(x)
+    ours = score("Portico (MiniLM + verifier)", test, serve(meta, probs, len(test.q2), verifier.threshold, sims, 0.0),
+                 texts)  # fmt: skip
+    cos_only = score("Portico cosine only", test, cosine_only(meta, len(test.q2), cos_threshold), texts)
+
+    # --- latency at 100k entries: pad the test index with the tune questions, then unit noise if short
+    pad_texts = [t for t in dict.fromkeys(tune.q1 + tune.q2) if t not in set(texts)]
+    pad_vecs = np.concatenate([v["tune_q1"], v["tune_q2"]])
+    pos = {t: i for i, t in enumerate(tune.q1 + tune.q2)}
+    need = 100_000 - len(index)
+    pad_texts = pad_texts[:need]
+    index.add_many(SCOPE, pad_texts, pad_vecs[[pos[t] for t in pad_texts]], [b"-1"] * len(pad_texts), 1e9)
+    rng = np.random.default_rng(0)
+    noise = max(0, 100_000 - len(index))
+    if noise:
+        nv = rng.normal(size=(noise, 384)).astype(np.float32)
+        nv /= np.linalg.norm(nv, axis=1, keepdims=True)
+        index.add_many(SCOPE, [f"noise {i}" for i in range(noise)], nv, [b"-1"] * noise, 1e9)
+    matcher = SemanticMatcher(index, min_similarity=0.0, verifier=verifier, k=K)
+    lat_total, lat_embed = [], []
+    for q in test.q2[1000:1500]:
+        t0 = time.perf_counter()
+        qv = model.encode([q], normalize_embeddings=True, convert_to_numpy=True)[0].astype(np.float32)
+        t1 = time.perf_counter()
+        matcher.match(SCOPE, q, qv)
+        t2 = time.perf_counter()
+        lat_embed.append((t1 - t0) * 1000)
+        lat_total.append((t2 - t0) * 1000)
+    search_only = []
+    for i in range(2000, 4000):
+        t0 = time.perf_counter()
+        matcher.match(SCOPE, test.q2[i], v["test_q2"][i])
+        search_only.append((time.perf_counter() - t0) * 1000)
+    print(f"100k index: {len(index)} entries ({noise} noise); lookup p50 {pct(lat_total, 50):.1f} ms "
+          f"p99 {pct(lat_total, 99):.1f} ms; search+verify p99 {pct(search_only, 99):.2f} ms", flush=True)  # fmt: skip
+
+    # --- GPTCache in the same run
+    g = gptcache_run(tune, test, {"tune": (tune.q1 + tune.q2, np.concatenate([v["tune_q1"], v["tune_q2"]])),
+                                  "test": (test.q1 + test.q2, np.concatenate([v["test_q1"], v["test_q2"]]))},
+                     model)  # fmt: skip
+    gout: Outcome = g["outcome"]
+
+    exact = exact_hit_latency()
+    write_results(ours, cos_only, gout, g, verifier, cos_threshold, lat_total, lat_embed, search_only, noise,
+                  exact, time.monotonic() - t_start)  # fmt: skip
+    print(
+        f"cache sem_precision={ours.precision:.3f} sem_recall={ours.recall:.3f} "
+        f"gptcache_precision={gout.precision:.3f} gptcache_recall={gout.recall:.3f} "
+        f"p99_ms_100k={pct(lat_total, 99):.1f} exact_hit_p99_ms={exact['p99']:.2f}"
+    )
+
+
+def write_results(ours, cos_only, gout, g, verifier, cos_threshold, lat_total, lat_embed, search_only, noise,
+                  exact, took) -> None:  # type: ignore[no-untyped-def]  # fmt: skip
+    rows = ["| cache | threshold (tuned on tune half) | hits | correct | wrong | unlabelled | precision (labelled) | "
+            "precision (unlabelled = wrong) | precision (unlabelled = right) | recall |",
+            "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for o, th in ((ours, f"verifier p ≥ {verifier.threshold:.3f}"), (cos_only, f"cos ≥ {cos_threshold:.4f}"),
+                  (gout, f"similarity_threshold {g['threshold']}")):  # fmt: skip
+        rows.append(f"| {o.name} | {th} | {o.hits} | {o.correct} | {o.wrong} | {o.unlabelled} | {o.precision:.3f} | "
+                    f"{o.precision_strict:.3f} | {o.precision_lenient:.3f} | {o.recall:.3f} |")  # fmt: skip
+    cpu = subprocess.run(["sh", "-c", "lscpu | grep 'Model name' | sed 's/.*: *//'"], capture_output=True,
+                         text=True).stdout.strip()  # fmt: skip
+    text = "\n".join([
+        "# Cache benchmark (`make bench-cache`)", "",
+        f"Quora question pairs, 50/50 tune/test split (seeded); {ours.lookups} test lookups, "
+        f"{ours.positives} of them labelled duplicates. Protocol in `bench/cache.py`.", "",
+        "## Semantic cache quality (test half)", "", *rows, "",
+        "## Latency", "",
+        "| measurement | p50 ms | p99 ms |", "|---|---|---|",
+        f"| Portico semantic lookup at 100k entries: embed + search + verify | {pct(lat_total, 50):.2f} | "
+        f"{pct(lat_total, 99):.2f} |",
+        f"| of which embedding the query (MiniLM, 1 thread) | {pct(lat_embed, 50):.2f} | {pct(lat_embed, 99):.2f} |",
+        f"| Portico search + verify only (query embedding given, as in the pipeline where it is shared) | "
+        f"{pct(search_only, 50):.3f} | {pct(search_only, 99):.3f} |",
+        f"| GPTCache lookup at {ours.lookups} entries, embedding included (300 lookups) | {pct(g['live_ms'], 50):.2f} "
+        f"| {pct(g['live_ms'], 99):.2f} |",
+        f"| GPTCache lookup, embedding precomputed | {pct(g['search_ms'], 50):.2f} | {pct(g['search_ms'], 99):.2f} |",
+        f"| Portico exact-cache hit over HTTP (openai-shaped request, keep-alive client, {exact['n']} requests) | "
+        f"{exact['p50']:.2f} | {exact['p99']:.2f} |", "",
+        f"The 100k index holds the test questions, then tune-half questions, then {noise} random unit vectors. "
+        "The verifier was trained on the tune half inside this run and is not shipped (QQP is licensed for "
+        "non-commercial use).", "",
+        "## Machine", "",
+        f"- CPU: {cpu}, {os.cpu_count()} cores; {platform.platform()}; Python {platform.python_version()}",
+        f"- Date: {time.strftime('%Y-%m-%d %H:%M %Z')}; run took {took / 60:.1f} min; "
+        f"load average after: {os.getloadavg()[0]:.2f} (the machine is shared; compare within one run)",
+    ])  # fmt: skip
+    RESULTS.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
