@@ -6,7 +6,9 @@ from typing import Any
 
 from portico.cache.factory import cache_step
 from portico.cache.prompt_cache import prompt_cache_step
+from portico.cache.results import ResultCache
 from portico.cache.semantic_step import semantic_cache_step
+from portico.cache.store import make_store
 from portico.config.schema import ApplicationConfig, PorticoConfig
 from portico.context.system_prompt import SystemPromptStep
 from portico.gateway import Gateway, GenerateStep
@@ -69,6 +71,7 @@ class Runtime:
             versions,
         )
         self._closers: list[Any] = []  # async callables releasing step resources, run at close()
+        self._results_store: Any = None  # made on first use of result_cache()
         # Plain model names share the minimal pipeline: generate, wrapped by the exact cache when it is on.
         stages: list[Step] = [GenerateStep(self.gateway)]
         if cfg.cache.enabled:
@@ -99,6 +102,13 @@ class Runtime:
 
     def on_close(self, close: Any) -> None:
         self._closers.append(close)
+
+    def result_cache(self, namespace: str, ttl_seconds: float) -> ResultCache:
+        """A cache of intermediate results (retrieval, SQL, tools) on the configured exact-cache backend."""
+        if self._results_store is None:
+            self._results_store = make_store(self.cfg.cache, self.cfg.state_dir, self.cfg.state)
+            self.on_close(self._results_store.close)
+        return ResultCache(self._results_store, namespace, ttl_seconds, self.metrics)
 
     def _step(self, where: str, spec: Any) -> tuple[str, Step]:
         if not isinstance(spec, dict):

@@ -136,3 +136,29 @@ async def test_memory_store_stays_bounded_under_many_writes() -> None:
         if i % 3 == 0:
             await s.get(str(i))
     assert await s.size() == 100
+
+
+async def test_result_cache_computes_once_and_never_caches_a_failure(make) -> None:  # type: ignore[no-untyped-def]
+    from portico.cache.results import ResultCache
+
+    results = ResultCache(await make(max_entries=10), "retrieval", ttl_seconds=60)
+    calls = 0
+
+    async def search() -> list[dict]:
+        nonlocal calls
+        calls += 1
+        return [{"id": "doc-1", "score": 0.9}]
+
+    async def broken() -> list[dict]:
+        raise RuntimeError("index offline")
+
+    key = {"kb": "docs", "query": "refunds", "k": 5}
+    assert await results.get_or_compute(key, search) == ([{"id": "doc-1", "score": 0.9}], False)
+    assert await results.get_or_compute({"k": 5, "query": "refunds", "kb": "docs"}, search) == (
+        [{"id": "doc-1", "score": 0.9}], True)  # fmt: skip
+    assert calls == 1
+    with pytest.raises(RuntimeError):
+        await results.get_or_compute({**key, "k": 6}, broken)
+    assert await results.get({**key, "k": 6}) is None
+    other = ResultCache(results.store, "sql", ttl_seconds=60)
+    assert await other.get(key) is None  # namespaces never share entries

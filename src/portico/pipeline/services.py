@@ -20,3 +20,6 @@ class Services(Protocol):
 
     def on_close(self, close: Any) -> None:
         """Register an async callable that releases a step's resources (stores, clients) at shutdown."""
+
+    def result_cache(self, namespace: str, ttl_seconds: float) -> Any:
+        """A ResultCache (``get_or_compute(parts, compute)``) for intermediate results: retrieval, SQL, tools."""
