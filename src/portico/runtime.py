@@ -10,6 +10,9 @@ from portico.cache.results import ResultCache
 from portico.cache.semantic_step import semantic_cache_step
 from portico.cache.store import make_store
 from portico.config.schema import ApplicationConfig, PorticoConfig
+from portico.context.pack import PackStep
+from portico.context.retrieve import RetrieveStep
+from portico.context.rewrite import RewriteStep
 from portico.context.system_prompt import SystemPromptStep
 from portico.gateway import Gateway, GenerateStep
 from portico.gateway.control import ControlPlane
@@ -32,6 +35,9 @@ from portico.storage.usage import UsageWriter
 def default_registry() -> StepRegistry:
     reg = StepRegistry()
     reg.register("system_prompt", SystemPromptStep, phase="before")
+    reg.register("rewrite", RewriteStep, phase="before")
+    reg.register("retrieve", RetrieveStep, phase="before")
+    reg.register("pack", PackStep, phase="before")
     reg.register("route_preference", RoutePreferenceStep, phase="before")
     reg.register("route_intent", RouteIntentStep, phase="before")
     reg.register("route_context", RouteContextStep, phase="before")

@@ -19,7 +19,7 @@ from portico.context.knowledge.fusion import ranked, rrf
 from portico.context.knowledge.loaders import LoadedDocument, Section, UnsupportedFormat, from_text, load_bytes
 from portico.context.knowledge.manager import KnowledgeBaseExists, KnowledgeBases, UnknownKnowledgeBase
 
-DIM = 64
+DIM = 256
 
 
 async def fake_embed(texts: list[str]) -> np.ndarray:

@@ -318,7 +318,10 @@ def _normalize_by(values: np.ndarray, reference: np.ndarray, how: str) -> np.nda
         lo, hi = float(ref.min()), float(ref.max())
         return np.clip((v - lo) / (hi - lo), 0.0, None) if hi > lo else np.ones_like(v)
     sd = float(ref.std())
-    return (v - float(ref.mean())) / sd if sd > 0 else np.zeros_like(v)
+    if sd > 0:
+        return (v - float(ref.mean())) / sd
+    top = float(np.abs(ref).max())  # one candidate (or all equal): it scores 1, a zero score 0
+    return v / top if top > 0 else np.zeros_like(v)
 
 
 __all__ = ["IngestResult", "KBOptions", "KnowledgeBase", "SearchRequest", "normalize"]

@@ -67,12 +67,18 @@ class SentenceEmbeddingBackend:
         t0 = time.perf_counter()
         torch.set_num_threads(self.dep.n_threads or 1)
         self._model = SentenceTransformer(str(self.path), device="cpu", local_files_only=True)
+        if self.dep.precision == "bfloat16":
+            self._model = self._model.to(torch.bfloat16)
         log.info("local embedder loaded", extra={"model": self.label, "seconds": round(time.perf_counter() - t0, 2)})
 
     def _encode(self, texts: list[str]) -> tuple[np.ndarray, int]:
         model = self._model
         vectors = model.encode(
-            texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+            texts,
+            batch_size=self.dep.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
         )
         limit = model.max_seq_length
         lengths = model.tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
@@ -87,7 +93,11 @@ class SentenceEmbeddingBackend:
 
     def _vectors(self, texts: list[str]) -> np.ndarray:
         return self._model.encode(
-            texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+            texts,
+            batch_size=self.dep.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
         ).astype(np.float32, copy=False)
 
     async def embed(self, req: EmbeddingRequest) -> dict[str, Any]:
