@@ -272,3 +272,29 @@ async def test_runtime_builds_and_runs_a_routed_application(model, tmp_path, mon
     await step.run(hard)
     await step.run(easy)
     assert (hard.target_model, easy.target_model) == ("gpt-big", "gpt-small")
+
+
+def test_per_model_factors_learn_which_model_suits_which_prompt(tmp_path):
+    """Two models that each win one kind of prompt: the ratings tie, only per-model prompt factors tell them apart."""
+    recs = []
+    for i in range(40):
+        recs.append(PairwiseRecord(math_prompt(i), "coder", "chatty", "model_a"))
+        recs.append(PairwiseRecord(chat_prompt(i), "coder", "chatty", "model_b"))
+    m = train(recs, embed, config=TrainConfig(k=7, factor_dims=4, factor_l2=1.0))
+    assert abs(m.p_bt("coder", "chatty") - 0.5) < 0.05
+    e_math, e_chat = embed([math_prompt(99)])[0], embed([chat_prompt(99)])[0]
+    assert m.p_wins("coder", "chatty", e_math, math_prompt(99)) > 0.7
+    assert m.p_wins("coder", "chatty", e_chat, chat_prompt(99)) < 0.3
+    assert m.p_wins("chatty", "coder", e_chat, chat_prompt(99)) > 0.7
+    save(m, tmp_path, "f")
+    again = load(tmp_path, "f")
+    assert again.p_wins("coder", "chatty", e_math, math_prompt(99)) == m.p_wins(
+        "coder", "chatty", e_math, math_prompt(99)
+    )
+
+
+def test_tied_ratings_stay_symmetric():
+    recs = [PairwiseRecord(math_prompt(i), "x", "y", "model_a" if i % 2 else "model_b") for i in range(20)]
+    m = train(recs, embed, config=TrainConfig(k=3))
+    e, t = embed([math_prompt(5)])[0], math_prompt(5)
+    assert m.p_wins("x", "y", e, t) + m.p_wins("y", "x", e, t) == pytest.approx(1.0)

@@ -34,3 +34,20 @@ def fit_bradley_terry(
         if np.max(np.abs(step)) < 1e-10:
             break
     return r - r.mean()
+
+
+def fit_logistic_offset(
+    x: np.ndarray, target: np.ndarray, offset: np.ndarray, l2: float, iters: int = 30
+) -> np.ndarray:
+    """Weights w minimising the soft-label log-loss of sigmoid(offset + x @ w) plus l2/2·|w|² (Newton)."""
+    w = np.zeros(x.shape[1])
+    t = np.asarray(target, dtype=np.float64)
+    for _ in range(iters):
+        p = sigmoid(offset + x @ w)
+        grad = x.T @ (p - t) + l2 * w
+        hess = (x * (p * (1 - p))[:, None]).T @ x + l2 * np.eye(x.shape[1])
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.max(np.abs(step)) < 1e-9:
+            break
+    return w

@@ -26,16 +26,36 @@ def terms(text: str) -> list[str]:
 
 
 class KnnExpert:
+    """Neighbours are found in a PCA projection of the embedding (``dims``), which keeps the decision fast."""
+
     kind = "knn"
 
-    def __init__(self, bank: np.ndarray, values: np.ndarray, k: int) -> None:
-        self.bank = np.ascontiguousarray(bank, dtype=np.float32)
+    def __init__(self, bank: np.ndarray, values: np.ndarray, k: int, proj: np.ndarray, mean: np.ndarray) -> None:
+        self.bank = np.ascontiguousarray(bank, dtype=np.float32)  # projected, unit rows
         self.values = np.asarray(values, dtype=np.float32)
         self.k = int(min(k, len(values)))
+        self.proj = np.ascontiguousarray(proj, dtype=np.float32)
+        self.mean = np.asarray(mean, dtype=np.float32)
+
+    def _project(self, emb: np.ndarray) -> np.ndarray:
+        z = (np.asarray(emb, dtype=np.float32) - self.mean) @ self.proj
+        return z / np.maximum(np.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
 
     @classmethod
-    def fit(cls, emb: np.ndarray, texts: list[str], y: np.ndarray, k: int = 150) -> KnnExpert:
-        return cls(emb, y, k)
+    def fit(cls, emb: np.ndarray, texts: list[str], y: np.ndarray, k: int = 150, dims: int | None = 128) -> KnnExpert:
+        emb = np.asarray(emb, dtype=np.float32)
+        d = emb.shape[1]
+        if dims is None or dims >= min(d, len(emb)):
+            proj, mean = np.eye(d, dtype=np.float32), np.zeros(d, dtype=np.float32)
+        else:
+            mean = emb.mean(axis=0)
+            _, _, vt = np.linalg.svd(emb - mean, full_matrices=False)
+            proj = vt[:dims].T
+            # SVD signs are arbitrary; fix them so retraining on the same data gives the same arrays.
+            proj = proj * np.where(proj[np.argmax(np.abs(proj), axis=0), np.arange(dims)] < 0, -1.0, 1.0)
+        out = cls(np.zeros((0, proj.shape[1])), y, k, proj, mean)
+        out.bank = out._project(emb)
+        return out
 
     def score(self, emb: np.ndarray, text: str) -> float:
         # The batch path on one row, so serving and calibration pick the same neighbours even on tied similarities.
@@ -47,7 +67,7 @@ class KnnExpert:
             out[:] = self.values.mean()
             return out
         for i in range(0, len(emb), 256):
-            sims = np.asarray(emb[i : i + 256], dtype=np.float32) @ self.bank.T
+            sims = self._project(emb[i : i + 256]) @ self.bank.T
             # Rounded so float noise between BLAS kernels cannot reorder near-equal neighbours.
             sims = np.round(sims, 5)
             idx = np.argpartition(-sims, self.k - 1, axis=1)[:, : self.k]
@@ -55,11 +75,11 @@ class KnnExpert:
         return out
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"bank": self.bank, "values": self.values, "k": np.asarray(self.k)}
+        return {"bank": self.bank, "values": self.values, "k": np.asarray(self.k), "proj": self.proj, "mean": self.mean}
 
     @classmethod
     def from_arrays(cls, arr: dict[str, np.ndarray]) -> KnnExpert:
-        return cls(arr["bank"], arr["values"], int(arr["k"]))
+        return cls(arr["bank"], arr["values"], int(arr["k"]), arr["proj"], arr["mean"])
 
 
 class WordExpert:

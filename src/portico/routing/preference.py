@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from portico.routing.bradley_terry import fit_bradley_terry, sigmoid
+from portico.routing.bradley_terry import fit_bradley_terry, fit_logistic_offset, sigmoid
 from portico.routing.experts import EXPERTS, KnnExpert, LinearExpert, WordExpert
 from portico.routing.features import FEATURE_NAMES, feature_matrix, prompt_features
 
@@ -60,12 +60,23 @@ class PairwiseRecord:
 @dataclass(frozen=True, slots=True)
 class TrainConfig:
     k: int = 150  # neighbours of the kNN expert
+    knn_dims: int | None = 128  # PCA dimensions the kNN expert searches in (None: the full embedding)
     word_alpha: float = 10.0
     linear_alpha: float = 30.0
     stack_alpha: float = 10.0
     folds: int = 5
     seed: int = 0
     experts: tuple[str, ...] = ("knn", "words", "linear")
+    # Per-model prompt factors (RouteLLM-style matrix factorisation): model m gets a vector u_m over a
+    # ``factor_dims``-dimensional PCA projection ψ(x) of the embedding; logit += (u_a - u_b)·ψ(x). 0 turns it off.
+    factor_dims: int = 0
+    factor_l2: float = 30.0
+
+
+def _higher(ra: Any, rb: Any, ia: Any, ib: Any) -> Any:
+    """Whether a is the higher-rated model of the pair: by rating, equal ratings by model index (a strict order,
+    so P(a beats b) + P(b beats a) = 1 even for tied ratings)."""
+    return (ra > rb) | ((ra == rb) & (ia < ib))
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -86,6 +97,9 @@ class PreferenceModel:
     stack_intercept: float
     scale: float  # c
     center: float  # h̄
+    factors: np.ndarray | None = None  # (models, q): u_m
+    psi_mean: np.ndarray | None = None  # (d,)
+    psi_proj: np.ndarray | None = None  # (d, q), scaled so ψ has unit variance on the training prompts
     info: dict[str, Any] = field(default_factory=dict)
 
     def _index(self, name: str) -> int:
@@ -114,21 +128,29 @@ class PreferenceModel:
         """Bradley-Terry (model only): probability that ``a`` beats ``b``, ties counting half."""
         return float(sigmoid(self.ratings[self._index(a)] - self.ratings[self._index(b)]))
 
-    def _p_from_score(self, a: str, b: str, h: np.ndarray | float) -> np.ndarray:
-        ra, rb = self.ratings[self._index(a)], self.ratings[self._index(b)]
-        gap = abs(ra - rb)
-        p_hi = sigmoid(gap + self.scale * (np.asarray(h, dtype=np.float64) - self.center))
-        return p_hi if ra >= rb else 1.0 - p_hi
+    def _factor_term(self, a: str, b: str, embeddings: np.ndarray) -> np.ndarray | float:
+        if self.factors is None or self.psi_mean is None or self.psi_proj is None:
+            return 0.0
+        psi = (_unit(embeddings) - self.psi_mean) @ self.psi_proj
+        return psi @ (self.factors[self._index(a)] - self.factors[self._index(b)])
+
+    def _p_from_score(self, a: str, b: str, h: np.ndarray | float, extra: np.ndarray | float = 0.0) -> np.ndarray:
+        ia, ib = self._index(a), self._index(b)
+        ra, rb = self.ratings[ia], self.ratings[ib]
+        sign = 1.0 if _higher(ra, rb, ia, ib) else -1.0
+        return sigmoid(ra - rb + sign * self.scale * (np.asarray(h, dtype=np.float64) - self.center) + extra)
 
     def p_wins(self, a: str, b: str, embedding: np.ndarray, prompt_text: str) -> float:
         """Prompt-aware probability that ``a``'s answer beats ``b``'s (ties counting half)."""
-        return float(self._p_from_score(a, b, self.prompt_score(embedding, prompt_text)))
+        h = self.prompt_score(embedding, prompt_text)
+        return float(self._p_from_score(a, b, h, self._factor_term(a, b, embedding)))
 
     def p_strong_wins(self, embedding: np.ndarray, prompt_text: str) -> float:
         return self.p_wins(self.strong, self.weak, embedding, prompt_text)
 
     def p_strong_wins_batch(self, embeddings: np.ndarray, texts: Sequence[str]) -> np.ndarray:
-        return self._p_from_score(self.strong, self.weak, self.prompt_scores(embeddings, texts))
+        h = self.prompt_scores(embeddings, texts)
+        return self._p_from_score(self.strong, self.weak, h, self._factor_term(self.strong, self.weak, embeddings))
 
     # -- persistence (see store.py for the versioned layout) --
     def to_arrays(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -138,6 +160,8 @@ class PreferenceModel:
             "feat_std": self.feat_std,
             "stack_coef": self.stack_coef,
         }
+        if self.factors is not None:
+            arrays.update(factors=self.factors, psi_mean=self.psi_mean, psi_proj=self.psi_proj)  # type: ignore[arg-type]
         for i, e in enumerate(self.experts):
             for key, value in e.arrays().items():
                 arrays[f"expert{i}.{key}"] = value
@@ -178,6 +202,9 @@ class PreferenceModel:
             stack_intercept=float(meta["stack_intercept"]),
             scale=float(meta["scale"]),
             center=float(meta["center"]),
+            factors=arrays.get("factors"),
+            psi_mean=arrays.get("psi_mean"),
+            psi_proj=arrays.get("psi_proj"),
             info=dict(meta.get("info", {})),
         )
 
@@ -189,7 +216,7 @@ def _fit_experts(cfg: TrainConfig, emb: np.ndarray, texts: list[str], y: np.ndar
     out: list[Any] = []
     for kind in cfg.experts:
         if kind == "knn":
-            out.append(KnnExpert.fit(emb, texts, y, k=cfg.k))
+            out.append(KnnExpert.fit(emb, texts, y, k=cfg.k, dims=cfg.knn_dims))
         elif kind == "words":
             out.append(WordExpert.fit(emb, texts, y, alpha=cfg.word_alpha))
         elif kind == "linear":
@@ -211,6 +238,31 @@ def _fit_scale(gap: np.ndarray, h: np.ndarray, target: np.ndarray, iters: int = 
         if abs(step) < 1e-10:
             break
     return max(c, 0.0)
+
+
+def _fit_factors(
+    cfg: TrainConfig,
+    emb: np.ndarray,
+    rec_prompt: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    t: np.ndarray,
+    offset: np.ndarray,
+    n_models: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    q = min(cfg.factor_dims, emb.shape[0] - 1, emb.shape[1])
+    mean = emb.mean(axis=0)
+    _, sv, vt = np.linalg.svd(emb - mean, full_matrices=False)
+    proj = vt[:q].T / (sv[:q] / np.sqrt(len(emb)) + 1e-12)
+    proj = proj * np.where(proj[np.argmax(np.abs(proj), axis=0), np.arange(q)] < 0, -1.0, 1.0)
+    psi = ((emb - mean) @ proj)[rec_prompt]
+    x = np.zeros((len(a), n_models * q))
+    rows = np.arange(len(a))
+    for j in range(q):
+        x[rows, a * q + j] += psi[:, j]
+        x[rows, b * q + j] -= psi[:, j]
+    u = fit_logistic_offset(x, t, offset, cfg.factor_l2).reshape(n_models, q)
+    return u - u.mean(axis=0), mean.astype(np.float32), proj.astype(np.float32)
 
 
 def train(
@@ -239,7 +291,7 @@ def train(
     ratings = fit_bradley_terry(a, b, t, len(models))
 
     # Orient every record by rating and average per prompt: y ∈ [-1, 1], +1 = the higher-rated model won.
-    a_hi = ratings[a] >= ratings[b]
+    a_hi = _higher(ratings[a], ratings[b], a, b)
     y_rec = np.where(a_hi, 2 * t - 1, 1 - 2 * t)
     prompts = sorted({r.prompt for r in records})
     p_index = {p: i for i, p in enumerate(prompts)}
@@ -270,6 +322,19 @@ def train(
     target_hi = np.where(a_hi, t, 1 - t)
     scale = _fit_scale(gap, h_oof[rec_prompt] - center, target_hi)
 
+    factors = psi_mean = psi_proj = None
+    if cfg.factor_dims > 0:
+        factors, psi_mean, psi_proj = _fit_factors(
+            cfg,
+            emb,
+            rec_prompt,
+            a,
+            b,
+            t,
+            ratings[a] - ratings[b] + np.where(a_hi, 1, -1) * scale * (h_oof[rec_prompt] - center),
+            len(models),
+        )
+
     if strong is None or weak is None:
         order = np.argsort(-ratings, kind="stable")
         strong = strong or models[order[0]]
@@ -289,5 +354,8 @@ def train(
         stack_intercept=float(stacker.intercept_),
         scale=scale,
         center=center,
+        factors=factors,
+        psi_mean=psi_mean,
+        psi_proj=psi_proj,
         info={"records": len(records), "prompts": n, "config": asdict(cfg)},
     )
