@@ -1,0 +1,135 @@
+"""Knowledge bases end to end: a real Portico process with the real local embedder and an llm-katan upstream;
+documents go in over HTTP (JSON and file upload), come back from search, and a RAG application answers through
+the OpenAI SDK with ``portico.citations``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+import yaml
+
+from tests.support import VENV_BIN, free_port, running
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def server(katan: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    tmp = tmp_path_factory.mktemp("knowledge")
+    key = {"api_key": "sk-test"}
+    cfg = {
+        "state_dir": str(tmp / "state"),
+        "models": [
+            {"name": "oai", "deployments": [{"provider": "openai", "model": "echo", "base_url": f"{katan}/v1", **key,
+                                             "context_window": 4096}]},
+            {"name": "local-embed", "type": "embedding", "deployments": [{"provider": "local"}]},
+        ],
+        "applications": [
+            {"name": "docs-bot", "model": "oai", "steps": [
+                {"use": "rewrite", "model": "oai", "on_unresolved": "keep"},
+                {"use": "retrieve", "kb": "handbook", "mode": "hybrid", "k": 3},
+                {"use": "pack", "answer_tokens": 256},
+            ]},
+        ],
+    }  # fmt: skip
+    path = tmp / "portico.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [str(VENV_BIN / "portico"), "serve", "--config", str(path), "--port", str(port)]
+    with running(cmd, f"{url}/readyz", tmp / "portico.log", timeout=180):
+        yield url
+
+
+def post(url: str, path: str, **kw: object) -> httpx.Response:
+    return httpx.post(url + path, timeout=60, **kw)  # type: ignore[arg-type]
+
+
+def search(url: str, kb: str, query: str, **kw: object) -> list[dict]:
+    r = post(url, f"/v1/knowledge_bases/{kb}/search", json={"query": query, **kw})
+    assert r.status_code == 200, r.text
+    return r.json()["data"]
+
+
+def test_ingest_search_replace_delete_and_answer(server: str, tmp_path: Path) -> None:
+    r = post(server, "/v1/knowledge_bases", json={"name": "handbook", "chunk_size": 200})
+    assert r.status_code == 201, r.text
+    assert r.json()["id"] == "handbook" and r.json()["embedding_model"] == "local-embed"
+    assert post(server, "/v1/knowledge_bases", json={"name": "handbook"}).status_code == 409
+    listed = httpx.get(server + "/v1/knowledge_bases", timeout=30).json()["data"]
+    assert [kb["id"] for kb in listed] == ["handbook"]
+
+    docs = [
+        {"id": "vacation", "text": "Employees get 28 days of paid vacation per year.", "title": "Vacation",
+         "metadata": {"team": "hr", "year": 2026}},
+        {"id": "laptops", "text": "Every engineer receives a laptop with 32 GB of memory.", "title": "Equipment",
+         "metadata": {"team": "it", "year": 2025}},
+    ]  # fmt: skip
+    r = post(server, "/v1/knowledge_bases/handbook/documents", json={"documents": docs})
+    assert r.status_code == 200, r.text
+    assert [(d["id"], d["status"]) for d in r.json()["data"]] == [("vacation", "created"), ("laptops", "created")]
+    # a file upload: Markdown sections become chunks with their section in the metadata
+    md = b"# Office\n\n## Parking\n\nThe garage opens at 7am; badge in at the north gate.\n\n"
+    md += b"## Lunch\n\nCanteen 12-14.\n"
+    r = post(server, "/v1/knowledge_bases/handbook/documents", files={"file": ("office.md", md, "text/markdown")},
+             data={"metadata": '{"team": "facilities"}'})  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert r.json()["data"][0]["id"] == "office.md" and r.json()["data"][0]["chunks"] == 2
+    # unchanged content is skipped by hash
+    r = post(server, "/v1/knowledge_bases/handbook/documents", json=docs[0])
+    assert r.json()["data"][0]["status"] == "unchanged"
+
+    for mode in ("bm25", "vector", "hybrid"):
+        hits = search(server, "handbook", "how many vacation days do I get", k=2, mode=mode)
+        assert hits[0]["document_id"] == "vacation", (mode, hits)
+    hits = search(server, "handbook", "when does the garage open", k=1)
+    assert hits[0]["document_id"] == "office.md" and hits[0]["section"] == "Office > Parking"
+    assert hits[0]["metadata"]["team"] == "facilities"
+    hits = search(server, "handbook", "vacation days", k=3, filters={"team": "it"})
+    assert [h["document_id"] for h in hits] == ["laptops"]
+
+    # the RAG application: retrieve → pack → generate, with citations through the OpenAI SDK
+    client = openai.OpenAI(base_url=server + "/v1", api_key="x", max_retries=0, timeout=60)
+    resp = client.chat.completions.create(model="docs-bot", messages=[{"role": "user", "content":
+                                          "How many days of paid vacation do employees get?"}])  # fmt: skip
+    citations = (resp.model_extra or {})["portico"]["citations"]
+    assert citations[0]["document_id"] == "vacation" and citations[0]["chunk_id"] == "vacation#0"
+    assert "messages=2" in (resp.choices[0].message.content or "")  # the packed context is one system message
+    stream = client.chat.completions.create(model="docs-bot", stream=True, messages=[{"role": "user", "content":
+                                            "What memory do engineer laptops have?"}])  # fmt: skip
+    first = next(iter(stream))
+    assert (first.model_extra or {})["portico"]["citations"][0]["document_id"] == "laptops"
+    for _ in stream:
+        pass
+
+    # re-posting an id replaces it; deleting removes it from both indexes
+    new = {"id": "vacation", "text": "Vacation is now 30 days per year, unlimited carry-over.", "title": "Vacation"}
+    r = post(server, "/v1/knowledge_bases/handbook/documents", json=new)
+    assert r.json()["data"][0]["status"] == "replaced"
+    hits = search(server, "handbook", "vacation days per year", k=1, mode="bm25")
+    assert "30 days" in hits[0]["text"]
+    r = httpx.delete(server + "/v1/knowledge_bases/handbook/documents/vacation", timeout=30)
+    assert r.status_code == 200 and r.json()["deleted"] is True
+    for mode in ("bm25", "vector"):
+        assert "vacation" not in {h["document_id"] for h in search(server, "handbook", "vacation", k=5, mode=mode)}
+    assert httpx.delete(server + "/v1/knowledge_bases/handbook/documents/vacation", timeout=30).status_code == 404
+
+
+def test_errors_are_openai_shaped(server: str) -> None:
+    r = post(server, "/v1/knowledge_bases/nope/search", json={"query": "x"})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "knowledge_base_not_found"
+    post(server, "/v1/knowledge_bases", json={"name": "errs"})
+    r = post(server, "/v1/knowledge_bases/errs/search", json={"query": "x", "mode": "fuzzy"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "mode"
+    r = post(server, "/v1/knowledge_bases/errs/search", json={"query": "x", "filters": {"a": {"$regex": "b"}}})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "filters"
+    r = post(server, "/v1/knowledge_bases/errs/documents", json={"text": ""})
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+    r = post(server, "/v1/knowledge_bases/errs/documents", files={"file": ("x.exe", b"MZ", "application/octet-stream")})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "unsupported_file_type"
+    r = post(server, "/v1/knowledge_bases", json={"name": "bad name!"})
+    assert r.status_code == 400
