@@ -14,6 +14,7 @@ from rich.table import Table
 
 from portico.cache.cli import cache_app
 from portico.config import ConfigError, PorticoConfig, load_config
+from portico.context.knowledge.ingest_cli import ingest
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Portico: one OpenAI-compatible endpoint for every model."
@@ -335,6 +336,7 @@ def usage(
 
 
 app.add_typer(cache_app, name="cache")
+app.command("ingest")(ingest)
 
 router_app = typer.Typer(no_args_is_help=True, help="Preference router: train from pairwise data, calibrate.")
 app.add_typer(router_app, name="router")

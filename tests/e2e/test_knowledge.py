@@ -133,3 +133,31 @@ def test_errors_are_openai_shaped(server: str) -> None:
     assert r.status_code == 400 and r.json()["error"]["code"] == "unsupported_file_type"
     r = post(server, "/v1/knowledge_bases", json={"name": "bad name!"})
     assert r.status_code == 400
+
+
+def test_cli_ingest_is_resumable(server: str, tmp_path: Path) -> None:
+    import subprocess
+
+    docs = tmp_path / "docs"
+    (docs / "guides").mkdir(parents=True)
+    (docs / "guides" / "setup.md").write_text("# Setup\n\nRun make install, then make run.\n")
+    (docs / "faq.txt").write_text("The office cat is called Miso.")
+    (docs / "people.jsonl").write_text(
+        '{"id": "p1", "text": "Ada runs the data team."}\n{"id": "p2", "text": "Bo writes docs."}\n'
+    )
+    (docs / "skip.bin").write_bytes(b"\x00")
+
+    def run() -> str:
+        cmd = [str(VENV_BIN / "portico"), "ingest", "cli-kb", str(docs), "--url", server]
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, p.stderr
+        return p.stdout.strip()
+
+    assert run() == "created: 4, replaced: 0, unchanged: 0, failed: 0"
+    assert run() == "created: 0, replaced: 0, unchanged: 4, failed: 0"
+    (docs / "faq.txt").write_text("The office cat is called Tofu now.")
+    assert run() == "created: 0, replaced: 1, unchanged: 3, failed: 0"
+    hits = search(server, "cli-kb", "what is the office cat called", k=1)
+    assert hits[0]["document_id"] == "faq.txt" and "Tofu" in hits[0]["text"]
+    ids = {h["document_id"] for h in search(server, "cli-kb", "data team docs setup", k=10, mode="bm25")}
+    assert {"guides/setup.md", "people.jsonl#p1", "people.jsonl#p2"} <= ids
