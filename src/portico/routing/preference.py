@@ -216,7 +216,8 @@ def _fit_experts(cfg: TrainConfig, emb: np.ndarray, texts: list[str], y: np.ndar
     out: list[Any] = []
     for kind in cfg.experts:
         if kind == "knn":
-            out.append(KnnExpert.fit(emb, texts, y, k=cfg.k, dims=cfg.knn_dims))
+            # Small data (a first batch of feedback) gets fewer neighbours: a tenth of the prompts, at least 10.
+            out.append(KnnExpert.fit(emb, texts, y, k=min(cfg.k, max(10, len(texts) // 10)), dims=cfg.knn_dims))
         elif kind == "words":
             out.append(WordExpert.fit(emb, texts, y, alpha=cfg.word_alpha))
         elif kind == "linear":

@@ -1,0 +1,149 @@
+"""Routing end to end: a real Portico process with the local MiniLM embedder, llm-katan as both upstream models
+(told apart by the ``x-portico-model`` deployment header), the openai SDK as the client. llm-katan's ``/stats``
+counts the upstream calls, so a stock answer or a clarification is shown to cost none."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+import yaml
+
+from portico.routing import PairwiseRecord, TrainConfig, train
+from portico.routing.local_embed import local_embed_fn
+from portico.routing.store import save
+from tests.support import VENV_BIN, free_port, katan_cmd, running
+
+MASTER = "mk-" + "r" * 40
+STOCK = "I can only help with your Acme account."
+CLARIFY = "Do you need help with billing or with a device?"
+
+
+def hard(i: int) -> str:
+    return f"Solve the equation {i + 3}x^2 - {2 * i + 1}x + {i} = 0 and prove that both roots are real numbers."
+
+
+def easy(i: int) -> str:
+    return f"Hi! Could you say hello to my friend number {i} in a friendly way?"
+
+
+def train_router(root: Path) -> None:
+    """Synthetic feedback: the big model wins the math, chit-chat is a tie (so the small one will do)."""
+    records = [PairwiseRecord(hard(i), "big", "small", "model_a") for i in range(30)]
+    records += [PairwiseRecord(easy(i), "big", "small", "tie") for i in range(30)]
+    save(train(records, local_embed_fn(), config=TrainConfig(k=10)), root, "demo")
+
+
+@dataclass
+class Setup:
+    url: str
+    katan: str
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    tmp = tmp_path_factory.mktemp("routing")
+    train_router(tmp / "routers")
+    kport = free_port()
+    katan = f"http://127.0.0.1:{kport}"
+    # The dashboard middleware is what feeds /stats, so it stays on here.
+    kcmd = [a for a in katan_cmd(kport, tmp) if a != "--disable-dashboard"]
+    up = {"provider": "openai", "model": "echo", "base_url": f"{katan}/v1", "api_key": "sk"}
+    cfg = {
+        "state_dir": str(tmp / "state"),
+        "auth": {"master_key": MASTER},
+        "models": [
+            {"name": "big", "deployments": [{**up, "name": "big-dep", "context_window": 100000}]},
+            {"name": "small", "deployments": [{**up, "name": "small-dep", "context_window": 400}]},
+            {"name": "emb", "type": "embedding", "deployments": [{"provider": "local"}]},
+        ],
+        "applications": [
+            {"name": "routed", "model": "small", "steps": [
+                {"use": "route_preference", "strong": "big", "weak": "small", "router": "demo",
+                 "dir": str(tmp / "routers"), "threshold": 0.5}]},
+            {"name": "support", "model": "small", "steps": [
+                {"use": "route_intent", "min_confidence": 0.5, "min_similarity": 0.35, "clarification": CLARIFY,
+                 "intents": [
+                     {"name": "billing", "description": "billing, invoices, refunds and payments",
+                      "examples": ["I was charged twice, please refund me", "where is my invoice",
+                                   "update the credit card I pay with"], "model": "big"},
+                     {"name": "device", "description": "problems with a router or modem",
+                      "examples": ["my wifi router keeps rebooting", "the modem light is blinking red"],
+                      "model": "small"},
+                     {"name": "weather", "description": "weather forecasts",
+                      "examples": ["will it rain tomorrow", "what is the weather like in Paris"],
+                      "answer": STOCK}]}]},
+            {"name": "long", "model": "small", "steps": [
+                {"use": "route_context", "model": "small", "larger": ["big"], "reserve_output": 100}]},
+        ],
+    }  # fmt: skip
+    path = tmp / "portico.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    port = free_port()
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(running(kcmd, f"{katan}/health", tmp / "katan.log"))
+        cmd = [str(VENV_BIN / "portico"), "serve", "--config", str(path), "--port", str(port)]
+        stack.enter_context(running(cmd, f"http://127.0.0.1:{port}/readyz", tmp / "portico.log", timeout=120))
+        yield Setup(f"http://127.0.0.1:{port}", katan)
+
+
+def ask(s: Setup, app: str, prompt: str) -> tuple[str, str, str]:
+    """(answer, deployment that answered (or portico/<step> that answered instead), request id)."""
+    client = openai.OpenAI(base_url=s.url + "/v1", api_key=MASTER, max_retries=0, timeout=60)
+    raw = client.chat.completions.with_raw_response.create(model=app, messages=[{"role": "user", "content": prompt}])
+    return (
+        raw.parse().choices[0].message.content or "",
+        raw.headers.get("x-portico-model", ""),
+        raw.headers["x-request-id"],
+    )
+
+
+def upstream_calls(s: Setup) -> int:
+    return httpx.get(f"{s.katan}/stats", timeout=5).json()["total"]
+
+
+def notes(s: Setup, rid: str, step: str) -> dict:
+    trace = httpx.get(f"{s.url}/admin/requests/{rid}", headers={"authorization": f"Bearer {MASTER}"}).json()
+    (root,) = trace["spans"]
+    (span,) = [c for c in root["children"] if c["name"] == step]
+    prefix = f"portico.{step}."
+    return {k[len(prefix) :]: v for k, v in span["attributes"].items() if k.startswith(prefix)}
+
+
+def test_preference_router_sends_hard_prompts_to_the_strong_model(setup: Setup) -> None:
+    _, dep, rid = ask(setup, "routed", hard(77))
+    assert dep == "big-dep"
+    note = notes(setup, rid, "route_preference")
+    assert note["decision"] == "strong" and note["p_strong"] >= 0.5 and note["threshold"] == 0.5
+    _, dep, rid = ask(setup, "routed", easy(77))
+    assert dep == "small-dep"
+    assert notes(setup, rid, "route_preference")["decision"] == "weak"
+
+
+def test_intents_route_answer_from_stock_or_clarify(setup: Setup) -> None:
+    before = upstream_calls(setup)
+    answer, dep, rid = ask(setup, "support", "What's the weather forecast for Paris tomorrow, will it rain?")
+    assert answer == STOCK and dep == "portico/route_intent"
+    assert notes(setup, rid, "route_intent")["decision"] == "answer"
+    answer, _, rid = ask(setup, "support", "banana")
+    assert answer == CLARIFY
+    assert notes(setup, rid, "route_intent")["decision"] == "clarify"
+    assert upstream_calls(setup) == before  # neither cost a model call
+    _, dep, rid = ask(setup, "support", "I was charged twice on my last invoice, can I get a refund?")
+    assert dep == "big-dep"
+    assert notes(setup, rid, "route_intent")["intent"] == "billing"
+    assert upstream_calls(setup) == before + 1
+
+
+def test_oversized_prompt_moves_to_the_larger_context_model(setup: Setup) -> None:
+    _, dep, _ = ask(setup, "long", "Summarise: short text.")
+    assert dep == "small-dep"
+    _, dep, rid = ask(setup, "long", "Summarise this: " + "lorem ipsum dolor sit amet " * 100)
+    assert dep == "big-dep"
+    note = notes(setup, rid, "route_context")
+    assert note["decision"] == "route" and note["window"] == 400 and note["tokens_needed"] > 400
