@@ -88,5 +88,11 @@ bench-gateway: install $(LITELLM_VENV)/.installed
 bench-cache: install-dev
 	$(PY) bench/cache.py
 
+# Knowledge-base retrieval (BM25 / vector / hybrid) vs bm25s, sentence-transformers and Haystack on BEIR SciFact and
+# NFCorpus from ../shared/data/beir (or $$PORTICO_DATA); corpus embeddings cached under /work/cache/retrieval.
+.PHONY: bench-retrieval
+bench-retrieval: install-dev
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(PY) bench/retrieval.py
+
 clean:
 	rm -rf $(VENV) .portico .pytest_cache
