@@ -97,8 +97,19 @@ def keep(status: int, sample_rate: float, rng: random.Random) -> bool:
 
 
 def stores_content(content: str) -> bool:
-    # 'redacted' means "after PII masking", which does not exist yet: store nothing rather than raw text.
+    # 'redacted' stores only what went through PII masking (see redacted_content); never raw text.
     return content == "full"
+
+
+def redacted_content(ctx: RequestContext) -> tuple[Any, Any]:
+    """``tracing.content: redacted``: the prompt as the ``pii`` step masked it (what the provider saw) and the
+    answer before unmasking; nothing for a request that no pii step scanned. The keys are the pii step's."""
+    if not ctx.state.get("pii.scanned"):
+        return None, None
+    masked = ctx.state.get("pii.masked_response")
+    if masked is None and not ctx.state.get("pii.mapping"):
+        masked = ctx.response  # nothing was masked, so the answer holds no placeholder to hide
+    return list(ctx.request.messages), _answer(masked)
 
 
 def provider_of(label: str | None) -> str | None:
@@ -220,6 +231,8 @@ def chat_trace(ctx: RequestContext, rec: UsageRecord, content: str, now: float |
         trace.input_src = list(ctx.request.messages)  # dumped to JSON by the writer
         # A stream's text is not kept by the gateway: stored only when the answer was a whole response.
         trace.output_src = _answer(ctx.response)
+    elif content == "redacted":
+        trace.input_src, trace.output_src = redacted_content(ctx)
     return trace
 
 

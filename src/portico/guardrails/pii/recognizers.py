@@ -1,0 +1,172 @@
+"""The regex/checksum tier: fast recognizers with validation where a checksum exists.
+
+Each recognizer yields ``(start, end, entity_type, score)``. Types are Portico's canonical ones (see
+``ENTITY_TYPES``); the NER tier adds PERSON, LOCATION, ORGANIZATION, NRP and DATE_TIME.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Iterator
+
+Hit = tuple[int, int, str, float]
+
+ENTITY_TYPES = (
+    "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "US_SSN", "IP_ADDRESS", "URL", "API_KEY",
+    "ADDRESS", "DATE_TIME", "PERSON", "LOCATION", "ORGANIZATION", "NRP",
+)  # fmt: skip
+
+
+def luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2 == 1:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def iban_ok(iban: str) -> bool:
+    s = iban.replace(" ", "").upper()
+    if not 15 <= len(s) <= 34 or not s[:2].isalpha() or not s[2:4].isdigit():
+        return False
+    moved = s[4:] + s[:4]
+    num = "".join(str(int(c, 36)) for c in moved)
+    return int(num) % 97 == 1
+
+
+_EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,24}\b")
+_CARD = re.compile(r"(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-])")
+_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b")
+_SSN = re.compile(r"(?<![\d-])(\d{3})([- ])(\d{2})\2(\d{4})(?![\d-])")
+_PHONE = re.compile(
+    r"(?<![\w+])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{1,4}\)[\s.-]?|\(0\)\s?)?\d{2,5}(?:[\s.-]?\d{2,5}){1,4}"
+    r"(?:\s?(?:x|ext\.?)\s?\d{1,5})?(?![\w])"
+)
+_IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
+_IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
+_URL = re.compile(r"\b(?:https?://|www\.)[^\s<>\"'()]+[^\s<>\"'().,;:!?]", re.IGNORECASE)
+_SECRETS = re.compile(
+    r"\b(?:sk-(?:proj-|ant-)?[A-Za-z0-9_-]{20,}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{30,}|"
+    r"xox[abprs]-[A-Za-z0-9-]{10,}|AIza[0-9A-Za-z_-]{35}|glpat-[A-Za-z0-9_-]{20}|"
+    r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,})"
+    r"|-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"
+)
+_ASSIGNED_SECRET = re.compile(
+    r"(?i)\b(?:api[_-]?key|secret|token|password|passwd|pwd|access[_-]?key)\b\s*[:=]\s*[\"']?([^\s\"',;]{8,})"
+)
+_STREET_WORDS = (
+    r"street|st|avenue|ave|road|rd|lane|ln|drive|dr|boulevard|blvd|court|ct|way|place|pl|square|sq|terrace|"
+    r"highway|hwy|parkway|pkwy|circle|cir|trail|crescent|close|row|alley|plaza|rue|via|calle|strasse|straße|"
+    r"weg|gasse|platz|rua|avenida|allee|laan|straat|vej|gatan|vägen|katu|tie|ulica|pavlou|path|crossing|"
+    r"loop|run|ridge|park|gardens|green|hill|mews"
+)
+_APT = r"(?:,?\s*(?i:apt\.?|apartment|suite|ste\.?|unit|flat|#)\s*\w+)"
+_SW = rf"(?i:{_STREET_WORDS})"
+_CAP = r"[A-ZÀ-Ý][\w'-]*"
+# "<number> <Name words> <street word>", "<street word> <Name> <number>" (European order) or
+# "<number> <Name> <number>", an optional apartment, then up to four lines of city / region / country / postcode.
+_ADDRESS = re.compile(
+    rf"(?:\b\d{{1,6}}[A-Za-z]?\s+(?:{_CAP}\.?\s+){{0,4}}{_SW}\b\.?"
+    rf"|\b{_SW}\s+(?:{_CAP}\s+){{1,3}}\d{{1,5}}[A-Za-z]?\b"
+    rf"|\b\d{{1,6}}[A-Za-z]?\s+{_CAP}(?:\s+{_CAP}){{0,2}}\s+\d{{1,5}}\b)"
+    + _APT
+    + r"?(?:[ \t]*(?:,|\n)[ \t]*,?[ \t]*(?:[A-ZÀ-Ý][\w'-]*(?:[ \t]+(?:[A-ZÀ-Ý][\w'-]*|de|do|da|del|la|le|am|an))"
+    r"{0,3}|[A-Z]{2}|\d{4,6}(?:[ \t]+[A-Z]{2})?|[A-Z]\d[A-Z] ?\d[A-Z]\d)(?:[ \t]+\d{4,6}|[ \t]+[A-Z]{2})?){0,4}"
+)
+_ADDRESS_BARE = re.compile(  # "1234 Name Name" after an address cue ("lives at", "address is")
+    r"(?i:\b(?:address(?: is|:)?|lives? at|located at|ship(?:ped)? to|deliver(?:ed)? to|moved to|reside at))\s+"
+    r"(\d{1,6}[A-Za-z]?(?:\s+[A-ZÀ-Ý][\w'.-]*){1,4}\b(?:\s+\d{1,5})?" + _APT + r"?)"
+)
+_DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2})?)?\b|\b\d{1,2}/\d{1,2}/\d{2,4}\b")
+
+
+def _emails(text: str) -> Iterator[Hit]:
+    for m in _EMAIL.finditer(text):
+        yield m.start(), m.end(), "EMAIL_ADDRESS", 1.0
+
+
+def _cards(text: str) -> Iterator[Hit]:
+    for m in _CARD.finditer(text):
+        digits = re.sub(r"\D", "", m.group())
+        if 13 <= len(digits) <= 19 and luhn_ok(digits) and len(set(digits)) > 1:
+            yield m.start(), m.end(), "CREDIT_CARD", 1.0
+
+
+def _ibans(text: str) -> Iterator[Hit]:
+    for m in _IBAN.finditer(text):
+        if iban_ok(m.group()):
+            yield m.start(), m.end(), "IBAN_CODE", 1.0
+
+
+def _ssns(text: str) -> Iterator[Hit]:
+    for m in _SSN.finditer(text):
+        area, group, serial = m.group(1), m.group(3), m.group(4)
+        if area in ("000", "666") or area[0] == "9" or group == "00" or serial == "0000":
+            continue
+        yield m.start(), m.end(), "US_SSN", 0.9
+
+
+def _phones(text: str) -> Iterator[Hit]:
+    for m in _PHONE.finditer(text):
+        s = m.group()
+        digits = re.sub(r"\D", "", s.split("x")[0].split("ext")[0])
+        if not 7 <= len(digits) <= 15:
+            continue
+        separated = bool(re.search(r"[\s().+-]", s))
+        if not separated and not s.startswith("+") and len(digits) < 10:
+            continue  # a bare short number is more often an id or an amount
+        if _DATE.fullmatch(s):
+            continue  # a bare short number is more often an id or an amount
+        yield m.start(), m.end(), "PHONE_NUMBER", 0.7 if separated else 0.5
+
+
+def _ips(text: str) -> Iterator[Hit]:
+    for rx in (_IPV4, _IPV6):
+        for m in rx.finditer(text):
+            try:
+                ipaddress.ip_address(m.group())
+            except ValueError:
+                continue
+            yield m.start(), m.end(), "IP_ADDRESS", 0.95
+
+
+def _urls(text: str) -> Iterator[Hit]:
+    for m in _URL.finditer(text):
+        yield m.start(), m.end(), "URL", 0.8
+
+
+def _secrets(text: str) -> Iterator[Hit]:
+    for m in _SECRETS.finditer(text):
+        yield m.start(), m.end(), "API_KEY", 1.0
+    for m in _ASSIGNED_SECRET.finditer(text):
+        yield m.start(1), m.end(1), "API_KEY", 0.9
+
+
+def _addresses(text: str) -> Iterator[Hit]:
+    for m in _ADDRESS.finditer(text):
+        s = m.group().rstrip(" ,\n\t")
+        yield m.start(), m.start() + len(s), "ADDRESS", 0.75
+    for m in _ADDRESS_BARE.finditer(text):
+        yield m.start(1), m.end(1), "ADDRESS", 0.6
+
+
+def _dates(text: str) -> Iterator[Hit]:
+    for m in _DATE.finditer(text):
+        yield m.start(), m.end(), "DATE_TIME", 0.6
+
+
+RECOGNIZERS: tuple[Callable[[str], Iterator[Hit]], ...] = (
+    _emails, _cards, _ibans, _ssns, _phones, _ips, _urls, _secrets, _addresses, _dates,
+)  # fmt: skip
+
+
+def regex_hits(text: str) -> list[Hit]:
+    out: list[Hit] = []
+    for rec in RECOGNIZERS:
+        out.extend(rec(text))
+    return out

@@ -1,0 +1,141 @@
+"""PII: checksum recognizers, placeholder masking, unmasking of plain and streamed answers, the pii step."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from portico.guardrails.pii import Masker, PIIDetector, StreamUnmasker, unmask
+from portico.guardrails.pii.detector import merge
+from portico.guardrails.pii.recognizers import iban_ok, luhn_ok, regex_hits
+from portico.guardrails.pii.step import MAPPING, pii_step
+from portico.pipeline.context import RequestContext
+from portico.protocol.chat import ChatCompletionRequest
+
+
+def types(text: str) -> dict[str, str]:
+    return {s.text: s.type for s in merge(text, regex_hits(text))}
+
+
+def test_checksums() -> None:
+    assert luhn_ok("4111111111111111") and not luhn_ok("4111111111111112")
+    assert iban_ok("DE89 3704 0044 0532 0130 00") and not iban_ok("DE88 3704 0044 0532 0130 00")
+    found = types("card 4111 1111 1111 1111 or 4111 1111 1111 1112; iban GB82WEST12345698765432")
+    assert found.get("4111 1111 1111 1111") == "CREDIT_CARD"
+    assert "4111 1111 1111 1112" not in found or found["4111 1111 1111 1112"] != "CREDIT_CARD"
+    assert found.get("GB82WEST12345698765432") == "IBAN_CODE"
+
+
+def test_regex_tier_types() -> None:
+    text = (
+        "mail a.b@example.org, ssn 123-45-6789 (not 666-12-3456), ip 10.0.0.255 (not 999.1.1.1), "
+        "key sk-proj-abcdefghijklmnopqrstuv0123, token=ghp_abcdefghijklmnopqrstuvwxyz0123456789, "
+        "call +44 20 7946 0958, see https://example.com/x, at 221 Baker Street, London"
+    )
+    found = types(text)
+    assert found["a.b@example.org"] == "EMAIL_ADDRESS"
+    assert found["123-45-6789"] == "US_SSN" and found.get("666-12-3456") != "US_SSN"
+    assert found["10.0.0.255"] == "IP_ADDRESS" and "999.1.1.1" not in found
+    assert found["sk-proj-abcdefghijklmnopqrstuv0123"] == "API_KEY"
+    assert found["ghp_abcdefghijklmnopqrstuvwxyz0123456789"] == "API_KEY"
+    assert found["+44 20 7946 0958"] == "PHONE_NUMBER"
+    assert found["https://example.com/x"] == "URL"
+    assert found["221 Baker Street, London"] == "ADDRESS"
+
+
+def test_no_false_address_in_prose() -> None:
+    assert "ADDRESS" not in types("I have 3 dogs on the street and run 5 miles a day")
+
+
+@pytest.fixture(scope="module")
+def detector() -> PIIDetector:
+    return PIIDetector()
+
+
+def test_detector_merges_ner_and_regex(detector: PIIDetector) -> None:
+    spans = detector.detect("My name is John Smith and my email is john@acme.com; I live in Paris.")
+    got = {s.text: s.type for s in spans}
+    assert got["John Smith"] == "PERSON" and got["john@acme.com"] == "EMAIL_ADDRESS" and got["Paris"] == "LOCATION"
+
+
+def test_masker_is_stable_and_reversible(detector: PIIDetector) -> None:
+    m = Masker()
+    a = "Write to john@acme.com, cc mary@acme.com"
+    b = "Again: john@acme.com"
+    ma, mb = m.mask(a, detector.detect(a)), m.mask(b, detector.detect(b))
+    assert ma == "Write to [EMAIL_ADDRESS_1], cc [EMAIL_ADDRESS_2]" and mb == "Again: [EMAIL_ADDRESS_1]"
+    assert unmask(ma, m.mapping) == a and unmask("[UNKNOWN_1] stays", m.mapping) == "[UNKNOWN_1] stays"
+
+
+@pytest.mark.parametrize("cut", range(1, 24))
+def test_stream_unmasker_split_placeholders(cut: int) -> None:
+    mapping = {"EMAIL_ADDRESS_1": "john@acme.com"}
+    text = "Mail [EMAIL_ADDRESS_1] now [x] and [ "
+    um = StreamUnmasker(mapping)
+    out = um.feed(text[:cut]) + um.feed(text[cut : cut + 3]) + um.feed(text[cut + 3 :]) + um.flush()
+    assert out == "Mail john@acme.com now [x] and [ "
+
+
+def test_stream_unmasker_never_shows_half_a_placeholder() -> None:
+    um = StreamUnmasker({"PERSON_1": "Ann"})
+    shown = [um.feed(p) for p in ["Hi [PER", "SON", "_1]", "!"]]
+    assert shown == ["Hi ", "", "Ann", "!"]
+
+
+class _Services:
+    metrics = None
+
+
+def ctx_for(text: str, stream: bool = False) -> RequestContext:
+    req = ChatCompletionRequest(model="m", messages=[{"role": "user", "content": text}], stream=stream)
+    return RequestContext(request=req, request_id="r1", model="m")
+
+
+async def test_pii_step_masks_and_closer_unmasks() -> None:
+    step = pii_step({"ner": "none"}, _Services())
+    ctx = ctx_for("Email john@acme.com about card 4111 1111 1111 1111")
+    await step.run(ctx)
+    assert ctx.request.messages[0].content == "Email [EMAIL_ADDRESS_1] about card [CREDIT_CARD_1]"
+    assert ctx.state[MAPPING]["CREDIT_CARD_1"] == "4111 1111 1111 1111"
+    ctx.response = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "ok [EMAIL_ADDRESS_1]"}}]}
+    assert step.closer is not None
+    await step.closer.run(ctx)
+    assert ctx.response["choices"][0]["message"]["content"] == "ok john@acme.com"
+
+
+async def test_pii_step_blocks_by_policy() -> None:
+    step = pii_step({"ner": "none", "entities": {"US_SSN": "block"}, "block_message": "no"}, _Services())
+    ctx = ctx_for("my ssn is 123-45-6789")
+    await step.run(ctx)
+    assert ctx.answered_by == "pii" and ctx.response is not None
+    assert ctx.response["choices"][0]["message"]["content"] == "no"
+
+
+async def test_pii_step_allow_policy_leaves_text() -> None:
+    step = pii_step({"ner": "none", "default": "allow"}, _Services())
+    ctx = ctx_for("Email john@acme.com")
+    await step.run(ctx)
+    assert ctx.request.messages[0].content == "Email john@acme.com" and MAPPING not in ctx.state
+
+
+async def test_pii_closer_unmasks_a_stream() -> None:
+    step = pii_step({"ner": "none"}, _Services())
+    ctx = ctx_for("Email john@acme.com", stream=True)
+    await step.run(ctx)
+    pieces = ["Sent to [EMA", "IL_ADDRE", "SS_1", "] done [EMAIL_ADDRESS_1"]
+
+    async def upstream() -> AsyncIterator[dict[str, Any]]:
+        for p in pieces:
+            yield {"id": "c", "choices": [{"index": 0, "delta": {"content": p}, "finish_reason": None}]}
+        yield {"id": "c", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+
+    ctx.stream = upstream()
+    assert step.closer is not None
+    await step.closer.run(ctx)
+    assert ctx.stream is not None
+    chunks = [c async for c in ctx.stream]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == "Sent to john@acme.com done [EMAIL_ADDRESS_1"
+    assert all("[EMA" not in (c["choices"][0]["delta"].get("content") or "") for c in chunks[:3])
