@@ -35,6 +35,7 @@ torch.set_num_threads(1)
 
 from portico.config.schema import LocalDeployment  # noqa: E402
 from portico.context.knowledge.base import KBOptions, KnowledgeBase, SearchRequest  # noqa: E402
+from portico.context.knowledge.embedded import EmbeddedBackend  # noqa: E402
 from portico.context.knowledge.loaders import LoadedDocument, Section  # noqa: E402
 from portico.gateway.providers.local.embeddings import SentenceEmbeddingBackend  # noqa: E402
 
@@ -42,6 +43,7 @@ ROOT = Path(__file__).resolve().parent
 DATA = Path(os.environ.get("PORTICO_DATA", ROOT.parent.parent / "shared" / "data" / "beir"))
 CACHE = Path(os.environ.get("PORTICO_BENCH_CACHE", "/work/cache/retrieval"))
 MODEL = "all-MiniLM-L6-v2"
+FUSIONS = ("rrf", "minmax", "zscore")
 CHUNK = 512  # tokens: BEIR abstracts stay one chunk each (MiniLM reads 256 word pieces anyway)
 DATASETS = {"scifact": "scifact", "nfcorpus": "nfcorpus_original_test"}
 INGEST_SUBSET = int(os.environ.get("PORTICO_BENCH_INGEST_DOCS", "400"))
@@ -147,10 +149,15 @@ def doc_ranking(hits: list[dict], n: int = 100) -> list[str]:
 
 
 # -- Portico --------------------------------------------------------------------------------------------------------
+async def new_kb(name: str, path: Path, embed: object) -> KnowledgeBase:
+    opts = KBOptions(chunk_size=CHUNK, chunk_overlap=0, embed_batch=512)
+    kb = KnowledgeBase(name, EmbeddedBackend(path), opts, embed)  # type: ignore[arg-type]
+    await kb.open()
+    return kb
+
+
 async def portico_kb(name: str, corpus: dict, embed: CachedEmbedder, tmp: Path) -> KnowledgeBase:
-    kb = KnowledgeBase(name, tmp / f"{name}.db", KBOptions(chunk_size=CHUNK, chunk_overlap=0, embed_batch=512),
-                       embed)  # fmt: skip
-    kb.load()
+    kb = await new_kb(name, tmp / f"{name}.db", embed)
     docs = [doc_of(i, t, x) for i, (t, x) in corpus.items()]
     t0 = time.perf_counter()
     await kb.add(docs)
@@ -159,13 +166,14 @@ async def portico_kb(name: str, corpus: dict, embed: CachedEmbedder, tmp: Path) 
     return kb
 
 
-def portico_runs(kb: KnowledgeBase, queries: dict[str, str], qvecs: dict[str, np.ndarray], qids: list[str],
-                 mode: str, **kw: object) -> dict[str, list[str]]:  # fmt: skip
+async def portico_runs(
+    kb: KnowledgeBase, queries: dict[str, str], qvecs: dict[str, np.ndarray], qids: list[str], mode: str, **kw: object
+) -> dict[str, list[str]]:
     out = {}
     for q in qids:
-        keys, _, _ = kb.rank(SearchRequest(query=queries[q], k=200, mode=mode, **kw), qvecs.get(q))  # type: ignore[arg-type]
-        meta = [kb._meta[int(k)]["document_id"] for k in keys]
-        out[q] = list(dict.fromkeys(meta))[:100]
+        req = SearchRequest(query=queries[q], k=200, mode=mode, **kw)  # type: ignore[arg-type]
+        keys, _, _ = await kb.rank(req, qvecs.get(q))
+        out[q] = list(dict.fromkeys(await kb.backend.document_ids(keys.tolist())))[:100]
     return out
 
 
@@ -230,13 +238,11 @@ async def ingest_speed(corpus: dict, fast: SentenceEmbeddingBackend, slow: Sente
     t0 = time.perf_counter()
     slow._model.encode(texts, normalize_embeddings=True, show_progress_bar=False)
     peer = len(items) / (time.perf_counter() - t0)
-    kb = KnowledgeBase("ingest", tmp / "ingest.db", KBOptions(chunk_size=CHUNK, chunk_overlap=0, embed_batch=512),
-                       fast.vectors)  # fmt: skip
-    kb.load()
+    kb = await new_kb("ingest", tmp / "ingest.db", fast.vectors)
     t0 = time.perf_counter()
     await kb.add([doc_of(i, t, x) for i, (t, x) in items])
     ours = len(items) / (time.perf_counter() - t0)
-    kb.close()
+    await kb.close()
     return ours, peer
 
 
@@ -275,23 +281,22 @@ async def main() -> None:
             qemb.save()
             kb = await portico_kb(name, corpus, CachedEmbedder(fast, CACHE / f"{tag}-bf16.npz"), tmp)
             r: dict[str, tuple[float, float]] = {}
-            r["portico bm25"] = evaluate(portico_runs(kb, queries, qvecs, qids, "bm25"), test)
-            r["portico vector"] = evaluate(portico_runs(kb, queries, qvecs, qids, "vector"), test)
+            r["portico bm25"] = evaluate(await portico_runs(kb, queries, qvecs, qids, "bm25"), test)
+            r["portico vector"] = evaluate(await portico_runs(kb, queries, qvecs, qids, "vector"), test)
             if name == "scifact" and "train" in qrels:
                 train_q = [q for q in qrels["train"] if q in queries]
-                for fusion in ("rrf", "minmax", "zscore"):
-                    best = max((evaluate(portico_runs(kb, queries, qvecs, train_q, "hybrid", fusion=fusion,
-                                                      bm25_weight=w), qrels["train"])[0], w)
-                               for w in np.round(np.arange(0.1, 0.91, 0.05), 2))  # fmt: skip
-                    tuned[fusion] = float(best[1])
+                for fusion in FUSIONS:
+                    best = (-1.0, 0.0)
+                    for w in np.round(np.arange(0.1, 0.91, 0.05), 2):
+                        run = await portico_runs(kb, queries, qvecs, train_q, "hybrid", fusion=fusion, bm25_weight=w)
+                        best = max(best, (evaluate(run, qrels["train"])[0], float(w)))
+                    tuned[fusion] = best[1]
                     log(f"tuned on scifact train: {fusion} bm25_weight={best[1]} ndcg10(train)={best[0]:.4f}")
-            for fusion in ("rrf", "minmax", "zscore"):
-                r[f"portico hybrid {fusion} (w={tuned[fusion]})"] = evaluate(
-                    portico_runs(kb, queries, qvecs, qids, "hybrid", fusion=fusion, bm25_weight=tuned[fusion]), test
-                )
-            r["portico hybrid sequential (bm25 top-100 → vector)"] = evaluate(
-                portico_runs(kb, queries, qvecs, qids, "hybrid", fusion="sequential"), test
-            )
+            for fusion in FUSIONS:
+                run = await portico_runs(kb, queries, qvecs, qids, "hybrid", fusion=fusion, bm25_weight=tuned[fusion])
+                r[f"portico hybrid {fusion} (w={tuned[fusion]})"] = evaluate(run, test)
+            run = await portico_runs(kb, queries, qvecs, qids, "hybrid", fusion="sequential")
+            r["portico hybrid sequential (bm25 top-100 → vector)"] = evaluate(run, test)
             r["bm25s alone (peer)"] = evaluate(bm25s_peer(corpus, queries, qids), test)
             ids = list(corpus)
             demb = CachedEmbedder(slow, CACHE / f"{tag}-f32.npz")
@@ -303,14 +308,16 @@ async def main() -> None:
             r["haystack in-memory hybrid RRF (peer)"] = evaluate(hay, test)
             # The same Portico vector search over float32 document vectors: what bf16 ingestion costs in quality.
             kb32 = await portico_kb(name + "-f32", corpus, CachedEmbedder(slow, CACHE / f"{tag}-f32.npz"), tmp)
-            r["portico vector, float32 documents"] = evaluate(portico_runs(kb32, queries, qvecs, qids, "vector"), test)
-            kb32.close()
+            r["portico vector, float32 documents"] = evaluate(
+                await portico_runs(kb32, queries, qvecs, qids, "vector"), test
+            )
+            await kb32.close()
             rows[name] = r
             lat[name] = await latency(kb, queries, qids, slow)
             lat[name]["haystack (ranking only)"] = (pct(hay_lat, 50), pct(hay_lat, 99))
             if name == "scifact":
                 ingest[name] = await ingest_speed(corpus, fast, slow, tmp)
-            kb.close()
+            await kb.close()
             for k, (n, rc) in r.items():
                 log(f"{name:9s} {k:55s} ndcg@10={n:.4f} recall@100={rc:.4f}")
             log(f"{name} latency ms (p50, p99): {lat[name]}")

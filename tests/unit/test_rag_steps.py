@@ -208,3 +208,17 @@ async def test_missing_knowledge_base_gives_no_documents(tmp_path: Path) -> None
     ctx = ctx_of(("user", "anything"))
     await RetrieveStep({"kb": "nothing-here"}, svc).run(ctx)
     assert ctx.documents == [] and "does not exist" in ctx.state["trace.notes"]["retrieve"]["reason"]
+
+
+def test_knowledge_store_from_config(tmp_path: Path) -> None:
+    from portico.context.knowledge.manager import EmbeddedCatalog
+    from portico.context.knowledge.pgvector import PgCatalog
+    from portico.context.knowledge.service import catalog_for
+
+    base = {"state_dir": str(tmp_path), "models": [{"name": "m", "deployments": [{"provider": "local"}]}]}
+    assert isinstance(catalog_for(PorticoConfig.model_validate(base)), EmbeddedCatalog)
+    pg = PorticoConfig.model_validate({**base, "knowledge": {"store": "postgres", "url": "postgresql://u@h/db"}})
+    cat = catalog_for(pg)
+    assert isinstance(cat, PgCatalog) and cat.url == "postgresql://u@h/db"
+    with pytest.raises(ValueError, match=r"knowledge\.url"):
+        catalog_for(PorticoConfig.model_validate({**base, "knowledge": {"store": "postgres"}}))

@@ -242,6 +242,15 @@ class CacheConfig(BaseModel):
     skip_patterns: list[str] | None = None
 
 
+class KnowledgeConfig(BaseModel):
+    """Where knowledge bases live: ``embedded`` (SQLite + in-memory BM25/vector indexes under state_dir, no server)
+    or ``postgres`` (PostgreSQL full-text + pgvector HNSW; shared by workers and hosts)."""
+
+    model_config = _STRICT
+    store: Literal["embedded", "postgres"] = "embedded"
+    url: str | None = None  # postgres: postgresql://user@host/db (default: storage.url when it is PostgreSQL)
+
+
 class PorticoConfig(BaseModel):
     model_config = _STRICT
     server: ServerConfig = Field(default_factory=ServerConfig)
@@ -253,6 +262,7 @@ class PorticoConfig(BaseModel):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     tracing: TracingConfig = Field(default_factory=TracingConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    knowledge: KnowledgeConfig = Field(default_factory=KnowledgeConfig)
     models: list[ModelConfig] = Field(min_length=1)
     applications: list[ApplicationConfig] = Field(default_factory=list)
     # The embedding model steps use for vectors (cache, router, guardrails, retrieval); default: the first one.

@@ -67,16 +67,16 @@ async def create_knowledge_base(request: Request) -> Response:
         raise PorticoError(str(e), status=409, code="knowledge_base_exists") from None
     except (TypeError, ValueError) as e:
         raise InvalidRequest(str(e)) from None
-    return _json(kb.info(), 201)
+    return _json(await kb.info(), 201)
 
 
 async def list_knowledge_bases(request: Request) -> Response:
     await caller_of(request)
     kbs = knowledge_of(request.app.state.runtime)
     data = []
-    for name in kbs.names():
+    for name in await kbs.names():
         try:
-            data.append((await kbs.get(name)).info())
+            data.append(await (await kbs.get(name)).info())
         except ValueError as e:  # e.g. embedded with another model: listed, but marked
             data.append({"object": "knowledge_base", "id": name, "error": str(e)})
     return _json({"object": "list", "data": data})
@@ -84,7 +84,7 @@ async def list_knowledge_bases(request: Request) -> Response:
 
 async def get_knowledge_base(request: Request) -> Response:
     await caller_of(request)
-    return _json((await _kb(request)).info())
+    return _json(await (await _kb(request)).info())
 
 
 def _from_json(item: Any, i: int) -> tuple[str | None, LoadedDocument]:
@@ -169,7 +169,7 @@ async def list_documents(request: Request) -> Response:
     except ValueError:
         raise InvalidRequest("limit must be an integer", param="limit") from None
     after = request.query_params.get("after", "")
-    rows = kb.store.documents(limit, after)
+    rows = await kb.documents(limit, after)
     return _json({"object": "list", "data": [r.public() for r in rows], "has_more": len(rows) == limit})
 
 

@@ -12,18 +12,18 @@ import json
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from portico.context.knowledge.bm25 import BM25Index
+from portico.context.knowledge.backend import Backend
+from portico.context.knowledge.bm25 import Analyzer
 from portico.context.knowledge.chunking import ChunkingOptions, chunk_document
 from portico.context.knowledge.filters import compile_filter
 from portico.context.knowledge.fusion import normalize, ranked, rrf
 from portico.context.knowledge.loaders import LoadedDocument
-from portico.context.knowledge.store import ChunkRow, DocumentRow, SQLiteStore
-from portico.context.knowledge.vectors import VectorIndex, top_k
+from portico.context.knowledge.store import ChunkRow, DocumentRow
+from portico.context.knowledge.vectors import top_k
 
 Embed = Callable[[list[str]], Awaitable[np.ndarray]]
 Mode = Literal["bm25", "vector", "hybrid"]
@@ -84,45 +84,31 @@ _ID = re.compile(r"^[^\x00-\x1f]{1,512}$")
 
 
 class KnowledgeBase:
-    def __init__(self, name: str, path: Path, options: KBOptions, embed: Embed | None) -> None:
+    def __init__(self, name: str, backend: Backend, options: KBOptions, embed: Embed | None) -> None:
         self.name = name
         self.options = options
         self.embed_fn = embed
-        self.store = SQLiteStore(path)
+        self.backend = backend
         self.chunking = ChunkingOptions(size=options.chunk_size, overlap=options.chunk_overlap)
-        self.bm25 = BM25Index()
-        self.vectors: VectorIndex | None = None
-        self._meta: dict[int, dict[str, Any]] = {}  # chunk key → filterable metadata
-        self._doc_keys: dict[str, list[int]] = {}
+        self.analyze = Analyzer()
         self.lock = asyncio.Lock()
 
     # -- life cycle -------------------------------------------------------------------------------------------
-    def load(self) -> None:
-        """Rebuild the in-memory indexes from SQLite (blocking; run it off the event loop for big bases)."""
-        stored = self.store.meta().get("options")
-        if stored is None:
-            self.store.set_meta({"options": self.options.public()})
-        dim = self.store.meta().get("dim")
-        keys: list[int] = []
-        vecs: list[np.ndarray] = []
-        for key, doc_id, meta, terms, vec in self.store.scan():
-            self.bm25.add_tokens(key, terms)
-            self._meta[key] = meta
-            self._doc_keys.setdefault(doc_id, []).append(key)
-            keys.append(key)
-            vecs.append(np.frombuffer(vec, dtype=np.float32))
-        if dim is not None:
-            self.vectors = VectorIndex(int(dim), self.options.ann_threshold)
-            if keys:
-                self.vectors.add(keys, np.stack(vecs))
+    async def open(self) -> None:
+        await self.backend.open()
+        if (await self.backend.meta()).get("options") is None:
+            await self.backend.set_meta({"options": self.options.public()})
 
-    def close(self) -> None:
-        self.store.close()
+    async def close(self) -> None:
+        await self.backend.close()
 
-    def info(self) -> dict[str, Any]:
-        docs, chunks = self.store.counts()
+    async def info(self) -> dict[str, Any]:
+        docs, chunks = await self.backend.counts()
         return {"object": "knowledge_base", "id": self.name, "documents": docs, "chunks": chunks,
                 **{k: v for k, v in self.options.public().items() if k not in ("embed_batch",)}}  # fmt: skip
+
+    async def documents(self, limit: int = 100, after: str = "") -> list[DocumentRow]:
+        return await self.backend.documents(limit, after)
 
     # -- writes -----------------------------------------------------------------------------------------------
     async def _embed(self, texts: list[str]) -> np.ndarray:
@@ -146,7 +132,7 @@ class KnowledgeBase:
     ) -> list[IngestResult]:
         """Add or replace documents (id, document); unchanged content (same hash) is skipped."""
         async with self.lock:
-            known = await asyncio.to_thread(self.store.hashes)
+            known = await self.backend.hashes()
             results: list[IngestResult | None] = [None] * len(docs)
             todo = []
             for i, (doc_id, doc) in enumerate(docs):
@@ -154,7 +140,7 @@ class KnowledgeBase:
                     raise ValueError(f"invalid document id {doc_id!r}")
                 h = content_hash(doc)
                 if known.get(doc_id) == h:
-                    results[i] = IngestResult(doc_id, "unchanged", len(self._doc_keys.get(doc_id, ())))
+                    results[i] = IngestResult(doc_id, "unchanged", 0)
                     if on_done:
                         on_done(1)
                 else:
@@ -173,59 +159,33 @@ class KnowledgeBase:
         return [r for r in results if r is not None]
 
     async def _write(self, group: list, known: dict[str, str], results: list, on_done: Any) -> None:
-        rows: list[tuple[DocumentRow, list[ChunkRow], list[str]]] = []
+        rows: list[tuple[DocumentRow, list[ChunkRow]]] = []
         texts: list[str] = []
         for _, doc_id, doc, h in group:
-            chunks = chunk_document(doc, self.chunking)
-            drow = DocumentRow(doc_id, doc.source, doc.title, h, doc.metadata)
             crow = []
-            itexts = []
-            for c in chunks:
+            for c in chunk_document(doc, self.chunking):
                 meta = {**doc.metadata, **c.metadata, "source": doc.source, "title": doc.title,
                         "document_id": doc_id, "position": c.position}  # fmt: skip
                 it = index_text(doc.title, c.section, c.text)
-                itexts.append(it)
-                crow.append(ChunkRow(doc_id, c.position, c.section, c.text, c.tokens, meta, self.bm25.analyze(it),
-                                     np.zeros(0, dtype=np.float32)))  # fmt: skip
-            rows.append((drow, crow, itexts))
-            texts.extend(itexts)
+                texts.append(it)
+                crow.append(ChunkRow(doc_id, c.position, c.section, c.text, c.tokens, meta, self.analyze(it),
+                                     np.zeros(0, dtype=np.float32), it))  # fmt: skip
+            rows.append((DocumentRow(doc_id, doc.source, doc.title, h, doc.metadata), crow))
         vecs = await self._embed(texts)
-        if len(texts) and self.vectors is None:
-            self.vectors = VectorIndex(int(vecs.shape[1]), self.options.ann_threshold)
-            await asyncio.to_thread(self.store.set_meta, {"dim": int(vecs.shape[1])})
         at = 0
-        for (i, doc_id, _, h), (drow, crow, _) in zip(group, rows, strict=True):
+        for (i, doc_id, _, h), (drow, crow) in zip(group, rows, strict=True):
             for c in crow:
                 c.vector = vecs[at]
                 at += 1
-            old, new = await asyncio.to_thread(self.store.replace, drow, crow)
-            self._drop(old)
-            for key, c in zip(new, crow, strict=True):
-                self.bm25.add_tokens(key, c.terms)
-                self._meta[key] = c.metadata
-            if new and self.vectors is not None:
-                self.vectors.add(new, np.stack([c.vector for c in crow]))
-            self._doc_keys[doc_id] = new
+            await self.backend.replace(drow, crow)
             results[i] = IngestResult(doc_id, "replaced" if doc_id in known else "created", len(crow))
             known[doc_id] = h
             if on_done:
                 on_done(1)
 
-    def _drop(self, keys: list[int]) -> None:
-        for k in keys:
-            self.bm25.remove(k)
-            self._meta.pop(k, None)
-        if keys and self.vectors is not None:
-            self.vectors.remove(keys)
-
     async def delete(self, doc_id: str) -> bool:
         async with self.lock:
-            old = await asyncio.to_thread(self.store.delete, doc_id)
-            if old is None:
-                return False
-            self._drop(old)
-            self._doc_keys.pop(doc_id, None)
-            return True
+            return await self.backend.delete(doc_id)
 
     # -- reads ------------------------------------------------------------------------------------------------
     async def query_vector(self, query: str) -> np.ndarray:
@@ -234,11 +194,12 @@ class KnowledgeBase:
     async def search(self, req: SearchRequest) -> list[dict[str, Any]]:
         if req.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}")
+        compile_filter(req.filters)  # a bad filter is the caller's error, whatever the store
         vec = None
         if req.mode != "bm25":
             vec = self.shrink(req.vector) if req.vector is not None else await self.query_vector(req.query)
-        keys, scores, parts = self.rank(req, vec)
-        rows = await asyncio.to_thread(self.store.chunks, keys.tolist())
+        keys, scores, parts = await self.rank(req, vec)
+        rows = await self.backend.fetch(keys.tolist())
         out = []
         for key, score in zip(keys.tolist(), scores.tolist(), strict=True):
             row = rows.get(key)
@@ -250,62 +211,39 @@ class KnowledgeBase:
                 out.append(row)
         return out
 
-    def rank(self, req: SearchRequest, vec: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, dict]:
+    async def rank(self, req: SearchRequest, vec: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, dict]:
         """(chunk keys, scores, per-retriever scores) best first — the pure ranking, no text."""
-        pred = compile_filter(req.filters)
-        allowed = None if pred is None else {k for k, m in self._meta.items() if pred(m)}
+        b = self.backend
         k = max(1, req.k)
         depth = max(self.options.depth, k)
         if req.mode == "bm25":
-            keys, s = self._bm25(req.query, depth, allowed)
-            return keys[:k], s[:k], {}
+            keys, s = await b.term_search(req.query, k, req.filters)
+            return keys, s, {}
         if vec is None:
             raise ValueError("vector search needs a query vector")
-        if self.vectors is None or len(self.vectors) == 0:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32), {}
         if req.mode == "vector":
-            keys, s = self._vector(vec, k, allowed)
+            keys, s = await b.vector_search(vec, k, req.filters)
             return keys, s, {}
         fusion = req.fusion or self.options.fusion
         w = self.options.bm25_weight if req.bm25_weight is None else req.bm25_weight
-        bk, bs = self._bm25(req.query, depth, allowed)
+        bk, bs = await b.term_search(req.query, depth, req.filters)
         if fusion == "sequential":  # term candidates, re-scored by embedding similarity
-            sims = self.vectors.vectors(bk) @ vec if len(bk) else np.zeros(0, dtype=np.float32)
-            keys, s = top_k(bk, sims.astype(np.float32), k)
+            sims = await b.vector_scores(vec, bk) if len(bk) else np.zeros(0, dtype=np.float32)
+            keys, s = top_k(bk, np.asarray(sims, dtype=np.float32), k)
             return keys, s, {"bm25": dict(zip(bk.tolist(), bs.tolist(), strict=True))}
-        vk, vs = self._vector(vec, depth, allowed)
+        vk, vs = await b.vector_search(vec, depth, req.filters)
         if fusion == "rrf":
-            fused = rrf([bk, vk], [2 * w, 2 * (1 - w)])
-            keys, s = ranked(fused, k)
+            keys, s = ranked(rrf([bk, vk], [2 * w, 2 * (1 - w)]), k)
             return keys, s, {}
         # Weighted score fusion over the union of both candidate lists, with each candidate's real score under
         # both retrievers (normalised by the statistics of that retriever's candidate list).
         union = np.unique(np.concatenate([bk, vk]))
-        _, b_all = self.bm25.scores(req.query)
-        b_u = b_all[self.bm25.rows(union)] if len(b_all) else np.zeros(len(union), dtype=np.float32)
-        v_u = self.vectors.vectors(union) @ vec
-        nb = _normalize_by(b_u, bs, fusion)
-        nv = _normalize_by(v_u, vs, fusion)
-        keys, s = ranked(dict(zip(union.tolist(), (w * nb + (1 - w) * nv).tolist(), strict=True)), k)
+        b_u = np.asarray(await b.term_scores(req.query, union), dtype=np.float64)
+        v_u = np.asarray(await b.vector_scores(vec, union), dtype=np.float64)
+        fused = w * _normalize_by(b_u, bs, fusion) + (1 - w) * _normalize_by(v_u, vs, fusion)
+        keys, s = ranked(dict(zip(union.tolist(), fused.tolist(), strict=True)), k)
         return keys, s, {"bm25": dict(zip(union.tolist(), b_u.tolist(), strict=True)),
                          "vector": dict(zip(union.tolist(), v_u.tolist(), strict=True))}  # fmt: skip
-
-    def _bm25(self, query: str, k: int, allowed: set[int] | None) -> tuple[np.ndarray, np.ndarray]:
-        keys, scores = self.bm25.scores(query)
-        if not len(scores):
-            return keys[:0], scores
-        mask = scores > 0
-        if allowed is not None:
-            mask &= np.fromiter((int(x) in allowed for x in keys), dtype=bool, count=len(keys))
-        return top_k(keys, scores, k, mask)
-
-    def _vector(self, vec: np.ndarray, k: int, allowed: set[int] | None) -> tuple[np.ndarray, np.ndarray]:
-        assert self.vectors is not None
-        if allowed is None:
-            return self.vectors.search(vec, k)
-        keys, sims = self.vectors.scores(vec)
-        mask = np.fromiter((int(x) in allowed for x in keys), dtype=bool, count=len(keys))
-        return top_k(keys, sims, k, mask)
 
 
 def _normalize_by(values: np.ndarray, reference: np.ndarray, how: str) -> np.ndarray:

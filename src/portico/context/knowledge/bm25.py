@@ -37,6 +37,7 @@ class BM25Index:
         self._row: dict[int, int] = {}
         self._model: bm25s.BM25 | None = None
         self._dirty = True
+        self._last: tuple[str, np.ndarray] | None = None  # the last query's scores (hybrid asks twice)
 
     def __len__(self) -> int:
         return len(self._tokens)
@@ -67,13 +68,18 @@ class BM25Index:
         """(chunk keys, BM25 scores) for every indexed chunk; zeros where no query term occurs."""
         if self._dirty:
             self._build()
+            self._last = None
         if self._model is None:
             return self._keys, np.zeros(0, dtype=np.float32)
+        if self._last is not None and self._last[0] == query:
+            return self._keys, self._last[1]
         vocab = self._model.vocab_dict
         terms = [t for t in self.analyze(query) if t in vocab]
         if not terms:
             return self._keys, np.zeros(len(self._keys), dtype=np.float32)
-        return self._keys, np.asarray(self._model.get_scores(terms), dtype=np.float32)
+        scores = np.asarray(self._model.get_scores(terms), dtype=np.float32)
+        self._last = (query, scores)
+        return self._keys, scores
 
     def rows(self, keys: np.ndarray) -> np.ndarray:
         if self._dirty:

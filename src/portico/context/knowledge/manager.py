@@ -1,5 +1,5 @@
-"""Every knowledge base of a Portico instance: one SQLite file each under ``<state_dir>/knowledge/``, opened on
-first use and kept open."""
+"""Every knowledge base of a Portico instance, opened on first use and kept open. Where they live is a catalog:
+embedded (one SQLite file each under ``<state_dir>/knowledge/``) or PostgreSQL with pgvector."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import asyncio
 import re
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from portico.context.knowledge.backend import Backend
 from portico.context.knowledge.base import FUSIONS, Embed, KBOptions, KnowledgeBase
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -20,6 +21,37 @@ class KnowledgeBaseExists(ValueError):
 
 class UnknownKnowledgeBase(KeyError):
     pass
+
+
+class Catalog(Protocol):
+    async def names(self) -> list[str]: ...
+    async def exists(self, name: str) -> bool: ...
+    def backend(self, name: str, options: KBOptions | None) -> Backend: ...
+    async def close(self) -> None: ...
+
+
+class EmbeddedCatalog:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _path(self, name: str) -> Path:
+        return self.root / f"{name}.db"
+
+    async def names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.stem for p in self.root.glob("*.db") if NAME.match(p.stem))
+
+    async def exists(self, name: str) -> bool:
+        return self._path(name).exists()
+
+    def backend(self, name: str, options: KBOptions | None) -> Backend:
+        from portico.context.knowledge.embedded import EmbeddedBackend
+
+        return EmbeddedBackend(self._path(name), options.ann_threshold if options else 20_000)
+
+    async def close(self) -> None:
+        return None
 
 
 def parse_options(raw: dict[str, Any]) -> KBOptions:
@@ -43,67 +75,57 @@ def parse_options(raw: dict[str, Any]) -> KBOptions:
 
 
 class KnowledgeBases:
-    def __init__(self, root: Path, embed: Embed | None, embedding_model: str | None) -> None:
-        self.root = root
+    def __init__(self, catalog: Catalog | Path, embed: Embed | None, embedding_model: str | None) -> None:
+        self.catalog: Catalog = EmbeddedCatalog(catalog) if isinstance(catalog, Path) else catalog
         self.embed = embed
         self.embedding_model = embedding_model
         self._open: dict[str, KnowledgeBase] = {}
         self._lock = asyncio.Lock()
 
-    def _path(self, name: str) -> Path:
-        return self.root / f"{name}.db"
-
-    def names(self) -> list[str]:
-        if not self.root.is_dir():
-            return []
-        return sorted(p.stem for p in self.root.glob("*.db") if NAME.match(p.stem))
+    async def names(self) -> list[str]:
+        return await self.catalog.names()
 
     async def create(self, name: str, options: dict[str, Any] | None = None) -> KnowledgeBase:
         if not NAME.match(name or ""):
             raise ValueError("name must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
         opts = parse_options(options or {})
         async with self._lock:
-            if self._path(name).exists():
+            if name in self._open or await self.catalog.exists(name):
                 raise KnowledgeBaseExists(f"knowledge base '{name}' already exists")
             opts = KBOptions(**{**opts.public(), "embedding_model": self.embedding_model})
-            kb = KnowledgeBase(name, self._path(name), opts, self.embed)
-            await asyncio.to_thread(kb.load)
+            kb = KnowledgeBase(name, self.catalog.backend(name, opts), opts, self.embed)
+            await kb.open()
             self._open[name] = kb
             return kb
 
-    async def get(self, name: str, create: bool = False) -> KnowledgeBase:
+    async def get(self, name: str) -> KnowledgeBase:
         kb = self._open.get(name)
         if kb is not None:
             return kb
-        if not NAME.match(name or "") or not self._path(name).exists():
-            if create:
-                try:
-                    return await self.create(name)
-                except KnowledgeBaseExists:
-                    return await self.get(name)
+        if not NAME.match(name or "") or not await self.catalog.exists(name):
             raise UnknownKnowledgeBase(name)
         async with self._lock:
             kb = self._open.get(name)
             if kb is None:
-                kb = await asyncio.to_thread(self._load, name)
+                kb = await self._load(name)
                 self._open[name] = kb
             return kb
 
-    def _load(self, name: str) -> KnowledgeBase:
-        from portico.context.knowledge.store import SQLiteStore
-
-        store = SQLiteStore(self._path(name))
-        stored = store.meta().get("options") or {}
-        store.close()
+    async def _load(self, name: str) -> KnowledgeBase:
+        backend = self.catalog.backend(name, None)
+        await backend.open()
+        stored = (await backend.meta()).get("options") or {}
         opts = KBOptions(**{k: v for k, v in stored.items() if k in {f.name for f in fields(KBOptions)}})
         if opts.embedding_model and self.embedding_model and opts.embedding_model != self.embedding_model:
+            await backend.close()
             raise ValueError(f"knowledge base '{name}' was embedded with '{opts.embedding_model}', but the "
                              f"configured embedder is '{self.embedding_model}'")  # fmt: skip
-        kb = KnowledgeBase(name, self._path(name), opts, self.embed)
-        kb.load()
+        kb = KnowledgeBase(name, backend, opts, self.embed)
+        await kb.open()
         return kb
 
     async def close(self) -> None:
         for kb in self._open.values():
-            kb.close()
+            await kb.close()
         self._open.clear()
+        await self.catalog.close()

@@ -1,6 +1,6 @@
 """The one KnowledgeBases of a runtime, shared by the HTTP API and the pipeline steps.
 
-Created on first use from the services (state directory, embedding model) and closed with the runtime.
+Created on first use from the services (config, embedding model) and closed with the runtime.
 """
 
 from __future__ import annotations
@@ -8,9 +8,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from portico.context.knowledge.manager import KnowledgeBases
+from portico.context.knowledge.manager import Catalog, EmbeddedCatalog, KnowledgeBases
 
 _ATTR = "knowledge"
+
+
+def catalog_for(cfg: Any) -> Catalog:
+    kc = getattr(cfg, "knowledge", None)
+    if kc is None or kc.store == "embedded":
+        return EmbeddedCatalog(Path(cfg.state_dir) / "knowledge")
+    from portico.context.knowledge.pgvector import PgCatalog
+
+    url = kc.url or (cfg.storage_url if cfg.storage_url.startswith("postgres") else None)
+    if url is None:
+        raise ValueError("knowledge.store postgres needs knowledge.url (or a PostgreSQL storage.url)")
+    return PgCatalog(url.replace("postgresql+asyncpg://", "postgresql://"))
 
 
 def knowledge_of(services: Any) -> KnowledgeBases:
@@ -19,7 +31,7 @@ def knowledge_of(services: Any) -> KnowledgeBases:
         cfg = services.cfg
         model = cfg.embedder_model
         embed = services.embedder.embed if model is not None else None
-        kbs = KnowledgeBases(Path(cfg.state_dir) / "knowledge", embed, model)
+        kbs = KnowledgeBases(catalog_for(cfg), embed, model)
         setattr(services, _ATTR, kbs)
         services.on_close(kbs.close)
     return kbs

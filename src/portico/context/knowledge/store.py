@@ -40,6 +40,7 @@ class ChunkRow:
     metadata: dict[str, Any]
     terms: list[str]  # BM25 tokens, kept so reopening needs no re-analysis
     vector: np.ndarray
+    index_text: str = ""  # what the retrievers saw (title and section + text); stores with their own analyzers
 
 
 @dataclass(slots=True)
