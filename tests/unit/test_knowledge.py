@@ -300,3 +300,35 @@ def _same(store: Catalog) -> Catalog:
         return EmbeddedCatalog(store.root)
     assert isinstance(store, PgCatalog)
     return PgCatalog(store.url)
+
+
+def test_recency_reranks_by_age() -> None:
+    from portico.context.knowledge.recency import Recency
+
+    now = 1_800_000_000.0
+    day = 86400
+    rows = [
+        {"id": "old", "score": 1.0, "metadata": {"date": "2020-01-01"}},
+        {"id": "new", "score": 0.9, "metadata": {"date": now - day}},
+        {"id": "undated", "score": 0.95, "metadata": {}},
+    ]
+    out = Recency(half_life_days=30, weight=0.7, field="date").rerank(rows, now)
+    assert [r["id"] for r in out] == ["new", "old", "undated"]
+    assert out[0]["recency"] > 0.97 and out[2]["recency"] == 0.0
+    assert Recency.parse(None) is None
+    for bad in ({"half_life_days": 0}, {"half_life_days": 1, "weight": 2}, {"half_life": 3}):
+        with pytest.raises((ValueError, TypeError)):
+            Recency.parse(bad)
+
+
+async def test_search_with_recency_prefers_recent_documents(tmp_path: Path) -> None:
+    from portico.context.knowledge.recency import Recency
+
+    kb = await _kb(EmbeddedCatalog(tmp_path))
+    text = "Python is a programming language."
+    await kb.add([("old-python", doc(text, "Python 1", updated="2001-01-01")),
+                  ("new-python", doc(text, "Python 3", updated="2026-11-01"))])  # fmt: skip
+    rec = Recency(half_life_days=365, weight=0.5, field="updated")
+    hits = await kb.search(SearchRequest("python programming language", k=2, mode="bm25", recency=rec))
+    assert hits[0]["document_id"] == "new-python" and hits[0]["recency"] > hits[1]["recency"]
+    assert all("ingested_at" in h["metadata"] for h in hits)

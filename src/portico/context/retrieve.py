@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from portico.context.knowledge.base import SearchRequest
 from portico.context.knowledge.filters import compile_filter
 from portico.context.knowledge.manager import UnknownKnowledgeBase
+from portico.context.knowledge.recency import Recency
 from portico.context.knowledge.service import knowledge_of
 from portico.pipeline.context import RequestContext
 from portico.pipeline.step import Step
@@ -22,6 +23,7 @@ class RetrieveOptions(BaseModel):
     filters: dict[str, Any] | None = None
     fusion: Literal["rrf", "minmax", "zscore", "sequential"] | None = None
     min_score: float | None = None  # drop chunks scoring below this (scale depends on mode and fusion)
+    recency: dict[str, Any] | None = None  # {half_life_days, weight, field}: prefer recent chunks
 
 
 class RetrieveStep(Step):
@@ -32,6 +34,7 @@ class RetrieveStep(Step):
     def __init__(self, options: dict[str, Any], services: Any) -> None:
         self.options = RetrieveOptions.model_validate(options)
         compile_filter(self.options.filters)  # a bad filter fails at start-up
+        self.recency = Recency.parse(self.options.recency)
         self.embedder = services.embedder
         if self.options.mode != "bm25":
             self.embedder.require("retrieve")
@@ -52,7 +55,7 @@ class RetrieveStep(Step):
             return
         vector = None if o.mode == "bm25" else await self.embedder.query(ctx)  # shared with other steps
         hits = await kb.search(SearchRequest(query=query, k=o.k, mode=o.mode, filters=o.filters, fusion=o.fusion,
-                                             vector=vector))  # fmt: skip
+                                             vector=vector, recency=self.recency))  # fmt: skip
         if o.min_score is not None:
             hits = [h for h in hits if h["score"] >= o.min_score]
         ctx.documents = hits

@@ -16,6 +16,7 @@ from portico.context.knowledge.base import FUSIONS, MODES, KnowledgeBase, Search
 from portico.context.knowledge.filters import FilterError
 from portico.context.knowledge.loaders import LoadedDocument, UnsupportedFormat, from_text, load_bytes
 from portico.context.knowledge.manager import KnowledgeBaseExists, UnknownKnowledgeBase
+from portico.context.knowledge.recency import Recency
 from portico.context.knowledge.service import knowledge_of
 from portico.protocol.errors import InvalidRequest, NotFound, PorticoError
 from portico.runtime import Runtime
@@ -202,7 +203,12 @@ async def search(request: Request) -> Response:
     if filters is not None and not isinstance(filters, dict):
         raise InvalidRequest("'filters' must be an object", param="filters")
     try:
-        hits = await kb.search(SearchRequest(query=query, k=k, mode=mode, filters=filters, fusion=fusion))
+        recency = Recency.parse(body.get("recency"))
+    except (TypeError, ValueError) as e:
+        raise InvalidRequest(str(e), param="recency") from None
+    try:
+        hits = await kb.search(SearchRequest(query=query, k=k, mode=mode, filters=filters, fusion=fusion,
+                                             recency=recency))  # fmt: skip
     except FilterError as e:
         raise InvalidRequest(str(e), param="filters") from None
     return _json({"object": "list", "data": hits, "mode": mode})

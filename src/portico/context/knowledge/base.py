@@ -10,8 +10,9 @@ import asyncio
 import hashlib
 import json
 import re
+import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -22,6 +23,7 @@ from portico.context.knowledge.chunking import ChunkingOptions, chunk_document
 from portico.context.knowledge.filters import compile_filter
 from portico.context.knowledge.fusion import normalize, ranked, rrf
 from portico.context.knowledge.loaders import LoadedDocument
+from portico.context.knowledge.recency import Recency
 from portico.context.knowledge.store import ChunkRow, DocumentRow
 from portico.context.knowledge.vectors import top_k
 
@@ -65,7 +67,7 @@ class SearchRequest:
     fusion: Fusion | None = None
     bm25_weight: float | None = None
     vector: np.ndarray | None = None  # the query's embedding, when the caller has it already
-    extra: dict[str, Any] = field(default_factory=dict)
+    recency: Recency | None = None  # prefer recent chunks (re-ranks the fused candidates)
 
 
 def content_hash(doc: LoadedDocument) -> str:
@@ -161,11 +163,12 @@ class KnowledgeBase:
     async def _write(self, group: list, known: dict[str, str], results: list, on_done: Any) -> None:
         rows: list[tuple[DocumentRow, list[ChunkRow]]] = []
         texts: list[str] = []
+        now = int(time.time())
         for _, doc_id, doc, h in group:
             crow = []
             for c in chunk_document(doc, self.chunking):
                 meta = {**doc.metadata, **c.metadata, "source": doc.source, "title": doc.title,
-                        "document_id": doc_id, "position": c.position}  # fmt: skip
+                        "document_id": doc_id, "position": c.position, "ingested_at": now}  # fmt: skip
                 it = index_text(doc.title, c.section, c.text)
                 texts.append(it)
                 crow.append(ChunkRow(doc_id, c.position, c.section, c.text, c.tokens, meta, self.analyze(it),
@@ -198,7 +201,10 @@ class KnowledgeBase:
         vec = None
         if req.mode != "bm25":
             vec = self.shrink(req.vector) if req.vector is not None else await self.query_vector(req.query)
-        keys, scores, parts = await self.rank(req, vec)
+        if req.recency is not None:  # rank a deeper pool, so recent chunks just below the cut can move up
+            keys, scores, parts = await self.rank(replace(req, k=max(req.k, self.options.depth)), vec)
+        else:
+            keys, scores, parts = await self.rank(req, vec)
         rows = await self.backend.fetch(keys.tolist())
         out = []
         for key, score in zip(keys.tolist(), scores.tolist(), strict=True):
@@ -209,6 +215,8 @@ class KnowledgeBase:
                     if key in p:
                         row[f"{name}_score"] = round(float(p[key]), 6)
                 out.append(row)
+        if req.recency is not None:
+            out = req.recency.rerank(out)[: req.k]
         return out
 
     async def rank(self, req: SearchRequest, vec: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, dict]:
