@@ -88,7 +88,8 @@ class PackStep(Step):
                               "source": d.get("source"), "title": d.get("title") or None,
                               "section": d.get("section") or None, "score": d.get("score")})  # fmt: skip
         ctx.state[_CITATIONS] = citations
-        ctx.note("pack", chunks=[c["chunk_id"] for c in citations], dropped=len(docs) - len(chosen),
+        ctx.note("pack", chunks=[c["chunk_id"] for c in citations], documents=[c["document_id"] for c in citations],
+                 sources=[str(c["source"]) for c in citations], dropped=len(docs) - len(chosen),
                  context_tokens=spent, budget=max(budget, 0))  # fmt: skip
         if not blocks:
             text = self.options.instructions + "\n\n(No context passages were found for this question.)"
