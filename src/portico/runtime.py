@@ -20,6 +20,7 @@ from portico.gateway.costing import PriceBook
 from portico.gateway.embedder import QueryEmbedder
 from portico.gateway.keys import KeyStore
 from portico.gateway.state import make_state
+from portico.guardrails.injection.step import injection_step
 from portico.guardrails.pii.step import pii_step
 from portico.observability.metrics import Metrics
 from portico.observability.tracing import Tracer
@@ -46,6 +47,7 @@ def default_registry() -> StepRegistry:
     reg.register("semantic_cache", semantic_cache_step, phase="before")
     reg.register("prompt_cache", prompt_cache_step, phase="before")
     reg.register("pii", pii_step, phase="before")
+    reg.register("injection", injection_step, phase="before")
     # Components register their step kinds here, one line each: reg.register(name, factory, phase).
     return reg
 
