@@ -147,23 +147,36 @@ def human_accuracy(rows: list[dict], box: list, by_question: bool = True) -> dic
     }
 
 
-def latency(model: PreferenceModel, emb: np.ndarray, texts: list[str], n: int = 2000) -> tuple[float, ...]:
-    """(wall p50, wall p99, CPU p50, CPU p99) in ms of one decision given the embedding."""
+def latency(model: PreferenceModel, emb: np.ndarray, texts: list[str], n: int = 2000, passes: int = 5) -> dict:
+    """One decision given the embedding, in ms: wall-clock and thread-CPU p50/p99 of the first pass, and the p99
+    over prompts of each prompt's fastest of ``passes`` passes (its cost without other processes' interference)."""
     import gc
 
+    n = min(n, len(texts))
     for i in range(100):
         model.p_strong_wins(emb[i], texts[i])
-    wall, cpu = [], []
+    wall = np.zeros((passes, n))
+    cpu = np.zeros(n)
     gc.disable()
     try:
-        for i in range(min(n, len(texts))):
-            t0, c0 = time.perf_counter(), time.thread_time()
-            model.p_strong_wins(emb[i], texts[i])
-            wall.append(time.perf_counter() - t0)
-            cpu.append(time.thread_time() - c0)
+        for k in range(passes):
+            for i in range(n):
+                t0, c0 = time.perf_counter(), time.thread_time()
+                model.p_strong_wins(emb[i], texts[i])
+                wall[k, i] = time.perf_counter() - t0
+                if k == 0:
+                    cpu[i] = time.thread_time() - c0
     finally:
         gc.enable()
-    return tuple(float(np.percentile(x, q) * 1e3) for x in (wall, cpu) for q in (50, 99))  # type: ignore[return-value]
+    ms = lambda x, q: float(np.percentile(x, q) * 1e3)  # noqa: E731
+    return {
+        "p50": ms(wall[0], 50),
+        "p99": ms(wall[0], 99),
+        "cpu50": ms(cpu, 50),
+        "cpu99": ms(cpu, 99),
+        "best99": ms(wall.min(axis=0), 99),
+        "load": os.getloadavg()[0],
+    }
 
 
 def machine() -> str:
@@ -245,7 +258,8 @@ def main() -> None:
     hq = human_accuracy(human_rows, box, by_question=True)
     hr = human_accuracy(human_rows, box, by_question=False)
     acc_bt, acc_pa = hq["bt"], hq["prompt"]
-    p50, p99, cpu50, cpu99 = latency(model, em[te], te_text)
+    lat = latency(model, em[te], te_text)
+    p99 = lat["p99"]
 
     lines = [
         "# Preference router benchmark",
@@ -258,7 +272,9 @@ def main() -> None:
         f"5-fold CV inside the training 80 %: {cv:.3f}.",
         "",
         "Router: Bradley-Terry ratings + a ridge stack of three prompt experts (kNN k=150 on MiniLM embeddings, "
-        "ridge on TF-IDF word uni/bigrams, ridge on the embedding) and 16 hand-made prompt features.",
+        "ridge on TF-IDF word uni/bigrams, ridge on the embedding) and the prompt's length (the other hand-made "
+        "features — numbers, math and code markers — lowered CV APGR inside the training split, so the default "
+        "leaves them out).",
         "",
         "## APGR (higher is better; random ≈ 0.5)",
         "",
@@ -304,9 +320,16 @@ def main() -> None:
         "",
         "## Decision latency given the query embedding (features + experts + stack, one prompt at a time)",
         "",
-        f"Wall clock: p50 {p50:.3f} ms, p99 {p99:.3f} ms over 2,000 held-out MMLU prompts; CPU time of the calling "
-        f"thread: p50 {cpu50:.3f} ms, p99 {cpu99:.3f} ms (the difference is time the OS gave to other processes on "
-        "the 2 shared cores).",
+        f"Over 2,000 held-out MMLU prompts, load average {lat['load']:.1f} on {os.cpu_count()} cores (other "
+        "engineers' jobs share the machine):",
+        "",
+        "| measure | p50 ms | p99 ms |",
+        "|---|---|---|",
+        f"| wall clock, one pass (the headline p99_ms) | {lat['p50']:.3f} | {lat['p99']:.3f} |",
+        f"| CPU time of the calling thread, same pass | {lat['cpu50']:.3f} | {lat['cpu99']:.3f} |",
+        f"| wall clock, each prompt's fastest of 5 passes | | {lat['best99']:.3f} |",
+        "",
+        "The gap between wall clock and CPU time is time the OS gave to other processes mid-call.",
         "",
     ]
     ours_m, ours_g = curves["ours"][0].apgr, curves["ours"][1].apgr

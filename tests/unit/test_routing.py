@@ -298,3 +298,16 @@ def test_tied_ratings_stay_symmetric():
     m = train(recs, embed, config=TrainConfig(k=3))
     e, t = embed([math_prompt(5)])[0], math_prompt(5)
     assert m.p_wins("x", "y", e, t) + m.p_wins("y", "x", e, t) == pytest.approx(1.0)
+
+
+def test_prompt_features_by_name():
+    from portico.routing.features import FEATURE_NAMES, prompt_features
+
+    text = "Compute 12 + 30 = ?\nA. 42\nB. 41"
+    full = prompt_features(text)
+    assert full.shape == (len(FEATURE_NAMES),)
+    some = prompt_features(text, ("log_numbers", "log_chars"))
+    assert list(some) == [full[FEATURE_NAMES.index("log_numbers")], full[FEATURE_NAMES.index("log_chars")]]
+    assert full[FEATURE_NAMES.index("options")] > 0 and full[FEATURE_NAMES.index("math_ops")] > 0
+    with pytest.raises(ValueError, match="unknown prompt features"):
+        train(synthetic(10), embed, config=TrainConfig(features=("nope",)))

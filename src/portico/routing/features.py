@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 
 import numpy as np
 
@@ -49,40 +51,50 @@ _OPTION = re.compile(r"^\s*\(?[A-Ha-h][.)]\s+(.*)$", re.MULTILINE)
 _SENTENCE = re.compile(r"[.!?](?:\s|$)")
 
 
-def prompt_features(text: str) -> np.ndarray:
-    """A float32 vector aligned with FEATURE_NAMES (log-scaled counts, so no feature dominates by magnitude)."""
-    chars = len(text)
+def _mean_word_len(text: str) -> float:
     words = _WORD.findall(text)
-    n_words = len(words)
-    numbers = _NUMBER.findall(text)
-    digits = sum(c.isdigit() for c in text)
-    upper = sum(c.isupper() for c in text)
+    return (sum(len(w) for w in words) / len(words)) if words else 0.0
+
+
+def _option_len(text: str) -> float:
     options = _OPTION.findall(text)
-    option_len = (sum(len(o) for o in options) / len(options)) if options else 0.0
-    return np.asarray(
-        [
-            math.log1p(chars),
-            math.log1p(n_words),
-            math.log1p(text.count("\n")),
-            math.log1p(len(numbers)),
-            digits / max(chars, 1),
-            math.log1p(len(_MATH_OPS.findall(text))),
-            math.log1p(len(_MATH_WORDS.findall(text))),
-            math.log1p(len(_LATEX.findall(text))),
-            math.log1p(len(_CODE.findall(text))),
-            math.log1p(len(_NEGATION.findall(text))),
-            math.log1p(len(options)),
-            math.log1p(option_len),
-            math.log1p(text.count("?")),
-            (sum(len(w) for w in words) / n_words) if n_words else 0.0,
-            upper / max(chars, 1),
-            math.log1p(len(_SENTENCE.findall(text))),
-        ],
-        dtype=np.float32,
-    )
+    return math.log1p(sum(len(o) for o in options) / len(options)) if options else 0.0
 
 
-def feature_matrix(texts: list[str]) -> np.ndarray:
+def _log_count(pattern: re.Pattern[str]) -> Callable[[str], float]:
+    return lambda text: math.log1p(len(pattern.findall(text)))
+
+
+# name → feature of a prompt; only the features a model uses are computed at serving time.
+_FEATURES: Mapping[str, Callable[[str], float]] = MappingProxyType(
+    {
+        "log_chars": lambda t: math.log1p(len(t)),
+        "log_words": lambda t: math.log1p(len(_WORD.findall(t))),
+        "log_lines": lambda t: math.log1p(t.count("\n")),
+        "log_numbers": _log_count(_NUMBER),
+        "digit_frac": lambda t: sum(c.isdigit() for c in t) / max(len(t), 1),
+        "math_ops": _log_count(_MATH_OPS),
+        "math_words": _log_count(_MATH_WORDS),
+        "latex": _log_count(_LATEX),
+        "code": _log_count(_CODE),
+        "negation": _log_count(_NEGATION),
+        "options": _log_count(_OPTION),
+        "option_len": _option_len,
+        "question_marks": lambda t: math.log1p(t.count("?")),
+        "avg_word_len": _mean_word_len,
+        "upper_frac": lambda t: sum(c.isupper() for c in t) / max(len(t), 1),
+        "sentences": _log_count(_SENTENCE),
+    }
+)
+assert tuple(_FEATURES) == FEATURE_NAMES
+
+
+def prompt_features(text: str, names: Sequence[str] = FEATURE_NAMES) -> np.ndarray:
+    """A float32 vector aligned with ``names`` (log-scaled counts, so no feature dominates by magnitude)."""
+    return np.asarray([_FEATURES[n](text) for n in names], dtype=np.float32)
+
+
+def feature_matrix(texts: list[str], names: Sequence[str] = FEATURE_NAMES) -> np.ndarray:
     if not texts:
-        return np.zeros((0, len(FEATURE_NAMES)), dtype=np.float32)
-    return np.stack([prompt_features(t) for t in texts])
+        return np.zeros((0, len(names)), dtype=np.float32)
+    return np.stack([prompt_features(t, names) for t in texts])
