@@ -184,3 +184,14 @@ def test_factory_validates_options() -> None:
         semantic_cache_step({"min_similarity": 3}, S())  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="colour"):
         semantic_cache_step({"colour": "red"}, S())  # type: ignore[arg-type]
+
+
+def test_numpy_trees_match_sklearn_exactly() -> None:
+    from portico.cache.verifier import Trees, _model
+
+    rng = np.random.default_rng(3)
+    x = rng.random((3000, 12))
+    y = ((x[:, 0] > 0.5) & (x[:, 3] < 0.7) | (x[:, 6] > 0.9)).astype(int)
+    model = _model(0).fit(x, y)
+    probe = rng.random((200, 12))
+    assert np.allclose(Trees.from_sklearn(model).probability(probe), model.predict_proba(probe)[:, 1], atol=1e-9)

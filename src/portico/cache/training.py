@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from portico.cache.semantic import SemanticIndex
-from portico.cache.verifier import pair_vector
+from portico.cache.verifier import N_HAND, pair_vector
 
 SCOPE = "train"
 
@@ -38,8 +38,7 @@ def candidate_rows(
             margin = s - (max(others) if others else 0.0)
             meta.append((i, int(e.value), s))
             rows.append(pair_vector(text, e.text, vectors[i], e.vector, s, margin))
-    dim = 12 + 2 * vectors.shape[1]
-    return meta, (np.stack(rows) if rows else np.zeros((0, dim), dtype=np.float32))
+    return meta, (np.stack(rows) if rows else np.zeros((0, N_HAND), dtype=np.float32))
 
 
 def labels(meta: list[tuple[int, int, float]], q1: list[str], q2: list[str], dup: np.ndarray,
