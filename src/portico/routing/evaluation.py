@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SHARES = np.linspace(0.0, 1.0, 101)
+SHARES: tuple[float, ...] = tuple(i / 100 for i in range(101))
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +42,11 @@ def order_by_score(scores: np.ndarray, seed: int = 0) -> np.ndarray:
 
 
 def cost_quality_curve(
-    scores: np.ndarray, weak_ok: np.ndarray, strong_ok: np.ndarray, shares: np.ndarray = SHARES, seed: int = 0
+    scores: np.ndarray,
+    weak_ok: np.ndarray,
+    strong_ok: np.ndarray,
+    shares: np.ndarray | tuple[float, ...] = SHARES,
+    seed: int = 0,
 ) -> Curve:
     weak_ok = np.asarray(weak_ok, dtype=np.float64)
     strong_ok = np.asarray(strong_ok, dtype=np.float64)
@@ -50,12 +54,13 @@ def cost_quality_curve(
     order = order_by_score(scores, seed)
     # Accuracy when the first k prompts of the order go to the strong model: weak total + cumulative gain.
     gain = np.concatenate([[0.0], np.cumsum((strong_ok - weak_ok)[order])])
+    shares = np.asarray(shares, dtype=np.float64)
     ks = np.rint(shares * n).astype(int)
     acc = (weak_ok.sum() + gain[ks]) / n
     weak, strong = float(weak_ok.mean()), float(strong_ok.mean())
     gap = strong - weak
     pgr = (acc - weak) / gap if abs(gap) > 1e-12 else np.zeros_like(acc)
-    return Curve(shares=np.asarray(shares, dtype=np.float64), accuracy=acc, pgr=pgr, weak=weak, strong=strong)
+    return Curve(shares=shares, accuracy=acc, pgr=pgr, weak=weak, strong=strong)
 
 
 def apgr(scores: np.ndarray, weak_ok: np.ndarray, strong_ok: np.ndarray, seed: int = 0) -> float:
