@@ -311,3 +311,19 @@ def test_prompt_features_by_name():
     assert full[FEATURE_NAMES.index("options")] > 0 and full[FEATURE_NAMES.index("math_ops")] > 0
     with pytest.raises(ValueError, match="unknown prompt features"):
         train(synthetic(10), embed, config=TrainConfig(features=("nope",)))
+
+
+async def test_step_rejects_an_embedding_of_another_size(model, tmp_path):
+    from portico.protocol.errors import PorticoError
+
+    save(model, tmp_path, "r")
+    assert model.embedding_dim == DIM
+    services = FakeServices()
+
+    async def other_size(ctx):
+        return np.ones(DIM + 1, dtype=np.float32) / np.sqrt(DIM + 1)
+
+    services.embedder.query = other_size
+    step = build({"strong": "gpt-big", "weak": "gpt-small", "router": "r", "dir": str(tmp_path)}, services)
+    with pytest.raises(PorticoError, match="trained on 64-dimensional embeddings but the embedding model gives 65"):
+        await step.run(make_ctx(math_prompt(1)))

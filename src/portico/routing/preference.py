@@ -128,6 +128,16 @@ class PreferenceModel:
         x = np.column_stack([*cols, z]) if cols else z
         return x @ self.stack_coef + self.stack_intercept
 
+    @property
+    def embedding_dim(self) -> int | None:
+        """The embedding size the router was trained on (None when no part of it reads the embedding)."""
+        for e in self.experts:
+            if isinstance(e, KnnExpert):
+                return int(e.proj.shape[0])
+            if isinstance(e, LinearExpert):
+                return int(e.coef.shape[0])
+        return None if self.psi_mean is None else int(self.psi_mean.shape[0])
+
     def p_bt(self, a: str, b: str) -> float:
         """Bradley-Terry (model only): probability that ``a`` beats ``b``, ties counting half."""
         return float(sigmoid(self.ratings[self._index(a)] - self.ratings[self._index(b)]))

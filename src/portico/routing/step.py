@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from portico.pipeline.context import RequestContext
 from portico.pipeline.step import Step
+from portico.protocol.errors import PorticoError
 from portico.routing.store import DEFAULT_ROOT, load, load_threshold
 
 
@@ -63,6 +64,12 @@ class RoutePreferenceStep(Step):
 
     async def run(self, ctx: RequestContext) -> None:
         emb = await self.embedder.query(ctx)
+        dim = self.model.embedding_dim
+        if dim is not None and emb.shape[-1] != dim:
+            raise PorticoError(
+                f"route_preference: router '{self.options.router}' was trained on {dim}-dimensional embeddings but "
+                f"the embedding model gives {emb.shape[-1]}; train it with the application's embedding model"
+            )
         p = self.model.p_wins(self.pair[0], self.pair[1], emb, ctx.query_text())
         strong = p >= self.threshold
         ctx.target_model = self.options.strong if strong else self.options.weak
