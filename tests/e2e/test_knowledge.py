@@ -4,6 +4,7 @@ the OpenAI SDK with ``portico.citations``."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -161,3 +162,33 @@ def test_cli_ingest_is_resumable(server: str, tmp_path: Path) -> None:
     assert hits[0]["document_id"] == "faq.txt" and "Tofu" in hits[0]["text"]
     ids = {h["document_id"] for h in search(server, "cli-kb", "data team docs setup", k=10, mode="bm25")}
     assert {"guides/setup.md", "people.jsonl#p1", "people.jsonl#p2"} <= ids
+
+
+def test_follow_up_is_rewritten_through_the_gateway_and_traced(server: str) -> None:
+    """The rewrite model here is llm-katan's echo, so the 'standalone query' is whatever it echoes: this checks the
+    plumbing (a real model call through the gateway, the query used for retrieval, notes in the trace)."""
+    post(server, "/v1/knowledge_bases", json={"name": "handbook"})  # exists already when run after the first test
+    post(server, "/v1/knowledge_bases/handbook/documents", json={"id": "laptops", "text": "Laptops have 32 GB."})
+    client = openai.OpenAI(base_url=server + "/v1", api_key="x", max_retries=0, timeout=60)
+    raw = client.chat.completions.with_raw_response.create(model="docs-bot", messages=[
+        {"role": "user", "content": "Which laptops do engineers get?"},
+        {"role": "assistant", "content": "Laptops with 32 GB."},
+        {"role": "user", "content": "And how much memory do they have?"},
+    ])  # fmt: skip
+    rid = raw.headers["x-request-id"]
+    for _ in range(50):  # traces are written in the background
+        r = httpx.get(f"{server}/admin/requests/{rid}", timeout=30)
+        if r.status_code == 200:
+            break
+        time.sleep(0.1)
+    assert r.status_code == 200, r.text
+    (root,) = r.json()["spans"]
+    names = [c["name"] for c in root["children"]]
+    assert names[:3] == ["rewrite", "retrieve", "pack"] and "pack.citations" in names
+    rewrite = next(c for c in root["children"] if c["name"] == "rewrite")["attributes"]
+    assert rewrite["portico.rewrite.deployment"] == "openai/echo" and rewrite["portico.rewrite.rewritten"] is True
+    assert rewrite["portico.rewrite.query"]  # what the echo model answered, first line
+    retrieve = next(c for c in root["children"] if c["name"] == "retrieve")["attributes"]
+    assert retrieve["portico.retrieve.kb"] == "handbook" and retrieve["portico.retrieve.documents"]
+    pack = next(c for c in root["children"] if c["name"] == "pack")["attributes"]
+    assert pack["portico.pack.documents"] == [c["document_id"] for c in raw.parse().model_extra["portico"]["citations"]]
