@@ -68,8 +68,11 @@ class SQLiteStore:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.executescript(_SCHEMA)
+        # Searches read through their own connection: with WAL they never wait for, or see half of, a write.
+        self.reader = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
 
     def close(self) -> None:
+        self.reader.close()
         self.conn.close()
 
     def meta(self) -> dict[str, Any]:
@@ -89,7 +92,7 @@ class SQLiteStore:
         return _doc(row) if row else None
 
     def documents(self, limit: int = 100, after: str = "") -> list[DocumentRow]:
-        rows = self.conn.execute(
+        rows = self.reader.execute(
             "SELECT id, source, title, hash, metadata, chunks, created_at, updated_at FROM documents "
             "WHERE id > ? ORDER BY id LIMIT ?",
             (after, limit),
@@ -100,8 +103,8 @@ class SQLiteStore:
         return dict(self.conn.execute("SELECT id, hash FROM documents"))
 
     def counts(self) -> tuple[int, int]:
-        docs = self.conn.execute("SELECT count(*) FROM documents").fetchone()[0]
-        chunks = self.conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
+        docs = self.reader.execute("SELECT count(*) FROM documents").fetchone()[0]
+        chunks = self.reader.execute("SELECT count(*) FROM chunks").fetchone()[0]
         return int(docs), int(chunks)
 
     def replace(self, doc: DocumentRow, chunks: list[ChunkRow]) -> tuple[list[int], list[int]]:
@@ -155,7 +158,7 @@ class SQLiteStore:
         if not keys:
             return {}
         marks = ",".join("?" * len(keys))
-        rows = self.conn.execute(
+        rows = self.reader.execute(
             f"SELECT c.key, c.document_id, c.position, c.section, c.text, c.metadata, d.source, d.title "
             f"FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.key IN ({marks})",
             keys,
