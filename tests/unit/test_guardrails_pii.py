@@ -45,6 +45,16 @@ def test_regex_tier_types() -> None:
     assert found["221 Baker Street, London"] == "ADDRESS"
 
 
+def test_titles_and_ages() -> None:
+    found = types("Dr. Alice Moore, aged 58, met a 7-year-old boy")
+    assert found["Dr."] == "TITLE" and found["58"] == "AGE" and found["7"] == "AGE"
+
+
+def test_multiline_address() -> None:
+    text = "Ship it to 96 Via Moiariello 102\n Suite 850\n Calascibetta\n Czech Republic 07512 please"
+    assert types(text)["96 Via Moiariello 102\n Suite 850\n Calascibetta\n Czech Republic 07512"] == "ADDRESS"
+
+
 def test_no_false_address_in_prose() -> None:
     assert "ADDRESS" not in types("I have 3 dogs on the street and run 5 miles a day")
 

@@ -29,6 +29,7 @@ _SPACY_TYPES = {
     "TIME": ("DATE_TIME", 0.6),
 }
 _NOT_NAMES = frozenset({"IBAN", "SSN", "IP", "API", "URL", "ID", "PIN", "CVV", "DOB", "VIN", "IBAN CODE", "EMAIL"})
+_NUMBERS_ONLY = re.compile(r"[\d\s]+")
 _PERSON_CUE = re.compile(r"(?:name is|I'm|I am|\bMrs?\.?|\bMs\.?|\bDr\.?|\bDear|\bthis is)\s+$", re.IGNORECASE)
 # Presidio's entity names → Portico's (most are the same).
 _PRESIDIO_TYPES = {"DOMAIN_NAME": "URL", "CRYPTO": "API_KEY", "US_BANK_NUMBER": "US_BANK_NUMBER"}
@@ -98,6 +99,8 @@ class PIIDetector:
                     continue
                 s, e = _trim(text, ent.start_char, ent.end_char)
                 typ, score = mapped
+                if typ == "DATE_TIME" and _NUMBERS_ONLY.fullmatch(text[s:e]) and len(text[s:e]) != 4:
+                    continue  # postcodes and digit groups, not dates (a lone 4-digit year stays)
                 if typ in ("ORGANIZATION", "LOCATION", "NRP") and _PERSON_CUE.search(text, max(0, s - 16), s):
                     typ, score = "PERSON", 0.85  # "my name is Rubija": the small model often calls it an ORG
                 out.append((s, e, typ, score))

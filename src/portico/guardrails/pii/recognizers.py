@@ -14,7 +14,7 @@ Hit = tuple[int, int, str, float]
 
 ENTITY_TYPES = (
     "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "US_SSN", "IP_ADDRESS", "URL", "API_KEY",
-    "ADDRESS", "DATE_TIME", "PERSON", "LOCATION", "ORGANIZATION", "NRP",
+    "ADDRESS", "DATE_TIME", "PERSON", "LOCATION", "ORGANIZATION", "NRP", "TITLE", "AGE",
 )  # fmt: skip
 
 
@@ -67,16 +67,21 @@ _STREET_WORDS = (
 )
 _APT = r"(?:,?\s*(?i:apt\.?|apartment|suite|ste\.?|unit|flat|#)\s*\w+)"
 _SW = rf"(?i:{_STREET_WORDS})"
-_CAP = r"[A-ZÀ-Ý][\w'-]*"
-# "<number> <Name words> <street word>", "<street word> <Name> <number>" (European order) or
-# "<number> <Name> <number>", an optional apartment, then up to four lines of city / region / country / postcode.
+_CAP = r"[A-ZÀ-Ý][\w'-]*\.?"
+_NAME = rf"(?:{_CAP}|de|du|des|da|do|dos|del|della|la|le|di|van|von|der|den|y)"
+_H = r"[ \t]+"  # words of one address line
+_LINE = (  # a further line or comma-separated part: apartment, city, region, country, postcode
+    rf"(?:(?i:apt\.?|apartment|suite|ste\.?|unit|flat|p\.?o\.? box)[ \t]*\w+|{_CAP}(?:{_H}{_NAME}){{0,3}}"
+    r"|[A-Z]{2}|\d{4,6}(?:[ \t]+[A-Z]{2})?|[A-Z]\d[A-Z] ?\d[A-Z]\d)(?:[ \t]+\d{4,6}|[ \t]+[A-Z]{2})?"
+)
+# "<number> <Name words> <street word> [Name words] [number]", "<street word> <Name words> <number>" (European
+# order) or "<number> <Name> <number>"; an optional apartment; then up to five further lines or parts.
 _ADDRESS = re.compile(
-    rf"(?:\b\d{{1,6}}[A-Za-z]?\s+(?:{_CAP}\.?\s+){{0,4}}{_SW}\b\.?"
-    rf"|\b{_SW}\s+(?:{_CAP}\s+){{1,3}}\d{{1,5}}[A-Za-z]?\b"
-    rf"|\b\d{{1,6}}[A-Za-z]?\s+{_CAP}(?:\s+{_CAP}){{0,2}}\s+\d{{1,5}}\b)"
+    rf"(?:\b\d{{1,6}}[A-Za-z]?{_H}(?:{_NAME}{_H}){{0,4}}{_SW}\b\.?(?:{_H}{_NAME}){{0,4}}(?:{_H}\d{{1,5}}[A-Za-z]?\b)?"
+    rf"|\b{_SW}{_H}(?:{_NAME}{_H}){{1,3}}\d{{1,5}}[A-Za-z]?\b"
+    rf"|\b\d{{1,6}}[A-Za-z]?{_H}{_CAP}(?:{_H}{_NAME}){{0,2}}{_H}\d{{1,5}}\b)"
     + _APT
-    + r"?(?:[ \t]*(?:,|\n)[ \t]*,?[ \t]*(?:[A-ZÀ-Ý][\w'-]*(?:[ \t]+(?:[A-ZÀ-Ý][\w'-]*|de|do|da|del|la|le|am|an))"
-    r"{0,3}|[A-Z]{2}|\d{4,6}(?:[ \t]+[A-Z]{2})?|[A-Z]\d[A-Z] ?\d[A-Z]\d)(?:[ \t]+\d{4,6}|[ \t]+[A-Z]{2})?){0,4}"
+    + rf"?(?:[ \t]*(?:,|\n)[ \t]*,?[ \t]*{_LINE}){{0,5}}"
 )
 _ADDRESS_BARE = re.compile(  # "1234 Name Name" after an address cue ("lives at", "address is")
     r"(?i:\b(?:address(?: is|:)?|lives? at|located at|ship(?:ped)? to|deliver(?:ed)? to|moved to|reside at))\s+"
@@ -155,13 +160,31 @@ def _addresses(text: str) -> Iterator[Hit]:
         yield m.start(1), m.end(1), "ADDRESS", 0.6
 
 
+_TITLE = re.compile(r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Madam|Mme|Mlle|Herr|Frau)\b\.?(?=\s+[A-ZÀ-Ý])")
+_AGE = re.compile(
+    r"(?i:\b(?:aged?|age of|age:)\s+(\d{1,3})\b|\b(\d{1,3})[ -](?:years?|yrs?)[ -]old\b|\b(\d{1,3})[ -]year[ -]old\b)"
+)
+
+
+def _titles(text: str) -> Iterator[Hit]:
+    for m in _TITLE.finditer(text):
+        yield m.start(), m.end(), "TITLE", 0.9
+
+
+def _ages(text: str) -> Iterator[Hit]:
+    for m in _AGE.finditer(text):
+        g = next(i for i in (1, 2, 3) if m.group(i))
+        if 0 < int(m.group(g)) < 130:
+            yield m.start(g), m.end(g), "AGE", 0.9
+
+
 def _dates(text: str) -> Iterator[Hit]:
     for m in _DATE.finditer(text):
         yield m.start(), m.end(), "DATE_TIME", 0.6
 
 
 RECOGNIZERS: tuple[Callable[[str], Iterator[Hit]], ...] = (
-    _emails, _cards, _ibans, _ssns, _phones, _ips, _urls, _secrets, _addresses, _dates,
+    _emails, _cards, _ibans, _ssns, _phones, _ips, _urls, _secrets, _addresses, _dates, _titles, _ages,
 )  # fmt: skip
 
 

@@ -38,7 +38,7 @@ MAPPING = "pii.mapping"
 MASKED_RESPONSE = "pii.masked_response"
 SCANNED = "pii.scanned"  # set once the request went through masking (tracing.content: redacted reads it)
 Action = Literal["mask", "block", "allow"]
-DEFAULT_ENTITIES: dict[str, Action] = {"DATE_TIME": "allow", "NRP": "allow"}
+DEFAULT_ENTITIES: dict[str, Action] = {"DATE_TIME": "allow", "NRP": "allow", "TITLE": "allow"}
 
 
 class PIIOptions(BaseModel):
