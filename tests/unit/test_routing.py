@@ -327,3 +327,14 @@ async def test_step_rejects_an_embedding_of_another_size(model, tmp_path):
     step = build({"strong": "gpt-big", "weak": "gpt-small", "router": "r", "dir": str(tmp_path)}, services)
     with pytest.raises(PorticoError, match="trained on 64-dimensional embeddings but the embedding model gives 65"):
         await step.run(make_ctx(math_prompt(1)))
+
+
+async def test_step_keeps_a_model_an_earlier_step_chose(model, tmp_path):
+    save(model, tmp_path, "r")
+    services = FakeServices()
+    step = build({"strong": "gpt-big", "weak": "gpt-small", "router": "r", "dir": str(tmp_path)}, services)
+    ctx = make_ctx(chat_prompt(3))
+    ctx.target_model = "billing-model"  # e.g. set by route_intent
+    await step.run(ctx)
+    assert ctx.target_model == "billing-model" and services.embedder.calls == 0
+    assert ctx.state["trace.notes"]["route_preference"]["decision"] == "kept"

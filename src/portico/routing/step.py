@@ -3,7 +3,8 @@
 Reads the query embedding shared by every step (``services.embedder.query(ctx)``, computed once per request),
 asks the trained preference router for P(strong answer beats weak answer | prompt), and sets
 ``ctx.target_model`` to ``strong`` when it is at or above the threshold, else to ``weak``. The threshold is given
-directly or looked up for a ``strong_share`` calibrated with ``portico router calibrate``.
+directly or looked up for a ``strong_share`` calibrated with ``portico router calibrate``. A model an earlier step
+already chose (an intent's route) is kept.
 """
 
 from __future__ import annotations
@@ -63,6 +64,10 @@ class RoutePreferenceStep(Step):
             self.threshold = 0.5
 
     async def run(self, ctx: RequestContext) -> None:
+        if ctx.target_model is not None:
+            # An earlier step (an intent's route) already chose the model: keep its choice.
+            ctx.note(self.name, decision="kept", target_model=ctx.target_model)
+            return
         emb = await self.embedder.query(ctx)
         dim = self.model.embedding_dim
         if dim is not None and emb.shape[-1] != dim:
