@@ -192,6 +192,7 @@ async def test_step_threshold_extremes_and_calibrated_share(model, tmp_path):
     ctx = make_ctx(chat_prompt(1))
     await always.run(ctx)
     assert ctx.target_model == "gpt-big"
+    ctx = make_ctx(chat_prompt(1))
     await never.run(ctx)
     assert ctx.target_model == "gpt-small"
     with pytest.raises(ValueError, match="not calibrated"):
