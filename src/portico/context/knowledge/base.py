@@ -42,7 +42,7 @@ class KBOptions:
     fusion: Fusion = "zscore"
     bm25_weight: float = 0.5  # weight of BM25 in weighted fusion (vector gets 1 - this); also RRF's weights
     depth: int = 100  # candidates per retriever before fusion
-    embed_batch: int = 256  # chunk texts per embedding call during ingestion
+    embed_batch: int = 64  # chunk texts per embedding call during ingestion (queries wait at most one call)
     ann_threshold: int = 20_000
     description: str = ""
     embedding_model: str | None = None
