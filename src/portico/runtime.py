@@ -20,7 +20,9 @@ from portico.gateway.costing import PriceBook
 from portico.gateway.embedder import QueryEmbedder
 from portico.gateway.keys import KeyStore
 from portico.gateway.state import make_state
+from portico.guardrails.handoffs import handoff_step
 from portico.guardrails.injection.step import injection_step
+from portico.guardrails.output import output_checks_step
 from portico.guardrails.pii.step import pii_step
 from portico.observability.metrics import Metrics
 from portico.observability.tracing import Tracer
@@ -48,6 +50,8 @@ def default_registry() -> StepRegistry:
     reg.register("prompt_cache", prompt_cache_step, phase="before")
     reg.register("pii", pii_step, phase="before")
     reg.register("injection", injection_step, phase="before")
+    reg.register("handoff", handoff_step, phase="before")
+    reg.register("output_checks", output_checks_step, phase="after")
     # Components register their step kinds here, one line each: reg.register(name, factory, phase).
     return reg
 

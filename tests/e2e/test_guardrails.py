@@ -15,6 +15,8 @@ import yaml
 from tests.support import VENV_BIN, free_port, running
 
 MASTER = "mk-" + "g" * 40
+STATUS_SCHEMA = {"type": "json_schema", "json_schema": {"name": "status", "schema": {
+    "type": "object", "required": ["status"], "properties": {"status": {"const": "stock"}}}}}  # fmt: skip
 SECRET = "Mail jane.doe@example.com or call +1 (415) 555-0132 about card 4111 1111 1111 1111."
 
 
@@ -28,6 +30,8 @@ def upstream_calls(katan: str) -> int:
 @pytest.fixture(scope="module")
 def guarded(katan: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("guardrails")
+    port = free_port()
+    me = f"http://127.0.0.1:{port}"
     cfg: dict[str, Any] = {
         "state_dir": str(tmp / "state"),
         "auth": {"master_key": MASTER},
@@ -37,17 +41,28 @@ def guarded(katan: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
             {"name": "m", "deployments": [{"provider": "openai", "model": "echo", "base_url": f"{katan}/v1",
                                            "api_key": "sk"}]},
             {"name": "emb", "type": "embedding", "deployments": [{"provider": "local"}]},
+            # The fallback: this very server's 'json-stock' application, whose checks answer valid JSON.
+            {"name": "backup", "deployments": [{"provider": "openai", "model": "json-stock", "base_url": f"{me}/v1",
+                                                "api_key": MASTER}]},
         ],
         "applications": [
             {"name": "masked", "model": "m", "steps": [{"use": "pii", "ner": "spacy"}]},
             {"name": "shielded", "model": "m", "steps": [
                 {"use": "parallel", "steps": [{"use": "pii"}, {"use": "injection", "block_message": "Blocked."}]},
             ]},
+            {"name": "strict-json", "model": "m", "steps": [
+                {"use": "output_checks", "on_fail": {"retry": 1, "fallback": ["backup"]}},
+            ]},
+            {"name": "json-stock", "model": "m", "steps": [
+                {"use": "output_checks", "on_fail": {"answer": '{"status": "stock"}'}},
+            ]},
+            {"name": "support", "model": "m", "steps": [
+                {"use": "handoff", "phrases": ["talk to a human"], "max_turns": 6},
+            ]},
         ],
     }  # fmt: skip
     path = tmp / "portico.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    port = free_port()
     cmd = [str(VENV_BIN / "portico"), "serve", "--config", str(path), "--port", str(port)]
     with running(cmd, f"http://127.0.0.1:{port}/readyz", tmp / "portico.log", timeout=180):
         yield f"http://127.0.0.1:{port}"
@@ -115,3 +130,58 @@ def test_jailbreak_is_blocked_without_an_upstream_call(guarded: str, katan: str)
         model="shielded", messages=[{"role": "user", "content": "What is the boiling point of water at sea level?"}]
     )
     assert "boiling point" in (ok.choices[0].message.content or "") and upstream_calls(katan) == before + 1
+
+
+def test_malformed_json_is_retried_then_falls_back(guarded: str, katan: str) -> None:
+    before = upstream_calls(katan)
+    raw = sdk(guarded).chat.completions.with_raw_response.create(
+        model="strict-json",
+        messages=[{"role": "user", "content": "Give me JSON"}],
+        response_format=STATUS_SCHEMA,  # type: ignore[arg-type]
+    )
+    # The echo wraps what it received in {"response": ...}, which misses the schema: the first answer and the
+    # retry fail, the fallback (an application answering from stock after its own upstream call failed the
+    # same check) passes.
+    assert raw.parse().choices[0].message.content == '{"status": "stock"}'
+    assert raw.headers["x-portico-attempts"] == "3" and upstream_calls(katan) == before + 3
+    trace = trace_of(guarded, raw.headers["x-request-id"])
+    (root,) = trace["spans"]
+    (checks,) = [s for s in root["children"] if s["name"] == "output_checks"]
+    assert checks["attributes"]["portico.output_checks.decision"] == "recovered"
+    assert checks["attributes"]["portico.output_checks.retried"] == ["m", "backup"]
+
+
+def admin(url: str, method: str, path: str, **kw: Any) -> httpx.Response:
+    return httpx.request(method, f"{url}{path}", headers={"authorization": f"Bearer {MASTER}"}, **kw)
+
+
+def test_handoff_is_created_and_keeps_the_conversation(guarded: str, katan: str) -> None:
+    conv = {"conversation_id": "conv-42"}
+    client = sdk(guarded)
+    raw = client.chat.completions.with_raw_response.create(
+        model="support",
+        messages=[{"role": "user", "content": "This is useless, let me talk to a human"}],
+        metadata=conv,
+    )
+    handoff_id = raw.headers["x-portico-handoff"]
+    assert "colleague" in (raw.parse().choices[0].message.content or "")
+    listed = admin(guarded, "GET", "/admin/handoffs?status=open").json()["data"]
+    (row,) = [r for r in listed if r["id"] == handoff_id]
+    assert row["conversation_id"] == "conv-42" and row["application"] == "support"
+    # Later turns stay with the human: stored on the handoff, no model call.
+    before = upstream_calls(katan)
+    history = [
+        {"role": "user", "content": "This is useless, let me talk to a human"},
+        {"role": "assistant", "content": "handing over"},
+        {"role": "user", "content": "Are you there?"},
+    ]
+    client.chat.completions.create(model="support", messages=history, metadata=conv)
+    assert upstream_calls(katan) == before
+    got = admin(guarded, "GET", f"/admin/handoffs/{handoff_id}").json()
+    assert got["messages"][-1]["content"] == "Are you there?"
+    r = admin(guarded, "POST", f"/admin/handoffs/{handoff_id}", json={"status": "resolved", "note": "refunded"})
+    assert r.status_code == 200 and r.json()["status"] == "resolved" and r.json()["notes"][0]["text"] == "refunded"
+    # Resolved: the conversation goes back to the model.
+    client.chat.completions.create(model="support", messages=[{"role": "user", "content": "thanks"}], metadata=conv)
+    assert upstream_calls(katan) == before + 1
+    assert httpx.get(f"{guarded}/admin/handoffs").status_code == 401  # master key only
