@@ -24,6 +24,7 @@ from portico.guardrails.handoffs import handoff_step
 from portico.guardrails.injection.step import injection_step
 from portico.guardrails.output import output_checks_step
 from portico.guardrails.pii.step import pii_step
+from portico.guardrails.topics import anomaly_step, topics_step
 from portico.observability.metrics import Metrics
 from portico.observability.tracing import Tracer
 from portico.pipeline import Parallel, Pipeline, Step
@@ -51,6 +52,8 @@ def default_registry() -> StepRegistry:
     reg.register("pii", pii_step, phase="before")
     reg.register("injection", injection_step, phase="before")
     reg.register("handoff", handoff_step, phase="before")
+    reg.register("topics", topics_step, phase="before")
+    reg.register("anomaly", anomaly_step, phase="before")
     reg.register("output_checks", output_checks_step, phase="after")
     # Components register their step kinds here, one line each: reg.register(name, factory, phase).
     return reg
