@@ -94,5 +94,11 @@ bench-cache: install-dev
 bench-retrieval: install-dev
 	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(PY) bench/retrieval.py
 
+# Guardrails: PII typed span F1 vs Presidio defaults, injection P/R/F1/FPR vs a MiniLM logistic regression,
+# toxicity F1, input-set latency (needs ../shared/data or $$PORTICO_DATA; embeddings cached under /work/cache/guardrails).
+.PHONY: bench-guardrails
+bench-guardrails: install-dev
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(PY) bench/guardrails.py
+
 clean:
 	rm -rf $(VENV) .portico .pytest_cache
