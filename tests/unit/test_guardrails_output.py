@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from portico.guardrails.handoffs import HandoffStore, anger_score, handoff_step
-from portico.guardrails.output import output_checks_step
+from portico.guardrails.output import judge_score, output_checks_step
 from portico.pipeline.context import Attempt, RequestContext
 from portico.protocol.chat import ChatCompletionRequest, choice_dict, completion_chunks, completion_dict
 from portico.protocol.errors import UpstreamError
@@ -183,3 +183,42 @@ async def test_handoff_turn_limit(db: Database) -> None:
     ctx = RequestContext(request=req, request_id="r2", model="app", application="app")
     await step.run(ctx)
     assert ctx.answered_by == "handoff" and ctx.state["trace.notes"]["handoff"]["reason"].startswith("turn limit")
+
+
+def test_judge_score_scales() -> None:
+    assert judge_score("7.5") == 0.75 and judge_score("Score: 7/10") == 0.7 and judge_score("85", 100) == 0.85
+    assert judge_score("12") == 1.0
+    assert judge_score("no idea") is None
+
+
+async def test_ai_judge_fails_a_bad_answer_and_the_fallback_passes() -> None:
+    # Calls in order: judge of the first answer ("2" → 0.2), the fallback answer, the judge of that ("9").
+    gw = ScriptedGateway(["2", "A careful, correct answer.", "9"])
+    opts = {"judge": {"model": "judge", "min_score": 0.5}, "on_fail": {"fallback": ["backup"]}}
+    step = output_checks_step(opts, Services(gw))
+    ctx = ctx_for("What is 2+2?")
+    ctx.response = answer("whatever")
+    await step.run(ctx)
+    assert gw.calls == ["judge", "backup", "judge"]
+    assert ctx.response["choices"][0]["message"]["content"] == "A careful, correct answer."
+    assert ctx.state["trace.notes"]["output_checks"]["judge_score"] == 0.9
+
+
+async def test_best_of_n_picks_the_highest_judged_passing_answer() -> None:
+    class Parallel(ScriptedGateway):
+        async def chat(self, ctx: RequestContext, model: str) -> None:
+            self.calls.append(model)
+            ctx.attempts.append(Attempt(deployment=model, model=model, started=0.0, status=200))
+            if model == "judge":  # the judge scores the answer it is shown
+                text = ctx.request.messages[-1].content or ""
+                ctx.response = answer("8" if "good" in text else "6" if "fine" in text else "1")
+            else:
+                ctx.response = answer(self.texts.pop(0))
+
+    gw = Parallel(["a fine answer", "a good answer", "bad"])
+    step = output_checks_step({"judge": {"model": "judge"}, "on_fail": {"best_of": 3}}, Services(gw))
+    ctx = ctx_for("question")
+    ctx.response = answer("bad")
+    await step.run(ctx)
+    assert ctx.response["choices"][0]["message"]["content"] == "a good answer"
+    assert gw.calls.count("main") == 3 and ctx.state["trace.notes"]["output_checks"]["best_of_passed"] == 2

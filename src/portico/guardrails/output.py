@@ -10,10 +10,12 @@ Options (in an application's ``steps:``; it runs after the model call)::
       forbid: ["(?i)as an ai"]       # regexes that must not appear
       toxicity: 0.8                  # fail when the toxicity classifier scores at least this (null: off)
       pii: [EMAIL_ADDRESS, CREDIT_CARD, US_SSN, IBAN_CODE, API_KEY]   # types that must not appear (regex tier)
+      judge: {model: gpt-4o-mini, prompt: "Rate … 0 to 10", min_score: 0.6}   # an AI judge (any model)
       keywords:                      # brand / competitor monitors
         - {words: [AcmeCorp, Globex], action: block}    # block: the answer fails
         - {words: [refund, lawsuit], action: review}   # review: counted, noted, x-portico-review header
       on_fail:
+        best_of: 3                   # first: 3 answers in parallel, the best passing one (judge score) wins
         retry: 2                     # the same model again, up to N times
         fallback: [other-model]      # then each of these models once
         handoff: false               # then hand the conversation to a human (see the handoff step)…
@@ -29,6 +31,7 @@ checks (empty, JSON) can only be recorded. ``0`` streams untouched and records t
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
@@ -46,7 +49,7 @@ from portico.guardrails.toxicity import ToxicityClassifier
 from portico.pipeline.context import RequestContext
 from portico.pipeline.services import Services
 from portico.pipeline.step import Step
-from portico.protocol.chat import chunk_dict, delta_choice
+from portico.protocol.chat import ChatCompletionRequest, chunk_dict, delta_choice
 from portico.protocol.errors import UpstreamError
 
 
@@ -56,8 +59,33 @@ class KeywordRule(BaseModel):
     action: Literal["block", "review"] = "review"
 
 
+class JudgeOptions(BaseModel):
+    """An AI judge: any configured chat model scores the answer; below ``min_score`` the answer fails."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str
+    prompt: str = (
+        "Rate the assistant's answer to the user's question for helpfulness, correctness and politeness. "
+        "Reply with a single number from 0 (bad) to 10 (excellent)."
+    )
+    min_score: float = Field(default=0.5, ge=0, le=1)
+    scale: float = Field(default=10.0, gt=0)  # the prompt's top score; scores are divided by it
+
+
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def judge_score(text: str, scale: float = 10.0) -> float | None:
+    """The first number in the judge's reply divided by the prompt's scale, clipped to 0-1."""
+    m = _NUMBER.search(text or "")
+    if m is None:
+        return None
+    return min(max(float(m.group()) / scale, 0.0), 1.0)
+
+
 class FailurePolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    best_of: int = Field(default=0, ge=0, le=8)
     retry: int = Field(default=0, ge=0, le=5)
     fallback: list[str] = Field(default_factory=list)
     handoff: bool = False
@@ -75,6 +103,7 @@ class OutputOptions(BaseModel):
     toxicity_weights: str | None = None
     pii: list[str] = Field(default_factory=list)
     keywords: list[KeywordRule] = Field(default_factory=list)
+    judge: JudgeOptions | None = None
     on_fail: FailurePolicy = Field(default_factory=FailurePolicy)
     hold_back: Literal["all"] | int = 0
 
@@ -82,8 +111,9 @@ class OutputOptions(BaseModel):
 class Checker:
     """The configured checks; ``failures`` returns the names of the checks an answer fails (empty: it passes)."""
 
-    def __init__(self, o: OutputOptions, toxicity: ToxicityClassifier | None) -> None:
+    def __init__(self, o: OutputOptions, toxicity: ToxicityClassifier | None, gateway: Any = None) -> None:
         self.o = o
+        self.gateway = gateway
         self.must = re.compile(o.must_match) if o.must_match else None
         self.forbid = [re.compile(p) for p in o.forbid]
         self.pii = set(o.pii)
@@ -121,7 +151,25 @@ class Checker:
             out += self.text_failures(text)
             if self.toxicity is not None and text.strip() and await self.toxicity.score(text) >= (self.o.toxicity or 1):
                 out.append("toxicity")
+            if self.o.judge is not None and text.strip() and not out:
+                score = await self.judge(ctx, text)
+                ctx.note("output_checks", judge_score=score)
+                if score is None or score < self.o.judge.min_score:
+                    out.append("judge")
         return sorted(set(out))
+
+    async def judge(self, ctx: RequestContext, answer: str) -> float | None:
+        """Ask the judge model; its attempts join the request's (visible in the trace, not billed separately)."""
+        assert self.o.judge is not None
+        question = ctx.query_text()
+        req = ChatCompletionRequest(model=self.o.judge.model, temperature=0, messages=[
+            {"role": "system", "content": self.o.judge.prompt},
+            {"role": "user", "content": f"Question:\n{question}\n\nAnswer:\n{answer}"},
+        ])  # fmt: skip
+        jctx = RequestContext(request=req, request_id=ctx.request_id + "-judge", model=self.o.judge.model)
+        await self.gateway.chat(jctx, self.o.judge.model)
+        ctx.attempts.extend(jctx.attempts)
+        return judge_score(answer_texts(jctx.response or {})[0] if jctx.response else "", self.o.judge.scale)
 
     def review(self, response: dict[str, Any]) -> bool:
         return self.review_words is not None and any(self.review_words.search(t) for t in answer_texts(response))
@@ -191,6 +239,8 @@ class OutputChecksStep(Step):
         assert ctx.response is not None
         failed = await self.checker.failures(ctx, ctx.response)
         tries: list[str] = []
+        if failed and self.options.on_fail.best_of > 1:
+            failed = await self.best_of(ctx, self.options.on_fail.best_of, tries)
         plan = [self.model_of(ctx)] * self.options.on_fail.retry + list(self.options.on_fail.fallback)
         for model in plan:
             if not failed:
@@ -220,6 +270,35 @@ class OutputChecksStep(Step):
         else:
             raise UpstreamError(f"the answer failed output checks: {', '.join(failed)}", status=502,
                                 code="output_check_failed")  # fmt: skip
+
+    async def best_of(self, ctx: RequestContext, n: int, tries: list[str]) -> list[str]:
+        """n answers in parallel; the best passing one (highest judge score when a judge is configured) wins."""
+        model = self.model_of(ctx)
+        req = ctx.request.model_copy(update={"stream": False})
+        sibs = [RequestContext(request=req, request_id=ctx.request_id, model=ctx.model, application=ctx.application,
+                               caller=ctx.caller) for _ in range(n)]  # fmt: skip
+
+        async def one(sib: RequestContext) -> tuple[list[str], float]:
+            await self.gateway.chat(sib, model)
+            failed = await self.checker.failures(sib, sib.response or {})
+            return failed, float(sib.state.get("trace.notes", {}).get(self.name, {}).get("judge_score") or 0.0)
+
+        results = await asyncio.gather(*(one(s) for s in sibs), return_exceptions=True)
+        tries.extend([f"{model} (best of {n})"])
+        self.metrics.count(self.name, "best_of")
+        best: tuple[float, RequestContext] | None = None
+        for sib, r in zip(sibs, results, strict=True):
+            ctx.attempts.extend(sib.attempts)
+            if isinstance(r, BaseException) or r[0]:
+                continue
+            if best is None or r[1] > best[0]:
+                best = (r[1], sib)
+        ctx.note(self.name, best_of=n, best_of_passed=sum(1 for r in results if not isinstance(r, BaseException)
+                                                          and not r[0]))  # fmt: skip
+        if best is None:
+            return await self.checker.failures(ctx, ctx.response or {})
+        ctx.response, ctx.usage, ctx.deployment = best[1].response, best[1].usage, best[1].deployment
+        return []
 
     async def call(self, ctx: RequestContext, model: str) -> None:
         if ctx.request.stream:
@@ -273,4 +352,4 @@ def output_checks_step(options: dict[str, Any], services: Services) -> OutputChe
     if opts.toxicity is not None:
         services.embedder.require("output_checks toxicity")
         tox = ToxicityClassifier.load(services.embedder.embed, opts.toxicity_weights)
-    return OutputChecksStep(opts, Checker(opts, tox), services, GuardMetrics(services.metrics))
+    return OutputChecksStep(opts, Checker(opts, tox, services.gateway), services, GuardMetrics(services.metrics))
