@@ -149,3 +149,18 @@ async def test_pii_closer_unmasks_a_stream() -> None:
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
     assert text == "Sent to john@acme.com done [EMAIL_ADDRESS_1"
     assert all("[EMA" not in (c["choices"][0]["delta"].get("content") or "") for c in chunks[:3])
+
+
+async def test_redacted_trace_content_is_the_masked_form() -> None:
+    from portico.observability.tracing import redacted_content
+
+    step = pii_step({"ner": "none"}, _Services())
+    ctx = ctx_for("Email john@acme.com")
+    assert redacted_content(ctx) == (None, None)  # nothing scanned: nothing stored
+    await step.run(ctx)
+    ctx.response = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "to [EMAIL_ADDRESS_1]"}}]}
+    assert step.closer is not None
+    await step.closer.run(ctx)
+    prompt, answer = redacted_content(ctx)
+    assert "john@acme.com" not in str(prompt) + str(answer) and "[EMAIL_ADDRESS_1]" in str(answer)
+    assert ctx.response["choices"][0]["message"]["content"] == "to john@acme.com"

@@ -230,7 +230,8 @@ def chat_trace(ctx: RequestContext, rec: UsageRecord, content: str, now: float |
     if stores_content(content):
         trace.input_src = list(ctx.request.messages)  # dumped to JSON by the writer
         # A stream's text is not kept by the gateway: stored only when the answer was a whole response.
-        trace.output_src = _answer(ctx.response)
+        # With PII masking on, the answer as the provider wrote it (placeholders), never the unmasked one.
+        trace.output_src = _answer(ctx.state.get("pii.masked_response") or ctx.response)
     elif content == "redacted":
         trace.input_src, trace.output_src = redacted_content(ctx)
     return trace
