@@ -10,7 +10,7 @@ import pytest
 
 from portico.guardrails.common import GuardMetrics
 from portico.guardrails.injection.heuristics import matched
-from portico.guardrails.injection.model import InjectionModel, chunks
+from portico.guardrails.injection.model import FAST_WEIGHTS, InjectionModel, chunks
 from portico.guardrails.injection.step import InjectionDetector, InjectionOptions, InjectionStep
 from portico.guardrails.injection.train import load_encoder, threshold_at_fpr
 from portico.pipeline.context import RequestContext
@@ -88,3 +88,13 @@ async def test_flag_action_does_not_block(detector: InjectionDetector) -> None:
     ctx = ctx_for(BENIGN)
     await step.run(ctx)
     assert ctx.answered_by is None and ctx.state["trace.notes"]["injection"]["decision"] == "flag"
+
+
+async def test_fast_model_needs_no_embeddings() -> None:
+    async def no_embed(texts: list[str]) -> np.ndarray:
+        raise AssertionError("the fast model must not embed")
+
+    fast = InjectionDetector(InjectionModel.load(FAST_WEIGHTS), no_embed)
+    assert not fast.model.uses_embeddings and InjectionModel.load().uses_embeddings
+    assert (await fast.score([BENIGN]))[0] < fast.model.threshold
+    assert (await fast.score([ATTACK]))[0] >= fast.model.threshold

@@ -19,8 +19,9 @@ import numpy as np
 from portico.guardrails.injection.heuristics import N_FEATURES, features
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "models" / "injection.npz"
-CHUNK_WORDS = 160  # ≈ 210 word pieces: under MiniLM's 256-token window
-CHUNK_STRIDE = 120
+FAST_WEIGHTS = DEFAULT_WEIGHTS.with_name("injection_fast.npz")  # no embeddings: n-grams and heuristics only
+CHUNK_WORDS = 120  # ≈ 160-220 word pieces (PII-heavy text tokenises long): under MiniLM's 256-token window
+CHUNK_STRIDE = 100
 HASH_DIM = 1 << 14
 _WORD = re.compile(r"\S+")
 
@@ -48,11 +49,13 @@ def ngram_vectorizer() -> Any:
                              lowercase=True, norm="l2", dtype=np.float32)  # fmt: skip
 
 
-def design(embeddings: np.ndarray, texts: list[str], vectorizer: Any) -> np.ndarray:
-    """The classifier's input rows for chunk texts and their (normalised) embeddings."""
+def design(embeddings: np.ndarray | None, texts: list[str], vectorizer: Any) -> np.ndarray:
+    """The classifier's input rows for chunk texts and their (normalised) embeddings; without embeddings, the
+    rows of the fast model (n-grams and heuristics only)."""
     grams = vectorizer.transform(texts).toarray() if texts else np.zeros((0, HASH_DIM), np.float32)
     heur = np.stack([features(t) for t in texts]) if texts else np.zeros((0, N_FEATURES), np.float32)
-    return np.hstack([embeddings.astype(np.float32), grams, heur])
+    parts = [grams, heur] if embeddings is None else [embeddings.astype(np.float32), grams, heur]
+    return np.hstack(parts)
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,10 @@ class InjectionModel:
 
     def save(self, path: Path | str) -> None:
         np.savez_compressed(path, coef=self.coef.astype(np.float16), intercept=self.intercept, threshold=self.threshold)
+
+    @property
+    def uses_embeddings(self) -> bool:
+        return len(self.coef) != HASH_DIM + N_FEATURES
 
     def chunk_scores(self, rows: np.ndarray) -> np.ndarray:
         z = rows @ self.coef + self.intercept

@@ -7,9 +7,10 @@ Options (in an application's ``steps:``)::
       roles: [user, tool]     # messages to scan, whole (in overlapping chunks), never truncated
       action: block           # block: answer with block_message, no model call; flag: note and count only
       block_message: "I can't help with that request."
-      weights: /path/to/injection.npz   # default: the packaged weights
+      model: full             # full: MiniLM embeddings + n-grams + heuristics; fast: without embeddings
+      weights: /path/to/injection.npz   # default: the packaged weights of that model
 
-Needs an embedding model in the config (the shared embedder: MiniLM in-process by default).
+``full`` needs an embedding model in the config (the shared embedder: MiniLM in-process by default).
 """
 
 from __future__ import annotations
@@ -22,7 +23,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from portico.guardrails.common import GuardMetrics, parse_options, stock_answer
 from portico.guardrails.injection.heuristics import matched
-from portico.guardrails.injection.model import DEFAULT_WEIGHTS, InjectionModel, chunks, design, ngram_vectorizer
+from portico.guardrails.injection.model import (
+    DEFAULT_WEIGHTS,
+    FAST_WEIGHTS,
+    InjectionModel,
+    chunks,
+    design,
+    ngram_vectorizer,
+)
 from portico.pipeline.context import RequestContext
 from portico.pipeline.services import Services
 from portico.pipeline.step import Step
@@ -34,6 +42,7 @@ class InjectionOptions(BaseModel):
     roles: list[str] = Field(default_factory=lambda: ["user", "tool"])
     action: Literal["block", "flag"] = "block"
     block_message: str = "I can't help with that request."
+    model: Literal["full", "fast"] = "full"  # fast: no embeddings (n-grams + heuristics), a few ms per 1k tokens
     weights: str | None = None
 
 
@@ -49,11 +58,11 @@ class InjectionDetector:
         pieces = [c for t in texts for c in chunks(t)]
         if not pieces:
             return 0.0, []
-        vectors = await self.embed(pieces)
+        vectors = await self.embed(pieces) if self.model.uses_embeddings else None
         rows, rules = await asyncio.to_thread(self._rows, vectors, pieces, texts)
         return float(np.max(self.model.chunk_scores(rows))), rules
 
-    def _rows(self, vectors: np.ndarray, pieces: list[str], texts: list[str]) -> tuple[np.ndarray, list[str]]:
+    def _rows(self, vectors: np.ndarray | None, pieces: list[str], texts: list[str]) -> tuple[np.ndarray, list[str]]:
         rules = sorted({r for t in texts for r in matched(t)})
         return design(vectors, pieces, self.vectorizer), rules
 
@@ -84,6 +93,7 @@ class InjectionStep(Step):
 
 def injection_step(options: dict[str, Any], services: Services) -> InjectionStep:
     opts = parse_options(InjectionOptions, options)
-    services.embedder.require("the injection step")
-    model = InjectionModel.load(opts.weights or DEFAULT_WEIGHTS)
+    model = InjectionModel.load(opts.weights or (FAST_WEIGHTS if opts.model == "fast" else DEFAULT_WEIGHTS))
+    if model.uses_embeddings:
+        services.embedder.require("the injection step")
     return InjectionStep(opts, InjectionDetector(model, services.embedder.embed), GuardMetrics(services.metrics))

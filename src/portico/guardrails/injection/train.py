@@ -18,7 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from portico.guardrails.injection.model import DEFAULT_WEIGHTS, InjectionModel, chunks, design, ngram_vectorizer
+from portico.guardrails.injection.model import (
+    DEFAULT_WEIGHTS,
+    FAST_WEIGHTS,
+    InjectionModel,
+    chunks,
+    design,
+    ngram_vectorizer,
+)
 
 ROOT = Path(__file__).resolve().parents[4]
 DATA = Path(os.environ.get("PORTICO_DATA", str(ROOT.parent / "shared" / "data")))
@@ -98,7 +105,13 @@ def fit_lr(x: np.ndarray, y: np.ndarray, c: float, weight: np.ndarray | None = N
 
 
 def train(
-    sets: dict[str, Dataset], encoder: Any, folds: int = 5, seed: int = 0, c: float = 16.0, report: bool = False
+    sets: dict[str, Dataset],
+    encoder: Any,
+    folds: int = 5,
+    seed: int = 0,
+    c: float = 16.0,
+    report: bool = False,
+    embeddings: bool = True,
 ) -> InjectionModel:
     texts: list[str] = []
     labels: list[int] = []
@@ -110,7 +123,7 @@ def train(
         source += [s] * len(t)
     y_doc, src = np.asarray(labels), np.asarray(source)
     pieces, owner = chunked(texts)
-    rows = design(embed_cached(encoder, pieces), pieces, ngram_vectorizer())
+    rows = design(embed_cached(encoder, pieces) if embeddings else None, pieces, ngram_vectorizer())
     y_chunk = y_doc[owner]
     # Every document weighs the same whatever its number of chunks, and both sources weigh the same.
     per_doc = np.bincount(owner, minlength=len(texts))
@@ -140,9 +153,11 @@ def train(
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--data", type=Path, default=DATA)
-    ap.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS)
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--fast", action="store_true", help="no embeddings: n-grams and heuristics only")
     args = ap.parse_args()
-    model = train(load_sets(args.data), load_encoder())
+    args.out = args.out or (FAST_WEIGHTS if args.fast else DEFAULT_WEIGHTS)
+    model = train(load_sets(args.data), None if args.fast else load_encoder(), embeddings=not args.fast)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     model.save(args.out)
     print(f"saved {args.out} ({args.out.stat().st_size // 1024} KB), threshold {model.threshold:.3f}")
