@@ -1,0 +1,366 @@
+"""bench-guardrails: PII (typed span P/R/F1, ours vs Presidio defaults), injection/jailbreak (P/R/F1/FPR, ours vs a
+plain logistic regression on MiniLM embeddings), toxicity (F1 held-out and Jigsaw), latency of the default input
+set (pii + injection) on 100/1k/4k-token prompts and of the regex tier alone. Everything runs in this one process.
+
+Data: $PORTICO_DATA (default ../shared/data). Embeddings are cached under $PORTICO_GUARDRAILS_CACHE
+(default /work/cache/guardrails). Writes bench/results/guardrails.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+
+from portico.guardrails import toxicity as tox
+from portico.guardrails.injection import train as inj
+from portico.guardrails.injection.model import FAST_WEIGHTS, InjectionModel, design, ngram_vectorizer
+from portico.guardrails.injection.step import injection_step
+from portico.guardrails.pii.detector import PIIDetector, load_presidio
+from portico.guardrails.pii.recognizers import regex_hits
+from portico.guardrails.pii.step import pii_step
+from portico.guardrails.topics import topics_step
+from portico.pipeline.context import RequestContext
+from portico.protocol.chat import ChatCompletionRequest
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "bench" / "results" / "guardrails.md"
+PII_TEST = inj.DATA / "pii" / "presidio_research" / "synth_dataset_v2.json"
+# Gold type → the type both systems must output for a match. Types no system outputs stay as they are (misses).
+GOLD_MAP = {"STREET_ADDRESS": "ADDRESS", "GPE": "LOCATION", "DOMAIN_NAME": "URL"}
+TOPICS = {
+    "denied": [
+        {"name": "politics", "description": "elections, political parties and politicians", "keywords": ["election"]},
+        {"name": "medical", "description": "medical diagnosis and treatment"},
+    ]
+}
+PRED_MAP = {"DOMAIN_NAME": "URL"}  # Presidio's names → the same canonical types
+
+
+# ---------------------------------------------------------------------------------------------------- PII
+
+
+def spans_gold(doc: dict[str, Any]) -> list[tuple[int, int, str]]:
+    return [(s["start_position"], s["end_position"], GOLD_MAP.get(s["entity_type"], s["entity_type"]))
+            for s in doc["spans"]]  # fmt: skip
+
+
+def match_counts(gold: list, pred: list, typed: bool) -> dict[str, list[int]]:
+    """Per type [tp, fp, fn]; a prediction matches one unmatched gold span of the same type with IoU ≥ 0.5."""
+    out: dict[str, list[int]] = {}
+    used: set[int] = set()
+    for p in pred:
+        hit = None
+        for i, g in enumerate(gold):
+            if i not in used and (not typed or g[2] == p[2]) and _iou(g, p) >= 0.5:
+                hit = i
+                break
+        key = p[2] if typed else "ANY"
+        if hit is None:
+            out.setdefault(key, [0, 0, 0])[1] += 1
+        else:
+            used.add(hit)
+            out.setdefault(gold[hit][2] if typed else "ANY", [0, 0, 0])[0] += 1
+    for i, g in enumerate(gold):
+        if i not in used:
+            out.setdefault(g[2] if typed else "ANY", [0, 0, 0])[2] += 1
+    return out
+
+
+def _iou(a: tuple, b: tuple) -> float:
+    inter = max(0, min(a[1], b[1]) - max(a[0], b[0]))
+    union = max(a[1], b[1]) - min(a[0], b[0])
+    return inter / union if union else 0.0
+
+
+def prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
+    p = tp / (tp + fp) if tp + fp else 0.0
+    r = tp / (tp + fn) if tp + fn else 0.0
+    return p, r, (2 * p * r / (p + r) if p + r else 0.0)
+
+
+def pii_eval(docs: list[dict], predict: Any) -> tuple[dict[str, list[int]], list[int], list[int]]:
+    per: dict[str, list[int]] = {}
+    anyc = [0, 0, 0]
+    for d in docs:
+        gold, pred = spans_gold(d), predict(d["full_text"])
+        for k, v in match_counts(gold, pred, True).items():
+            acc = per.setdefault(k, [0, 0, 0])
+            for i in range(3):
+                acc[i] += v[i]
+        for v in match_counts(gold, pred, False).values():
+            for i in range(3):
+                anyc[i] += v[i]
+    total = [sum(v[i] for v in per.values()) for i in range(3)]
+    return per, total, anyc
+
+
+def bench_pii(lines: list[str]) -> tuple[float, float]:
+    docs = json.loads(PII_TEST.read_text())
+    ours = PIIDetector(ner="spacy")
+    presidio = load_presidio()
+    systems = {
+        "Portico (regex/checksum + spaCy NER)": lambda t: [(s.start, s.end, s.type) for s in ours.detect(t)],
+        "Portico regex tier alone": lambda t: [(s, e, ty) for s, e, ty, _ in regex_hits(t)],
+        "Presidio defaults (same spaCy model)": lambda t: [
+            (r.start, r.end, PRED_MAP.get(r.entity_type, r.entity_type)) for r in presidio.analyze(t, language="en")
+        ],
+    }
+    results = {name: pii_eval(docs, fn) for name, fn in systems.items()}
+    lines += ["## PII: presidio-research synth_dataset_v2 (1,500 texts), span-level", "",
+              "A predicted span counts when its type equals the gold type (after the mapping below) and its "
+              "character IoU with an unmatched gold span is ≥ 0.5. Micro-averaged. 'any type' ignores types.", "",
+              "| system | typed P | typed R | typed F1 | any-type F1 |", "|---|---|---|---|---|"]  # fmt: skip
+    for name, (_, total, anyc) in results.items():
+        p, r, f = prf(*total)
+        lines.append(f"| {name} | {p:.3f} | {r:.3f} | {f:.3f} | {prf(*anyc)[2]:.3f} |")
+    per_ours, per_pres = results[next(iter(systems))][0], results["Presidio defaults (same spaCy model)"][0]
+    gold_types = sorted({GOLD_MAP.get(s["entity_type"], s["entity_type"]) for d in docs for s in d["spans"]})
+    lines += ["", "Per gold type (F1, recall), ours vs Presidio:", "",
+              "| type | gold spans | ours P / R / F1 | Presidio P / R / F1 |", "|---|---|---|---|"]  # fmt: skip
+    for t in gold_types:
+        a, b = per_ours.get(t, [0, 0, 0]), per_pres.get(t, [0, 0, 0])
+        fa, fb = prf(*a), prf(*b)
+        lines.append(f"| {t} | {a[0] + a[2]} | {fa[0]:.2f} / {fa[1]:.2f} / {fa[2]:.2f} | "
+                     f"{fb[0]:.2f} / {fb[1]:.2f} / {fb[2]:.2f} |")  # fmt: skip
+    lines += ["", "Type mapping: gold STREET_ADDRESS → ADDRESS, GPE → LOCATION, DOMAIN_NAME → URL (Presidio's "
+              "DOMAIN_NAME → URL too); every other type keeps its name, so gold ZIP_CODE and US_DRIVER_LICENSE "
+              "(which Portico does not detect) count as misses, and predicted types absent from the "
+              "gold set (e.g. API_KEY, US_BANK_NUMBER) as false positives. The address rules were written against "
+              "`generated_large.json` (same generator, different file), never this file's errors.", ""]  # fmt: skip
+    ours_f = prf(*results[next(iter(systems))][1])[2]
+    pres_f = prf(*results["Presidio defaults (same spaCy model)"][1])[2]
+    return ours_f, pres_f
+
+
+# ---------------------------------------------------------------------------------------------------- injection
+
+
+def rates(scores: np.ndarray, y: np.ndarray, t: float) -> tuple[float, float, float, float]:
+    pred = scores >= t
+    tp, fp = int((pred & (y == 1)).sum()), int((pred & (y == 0)).sum())
+    fn = int((~pred & (y == 1)).sum())
+    p, r, f = prf(tp, fp, fn)
+    return p, r, f, fp / max(int((y == 0).sum()), 1)
+
+
+def reference_lr(sets: dict, encoder: Any) -> tuple[Any, float]:
+    """The reference: LogisticRegression on one MiniLM embedding per prompt (truncated to 256 tokens), threshold
+    at FPR ≤ 5% per source on 5-fold out-of-fold scores of the train splits."""
+    from sklearn.linear_model import LogisticRegression
+
+    texts = sets["deepset_train"][0] + sets["jackhhao_train"][0]
+    y = np.concatenate([sets["deepset_train"][1], sets["jackhhao_train"][1]])
+    src = np.array([0] * len(sets["deepset_train"][0]) + [1] * len(sets["jackhhao_train"][0]))
+    x = inj.embed_cached(encoder, texts)
+    fold = np.random.default_rng(0).integers(0, 5, size=len(texts))
+    oof = np.zeros(len(texts))
+    for f in range(5):
+        clf = LogisticRegression(max_iter=2000).fit(x[fold != f], y[fold != f])
+        oof[fold == f] = clf.predict_proba(x[fold == f])[:, 1]
+    t = max(inj.threshold_at_fpr(oof[src == s], y[src == s]) for s in (0, 1))
+    return LogisticRegression(max_iter=2000).fit(x, y), t
+
+
+def bench_injection(lines: list[str], encoder: Any) -> tuple[float, float]:
+    sets = inj.load_sets()
+    model = InjectionModel.load(FAST_WEIGHTS)  # the injection step's default
+    full = InjectionModel.load()
+    vec = ngram_vectorizer()
+    ref, ref_t = reference_lr(sets, encoder)
+    lines += ["## Injection / jailbreak", "",
+              "Thresholds chosen on out-of-fold validation scores of the train splits (deepset + jackhhao) at FPR ≤ 5% "
+              f"per source: ours {model.threshold:.3f}, ours full {full.threshold:.3f}, reference {ref_t:.3f}. "
+              "'ours' is the step's default model (`fast`: hashed character n-grams + heuristic families, every "
+              "chunk); 'ours full' adds MiniLM embeddings of every chunk. "
+              "malignant (jailbreak + act_as vs "
+              "conversation) was never used for training or tuning.", "",
+              "| set | n (pos) | ours P / R / F1 / FPR | ours full P / R / F1 / FPR | reference LR P / R / F1 / FPR |",
+              "|---|---|---|---|---|"]  # fmt: skip
+    recalls, fprs = [], []
+    for name in ("deepset_test", "jackhhao_test", "malignant"):
+        texts, y = sets[name]
+        pieces, owner = inj.chunked(texts)
+        rows = design(inj.embed_cached(encoder, pieces), pieces, vec)
+        ours = inj.doc_scores(model.chunk_scores(design(None, pieces, vec)), owner, len(texts))
+        refs = ref.predict_proba(inj.embed_cached(encoder, texts))[:, 1]
+        with_emb = inj.doc_scores(full.chunk_scores(rows), owner, len(texts))
+        a, b, c = rates(ours, y, model.threshold), rates(refs, y, ref_t), rates(with_emb, y, full.threshold)
+        recalls.append(a[1])
+        fprs.append(a[3])
+        lines.append(f"| {name} | {len(y)} ({int(y.sum())}) | {a[0]:.3f} / {a[1]:.3f} / {a[2]:.3f} / {a[3]:.3f} | "
+                     f"{c[0]:.3f} / {c[1]:.3f} / {c[2]:.3f} / {c[3]:.3f} | "
+                     f"{b[0]:.3f} / {b[1]:.3f} / {b[2]:.3f} / {b[3]:.3f} |")  # fmt: skip
+    lines += ["", f"Mean recall over the three sets: {np.mean(recalls):.3f}; highest FPR: {max(fprs):.3f}.", ""]
+    return float(np.mean(recalls)), float(max(fprs))
+
+
+# ---------------------------------------------------------------------------------------------------- toxicity
+
+
+def bench_toxicity(lines: list[str], encoder: Any) -> float:
+    sets = tox.load_sets()
+    model = tox.LinearModel.load(tox.DEFAULT_WEIGHTS)
+    vec = ngram_vectorizer()
+    lines += ["## Toxicity", "",
+              "Trained on 80% of Davidson (hate + offensive = toxic) and of the balanced Civil Comments sample; "
+              f"threshold {model.threshold:.3f} maximises out-of-fold F1 on that training part.", "",
+              "| set | n (toxic) | P | R | F1 |", "|---|---|---|---|---|"]  # fmt: skip
+    held_scores, held_y = [], []
+    for name in ("davidson_test", "civil_test", "jigsaw"):
+        texts, y = sets[name]
+        x, owner = tox.features(encoder, texts, vec)
+        s = inj.doc_scores(model.chunk_scores(x), owner, len(texts))
+        if name != "jigsaw":
+            held_scores.append(s)
+            held_y.append(y)
+        p, r, f, _ = rates(s, y, model.threshold)
+        lines.append(f"| {name} | {len(y)} ({int(y.sum())}) | {p:.3f} | {r:.3f} | {f:.3f} |")
+    p, r, f, _ = rates(np.concatenate(held_scores), np.concatenate(held_y), model.threshold)
+    lines += [f"| held-out (Davidson + Civil) | {sum(len(v) for v in held_y)} | {p:.3f} | {r:.3f} | {f:.3f} |", ""]
+    return f
+
+
+# ---------------------------------------------------------------------------------------------------- latency
+
+
+class _Embedder:
+    """The in-process MiniLM as the runtime's shared embedder (one worker thread)."""
+
+    def __init__(self, encoder: Any) -> None:
+        self.encoder = encoder
+        self.pool = ThreadPoolExecutor(max_workers=1)
+
+    def require(self, who: str) -> str:
+        return "local-embed"
+
+    async def embed(self, texts: list[str]) -> np.ndarray:
+        def run() -> np.ndarray:
+            return self.encoder.encode(texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
+
+        return await asyncio.get_running_loop().run_in_executor(self.pool, run)
+
+    async def query(self, ctx: RequestContext) -> np.ndarray:
+        """Once per request, shared by the steps that need it (as the runtime's QueryEmbedder does)."""
+        fut = ctx.state.get("bench.query")
+        if fut is None:
+            fut = ctx.state["bench.query"] = asyncio.ensure_future(self.embed([ctx.query_text()]))
+        return (await asyncio.shield(fut))[0]
+
+
+class _Services:
+    def __init__(self, encoder: Any) -> None:
+        self.embedder = _Embedder(encoder)
+        self.metrics = None
+
+
+def prompt_of(tokens: int, encoder: Any) -> str:
+    docs = [d["full_text"] for d in json.loads(PII_TEST.read_text())]
+    out, i = [], 0
+    while len(encoder.tokenizer(" ".join(out))["input_ids"]) < tokens:
+        out.append(docs[i % len(docs)])
+        i += 1
+    return " ".join(out)
+
+
+def pct(xs: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(xs) * 1000, q))
+
+
+async def timed(steps: list[Any], req: ChatCompletionRequest, runs: int) -> list[float]:
+    out = []
+    for i in range(runs + 3):
+        ctx = RequestContext(request=req, request_id="b", model="m")
+        t0 = time.perf_counter()
+        await asyncio.gather(*(s.run(ctx) for s in steps))
+        if i >= 3:  # warm-up
+            out.append(time.perf_counter() - t0)
+    return out
+
+
+def timed_sync(fn: Any, runs: int) -> list[float]:
+    out = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+async def bench_latency(lines: list[str], encoder: Any) -> float:
+    services = _Services(encoder)
+    default = [pii_step({}, services), injection_step({}, services), topics_step(TOPICS, services)]
+    full = [pii_step({}, services), injection_step({"model": "full"}, services), topics_step(TOPICS, services)]
+    presidio = load_presidio()
+    lines += ["## Latency", "",
+              "Default input set = `pii` (regex/checksum + spaCy NER) ∥ `injection` (default model: n-grams + "
+              "heuristics on every chunk of the whole prompt) ∥ `topics` (two denied topics: keywords + "
+              "similarity of the shared MiniLM query embedding), run concurrently as in a `use: parallel` group, "
+              "in-process, one torch thread, on a prompt built from presidio-research texts. The second column "
+              "uses `injection: {model: full}` (MiniLM on every chunk). Milliseconds, p50 / p99.", "",
+              "| prompt tokens | runs | default input set | with injection model full | regex tier alone | "
+              "Presidio alone |",
+              "|---|---|---|---|---|---|"]  # fmt: skip
+    p99_1k = 0.0
+    for tokens, runs in ((100, 100), (1000, 60), (4000, 20)):
+        text = prompt_of(tokens, encoder)
+        req = ChatCompletionRequest(model="m", messages=[{"role": "user", "content": text}])
+        a = await timed(default, req, runs)
+        b = await timed(full, req, runs)
+        r = timed_sync(lambda t=text: regex_hits(t), runs)
+        p = timed_sync(lambda t=text: presidio.analyze(t, language="en"), min(runs, 30))
+        if tokens == 1000:
+            p99_1k = pct(a, 99)
+        cells = " | ".join(f"{pct(x, 50):.1f} / {pct(x, 99):.1f}" for x in (a, b))
+        lines.append(f"| {tokens} | {runs} | {cells} | {pct(r, 50):.2f} / {pct(r, 99):.2f} | "
+                     f"{pct(p, 50):.1f} / {pct(p, 99):.1f} |")  # fmt: skip
+    lines.append("")
+    return p99_1k
+
+
+def machine() -> list[str]:
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    return [f"- CPU: {cpu}; cores: {os.cpu_count()}; Python {platform.python_version()}; "
+            f"date {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; load average at start "
+            f"{os.getloadavg()[0]:.2f} (the machine is shared with other work; torch and BLAS use one thread)"
+            ]  # fmt: skip
+
+
+def main() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    encoder = inj.load_encoder()
+    lines = ["# Guardrails benchmark", "", *machine(), ""]
+    t0 = time.time()
+    pii_f1, presidio_f1 = bench_pii(lines)
+    recall, fpr = bench_injection(lines, encoder)
+    tox_f1 = bench_toxicity(lines, encoder)
+    p99 = asyncio.run(bench_latency(lines, encoder))
+    lines += [f"Run time {time.time() - t0:.0f} s; load average at end {os.getloadavg()[0]:.2f}.", "",
+              f"guardrails pii_f1={pii_f1:.3f} presidio_f1={presidio_f1:.3f} injection_recall={recall:.3f} "
+              f"injection_fpr={fpr:.3f} toxicity_f1={tox_f1:.3f} p99_ms_1k={p99:.1f}"]  # fmt: skip
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
