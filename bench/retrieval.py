@@ -402,7 +402,8 @@ def report(rows: dict, tuned: dict, ingest: dict, lat: dict, seconds: float) -> 
         "",
         f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} · {cpu_model()} · {os.cpu_count()} cores (shared) · "
         f"Python {platform.python_version()} · torch {torch.__version__} with 1 thread · model {MODEL} · "
-        f"run took {seconds / 60:.1f} min. Produced by `make bench-retrieval` (bench/retrieval.py).",
+        f"run took {seconds / 60:.1f} min; load average at the end {os.getloadavg()[0]:.1f} (other jobs share the "
+        "machine: latency percentiles move with it). Produced by `make bench-retrieval` (bench/retrieval.py).",
         "",
         "Fusion weights were tuned on SciFact **train** qrels (grid 0.10-0.90); all numbers below are **test** "
         f"qrels. Tuned BM25 weights: {', '.join(f'{k}={v}' for k, v in tuned.items())}. Best fusion on SciFact "
