@@ -57,6 +57,7 @@ def test_multiline_address() -> None:
 
 def test_no_false_address_in_prose() -> None:
     assert "ADDRESS" not in types("I have 3 dogs on the street and run 5 miles a day")
+    assert "ADDRESS" not in types("Top 10 ways to save money, with 3 key points and 2 views")
 
 
 @pytest.fixture(scope="module")

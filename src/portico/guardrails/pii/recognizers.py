@@ -59,14 +59,24 @@ _SECRETS = re.compile(
 _ASSIGNED_SECRET = re.compile(
     r"(?i)\b(?:api[_-]?key|secret|token|password|passwd|pwd|access[_-]?key)\b\s*[:=]\s*[\"']?([^\s\"',;]{8,})"
 )
-_STREET_WORDS = (
-    r"street|st|avenue|ave|road|rd|lane|ln|drive|dr|boulevard|blvd|court|ct|way|place|pl|square|sq|terrace|"
-    r"highway|hwy|parkway|pkwy|circle|cir|trail|crescent|close|row|alley|plaza|rue|via|calle|strasse|straße|"
-    r"weg|gasse|platz|rua|avenida|allee|laan|straat|vej|gatan|vägen|katu|tie|ulica|pavlou|path|crossing|"
-    r"loop|run|ridge|park|gardens|green|hill|mews"
+_STREET_WORDS = (  # common USPS street suffixes and their abbreviations, plus European street words
+    r"street|st|avenue|ave|road|rd|lane|ln|drive|dr|boulevard|blvd|court|ct|courts|way|ways|place|pl|square|sq|"
+    r"squares|terrace|ter|highway|hwy|parkway|pkwy|circle|cir|circles|trail|trl|crescent|close|row|alley|aly|"
+    r"plaza|plz|path|crossing|xing|crossroad|loop|run|ridge|ridges|park|gardens|gdns|garden|green|hill|hills|"
+    r"mews|village|vlg|villages|mission|msn|port|ports|prt|light|lights|ramp|union|unions|mountain|mountains|mtn|"
+    r"island|islands|isle|forge|forges|flat|flats|fort|ft|harbor|harbors|hbr|haven|heights|hts|junction|jct|"
+    r"junctions|key|keys|knoll|knolls|lake|lakes|landing|lndg|manor|manors|meadow|meadows|mill|mills|motorway|"
+    r"orchard|oval|pass|pike|pine|pines|plain|plains|point|points|pt|prairie|ranch|rapid|rapids|rest|river|shoal|"
+    r"shoals|shore|shores|skyway|spring|springs|spur|station|sta|stravenue|stream|summit|throughway|trace|"
+    r"track|trafficway|tunnel|turnpike|underpass|valley|valleys|via|viaduct|view|views|ville|vista|walk|walks|"
+    r"wall|well|wells|estate|estates|expressway|expy|extension|ext|falls|ferry|field|fields|freeway|fwy|glen|"
+    r"glens|grove|groves|burg|burgs|branch|brook|brooks|bypass|camp|canyon|cape|causeway|center|centers|cliff|"
+    r"cliffs|club|common|commons|corner|corners|course|cove|coves|creek|crest|curve|dale|dam|divide|"
+    r"rue|calle|strasse|straße|weg|gasse|platz|rua|avenida|allee|laan|straat|vej|gatan|vägen|katu|tie|ulica"
 )
 _APT = r"(?:,?\s*(?i:apt\.?|apartment|suite|ste\.?|unit|flat|#)\s*\w+)"
-_SW = rf"(?i:{_STREET_WORDS})"
+# Capitalised, as in addresses ("Crown St", "Rua Diadema"): "top 10 ways" or "3 points" are not streets.
+_SW = "(?:" + "|".join(w[0].upper() + w[1:] + "|" + w.upper() for w in _STREET_WORDS.split("|")) + ")"
 _CAP = r"[A-ZÀ-Ý][\w'-]*\.?"
 _NAME = rf"(?:{_CAP}|de|du|des|da|do|dos|del|della|la|le|di|van|von|der|den|y)"
 _H = r"[ \t]+"  # words of one address line
@@ -77,7 +87,7 @@ _LINE = (  # a further line or comma-separated part: apartment, city, region, co
 # "<number> <Name words> <street word> [Name words] [number]", "<street word> <Name words> <number>" (European
 # order) or "<number> <Name> <number>"; an optional apartment; then up to five further lines or parts.
 _ADDRESS = re.compile(
-    rf"(?:\b\d{{1,6}}[A-Za-z]?{_H}(?:{_NAME}{_H}){{0,4}}{_SW}\b\.?(?:{_H}{_NAME}){{0,4}}(?:{_H}\d{{1,5}}[A-Za-z]?\b)?"
+    rf"(?:\b\d{{1,6}}[A-Za-z]?{_H}(?:{_NAME}{_H}){{1,4}}{_SW}\b\.?(?:{_H}{_NAME}){{0,4}}(?:{_H}\d{{1,5}}[A-Za-z]?\b)?"
     rf"|\b{_SW}{_H}(?:{_NAME}{_H}){{1,3}}\d{{1,5}}[A-Za-z]?\b"
     rf"|\b\d{{1,6}}[A-Za-z]?{_H}{_CAP}(?:{_H}{_NAME}){{0,2}}{_H}\d{{1,5}}\b)"
     + _APT
@@ -152,7 +162,15 @@ def _secrets(text: str) -> Iterator[Hit]:
         yield m.start(1), m.end(1), "API_KEY", 0.9
 
 
+_MILITARY = re.compile(  # US military mail: "PSC 7300, Box 8726\nAPO AP 95612", "USNS Lee\nFPO AE 05609"
+    r"\b(?:(?:PSC|Unit|CMR) \d{3,5},? Box \d{3,5}|US(?:NS|NV|S|CGC|COP) [A-ZÀ-Ý][\w'-]+)[ \t]*[,\n]?[ \t]*"
+    r"[AFD]PO A[AEP] \d{5}\b"
+)
+
+
 def _addresses(text: str) -> Iterator[Hit]:
+    for m in _MILITARY.finditer(text):
+        yield m.start(), m.end(), "ADDRESS", 0.95
     for m in _ADDRESS.finditer(text):
         s = m.group().rstrip(" ,\n\t")
         yield m.start(), m.start() + len(s), "ADDRESS", 0.75
