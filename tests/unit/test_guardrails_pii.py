@@ -165,3 +165,27 @@ async def test_redacted_trace_content_is_the_masked_form() -> None:
     prompt, answer = redacted_content(ctx)
     assert "john@acme.com" not in str(prompt) + str(answer) and "[EMAIL_ADDRESS_1]" in str(answer)
     assert ctx.response["choices"][0]["message"]["content"] == "to john@acme.com"
+
+
+async def test_pii_closer_unmasks_streamed_tool_arguments() -> None:
+    step = pii_step({"ner": "none"}, _Services())
+    ctx = ctx_for("Email john@acme.com", stream=True)
+    await step.run(ctx)
+    parts = ['{"to": "[EMAIL_AD', 'DRESS_1]", "x": "[EMAIL_ADDRESS_1']
+
+    async def upstream() -> AsyncIterator[dict[str, Any]]:
+        for p in parts:
+            tc = {"index": 0, "function": {"arguments": p}}
+            yield {"id": "c", "choices": [{"index": 0, "delta": {"tool_calls": [tc]}, "finish_reason": None}]}
+        yield {"id": "c", "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}
+
+    ctx.stream = upstream()
+    assert step.closer is not None
+    await step.closer.run(ctx)
+    assert ctx.stream is not None
+    args = "".join(
+        tc["function"]["arguments"]
+        for c in [c async for c in ctx.stream]
+        for tc in c["choices"][0]["delta"].get("tool_calls", [])
+    )
+    assert args == '{"to": "john@acme.com", "x": "[EMAIL_ADDRESS_1'

@@ -147,25 +147,48 @@ def unmask_response(response: dict[str, Any], mapping: dict[str, str]) -> dict[s
 async def unmask_stream(
     chunks: AsyncIterator[dict[str, Any]], mapping: dict[str, str]
 ) -> AsyncIterator[dict[str, Any]]:
-    per_choice: dict[int, StreamUnmasker] = {}
+    """Text and tool-call arguments unmasked piece by piece; what a choice holds back is flushed with its
+    finish_reason (or in one last chunk when the stream ends without one)."""
+    texts: dict[int, StreamUnmasker] = {}
+    args: dict[tuple[int, int], StreamUnmasker] = {}
     last: dict[str, Any] | None = None
     async for chunk in chunks:
         last = chunk
         for c in chunk.get("choices") or []:
             idx = c.get("index", 0)
-            um = per_choice.setdefault(idx, StreamUnmasker(mapping))
+            um = texts.setdefault(idx, StreamUnmasker(mapping))
             delta = c.get("delta") or {}
-            content = delta.get("content")
-            if isinstance(content, str):
-                delta["content"] = um.feed(content)
-            if c.get("finish_reason") is not None and um.held:
-                delta["content"] = (delta.get("content") or "") + um.flush()
+            if isinstance(delta.get("content"), str):
+                delta["content"] = um.feed(delta["content"])
+            for tc in delta.get("tool_calls") or []:
+                fn = tc.get("function") or {}
+                if isinstance(fn.get("arguments"), str):
+                    fn["arguments"] = args.setdefault((idx, tc.get("index", 0)), StreamUnmasker(mapping)).feed(
+                        fn["arguments"]
+                    )
+            if c.get("finish_reason") is not None:
+                _flush_into(delta, idx, um, args)
                 c["delta"] = delta
         yield chunk
-    leftovers = [(i, um.flush()) for i, um in per_choice.items() if um.held]
-    if leftovers and last is not None:
+    if last is not None and (any(u.held for u in texts.values()) or any(u.held for u in args.values())):
         base = {k: last.get(k) for k in ("id", "object", "created", "model")}
-        yield {**base, "choices": [{"index": i, "delta": {"content": t}, "finish_reason": None} for i, t in leftovers]}
+        choices = []
+        for i, um in texts.items():
+            delta: dict[str, Any] = {}
+            _flush_into(delta, i, um, args)
+            if delta:
+                choices.append({"index": i, "delta": delta, "finish_reason": None})
+        yield {**base, "choices": choices}
+
+
+def _flush_into(
+    delta: dict[str, Any], idx: int, text: StreamUnmasker, args: dict[tuple[int, int], StreamUnmasker]
+) -> None:
+    if text.held:
+        delta["content"] = (delta.get("content") or "") + text.flush()
+    for (i, t), um in args.items():
+        if i == idx and um.held:
+            delta.setdefault("tool_calls", []).append({"index": t, "function": {"arguments": um.flush()}})
 
 
 def pii_step(options: dict[str, Any], services: Services) -> PIIStep:
