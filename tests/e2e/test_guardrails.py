@@ -125,6 +125,10 @@ def test_jailbreak_is_blocked_without_an_upstream_call(guarded: str, katan: str)
     assert "generate" not in names and {"pii", "injection"} <= set(names)
     (inj,) = [s for s in root["children"] if s["name"] == "injection"]
     assert inj["attributes"]["portico.injection.decision"] == "block"
+    metrics = admin(guarded, "GET", "/metrics").text
+    assert 'portico_guardrail_decisions_total{decision="block",guardrail="injection"}' in metrics or (
+        'portico_guardrail_decisions_total{guardrail="injection",decision="block"}' in metrics
+    )
     # A harmless question through the same application reaches the model.
     ok = sdk(guarded).chat.completions.create(
         model="shielded", messages=[{"role": "user", "content": "What is the boiling point of water at sea level?"}]
