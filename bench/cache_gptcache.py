@@ -40,8 +40,8 @@ def gptcache_run(tune: Pairs, test: Pairs, emb: dict[str, tuple], model) -> dict
 
     def build(pairs: Pairs, threshold: float, tmp: str, embed=None):  # type: ignore[no-untyped-def]
         cache = Cache()
-        dm = get_data_manager(CacheBase("sqlite", sql_url=f"sqlite:///{tmp}/g.db"),
-                              VectorBase("faiss", dimension=384, top_k=1), max_size=200_000)  # fmt: skip
+        vectors = VectorBase("faiss", dimension=384, top_k=1, index_path=f"{tmp}/faiss.index")
+        dm = get_data_manager(CacheBase("sqlite", sql_url=f"sqlite:///{tmp}/g.db"), vectors, max_size=200_000)
         cache.init(pre_embedding_func=get_prompt, embedding_func=embed or (lambda x, **_: lookup[x]),
                    data_manager=dm, similarity_evaluation=SearchDistanceEvaluation(),
                    config=Config(similarity_threshold=threshold))  # fmt: skip

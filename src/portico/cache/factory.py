@@ -4,20 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ValidationError
-
 from portico.cache.step import CacheLookupStep, CacheMetrics, ExactCache
 from portico.cache.store import make_store
 from portico.config.schema import CacheConfig
+from portico.pipeline.options import parse_options
 from portico.pipeline.services import Services
 
 
 def cache_options(base: CacheConfig, options: dict[str, Any]) -> CacheConfig:
-    try:
-        return CacheConfig.model_validate({**base.model_dump(), **options})
-    except ValidationError as e:
-        first = e.errors()[0]
-        raise ValueError(f"{'.'.join(str(x) for x in first['loc'])}: {first['msg']}") from None
+    return parse_options(CacheConfig, {**base.model_dump(), **options})
 
 
 def cache_step(options: dict[str, Any], services: Services) -> CacheLookupStep:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from portico.pipeline.context import RequestContext
+from portico.pipeline.options import parse_options
 from portico.pipeline.services import Services
 from portico.pipeline.step import Step
 
@@ -36,8 +37,4 @@ class PromptCacheStep(Step):
 
 
 def prompt_cache_step(options: dict[str, Any], services: Services) -> PromptCacheStep:
-    try:
-        return PromptCacheStep(PromptCacheOptions.model_validate(options))
-    except ValidationError as e:
-        first = e.errors()[0]
-        raise ValueError(f"{'.'.join(str(x) for x in first['loc'])}: {first['msg']}") from None
+    return PromptCacheStep(parse_options(PromptCacheOptions, options))

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from portico.cache.cacheability import compile_patterns, decide
 from portico.cache.key import cache_key
@@ -32,6 +32,7 @@ from portico.cache.semantic import SemanticIndex, SemanticMatcher, describe
 from portico.cache.step import HEADER, AnswerWriter, CacheMetrics, upstream_cost
 from portico.cache.verifier import Verifier
 from portico.pipeline.context import RequestContext
+from portico.pipeline.options import parse_options
 from portico.pipeline.services import Services
 from portico.pipeline.step import Step
 
@@ -132,10 +133,6 @@ class SemanticCacheStep(Step):
 
 
 def semantic_cache_step(options: dict[str, Any], services: Services) -> SemanticCacheStep:
-    try:
-        opts = SemanticOptions.model_validate(options)
-    except ValidationError as e:
-        first = e.errors()[0]
-        raise ValueError(f"{'.'.join(str(x) for x in first['loc'])}: {first['msg']}") from None
+    opts = parse_options(SemanticOptions, options)
     services.embedder.require("semantic_cache")
     return SemanticCacheStep(opts, services.embedder, CacheMetrics(services.metrics), services.prices)

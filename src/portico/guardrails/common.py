@@ -2,25 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
-from pydantic import BaseModel, ValidationError
-
-from portico.pipeline.context import RequestContext
-from portico.protocol.chat import ChatCompletionRequest, Message, TextPart, choice_dict, completion_dict, usage_dict
-
-OptionsT = TypeVar("OptionsT", bound=BaseModel)
-
-
-def parse_options(model: type[OptionsT], options: dict[str, Any]) -> OptionsT:
-    try:
-        return model.model_validate(options)
-    except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "options"
-        raise ValueError(f"{where}: {first['msg']}") from None
+from portico.protocol.chat import ChatCompletionRequest, Message, TextPart
 
 
 class GuardMetrics:
@@ -36,18 +21,6 @@ class GuardMetrics:
     def count(self, guardrail: str, decision: str) -> None:
         if self.decisions is not None:
             self.decisions.labels(guardrail, decision).inc()
-
-
-def stock_answer(ctx: RequestContext, step: str, text: str) -> None:
-    """Answer now with ``text``, without calling a model."""
-    response = completion_dict(
-        id=f"chatcmpl-{ctx.request_id}",
-        model=ctx.model,
-        created=int(time.time()),
-        choices=[choice_dict(0, text, "stop")],
-        usage=usage_dict(0, 0),
-    )
-    ctx.short_circuit(step, response=response)
 
 
 def map_message_texts(req: ChatCompletionRequest, fn: Callable[[Message, str], str]) -> ChatCompletionRequest:

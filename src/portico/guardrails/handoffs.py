@@ -25,8 +25,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import JSON, Column, Float, Index, String, Table, insert, select, update
 
-from portico.guardrails.common import GuardMetrics, parse_options, stock_answer
+from portico.guardrails.common import GuardMetrics
 from portico.pipeline.context import RequestContext
+from portico.pipeline.options import parse_options, stock_answer
 from portico.pipeline.services import Services
 from portico.pipeline.step import Step
 from portico.storage.db import metadata

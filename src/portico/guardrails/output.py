@@ -40,13 +40,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from portico.cache.assemble import assemble
-from portico.guardrails.common import GuardMetrics, answer_texts, parse_options, stock_answer
+from portico.guardrails.common import GuardMetrics, answer_texts
 from portico.guardrails.handoffs import HandoffStore, dump_messages
 from portico.guardrails.pii.detector import merge
 from portico.guardrails.pii.masking import PLACEHOLDER
 from portico.guardrails.pii.recognizers import regex_hits
 from portico.guardrails.toxicity import ToxicityClassifier
 from portico.pipeline.context import RequestContext
+from portico.pipeline.options import parse_options, stock_answer
 from portico.pipeline.services import Services
 from portico.pipeline.step import Step
 from portico.protocol.chat import ChatCompletionRequest, chunk_dict, delta_choice

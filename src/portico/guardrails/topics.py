@@ -32,8 +32,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from portico.guardrails.common import GuardMetrics, parse_options, stock_answer
+from portico.guardrails.common import GuardMetrics
 from portico.pipeline.context import RequestContext
+from portico.pipeline.options import parse_options, stock_answer
 from portico.pipeline.services import Services
 from portico.pipeline.step import Step
 

@@ -14,15 +14,14 @@ step shares, scores the intents by cosine similarity and a softmax over them, an
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from portico.pipeline.context import RequestContext
+from portico.pipeline.options import stock_answer
 from portico.pipeline.step import Step
-from portico.protocol.chat import choice_dict, completion_dict, usage_dict
 
 
 class IntentConfig(BaseModel):
@@ -106,14 +105,7 @@ class RouteIntentStep(Step):
         return self._centroids
 
     def _answer(self, ctx: RequestContext, text: str) -> None:
-        response = completion_dict(
-            id=f"chatcmpl-{ctx.request_id}",
-            model=ctx.model,
-            created=int(time.time()),
-            choices=[choice_dict(0, text, "stop")],
-            usage=usage_dict(0, 0),
-        )
-        ctx.short_circuit(self.name, response=response)
+        stock_answer(ctx, self.name, text)
 
     async def run(self, ctx: RequestContext) -> None:
         centroids = await self.centroids()

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from portico.guardrails.common import GuardMetrics, parse_options, stock_answer
+from portico.guardrails.common import GuardMetrics
 from portico.guardrails.injection.heuristics import matched
 from portico.guardrails.injection.model import (
     DEFAULT_WEIGHTS,
@@ -34,6 +34,7 @@ from portico.guardrails.injection.model import (
     ngram_vectorizer,
 )
 from portico.pipeline.context import RequestContext
+from portico.pipeline.options import parse_options, stock_answer
 from portico.pipeline.services import Services
 from portico.pipeline.step import Step
 

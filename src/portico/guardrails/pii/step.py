@@ -26,10 +26,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from portico.guardrails.common import GuardMetrics, map_message_texts, parse_options, stock_answer
+from portico.guardrails.common import GuardMetrics, map_message_texts
 from portico.guardrails.pii.detector import SPACY_MODEL, PIIDetector, Span
 from portico.guardrails.pii.masking import Masker, StreamUnmasker, unmask
 from portico.pipeline.context import RequestContext
+from portico.pipeline.options import parse_options, stock_answer
 from portico.pipeline.services import Services
 from portico.pipeline.step import Step
 from portico.protocol.chat import TextPart
