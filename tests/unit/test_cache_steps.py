@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from portico.cache.assemble import assemble
 from portico.cache.cacheability import compile_patterns, decide
 from portico.cache.key import cache_key
 from portico.cache.memory import MemoryStore
@@ -15,6 +14,7 @@ from portico.cache.step import CacheLookupStep, ExactCache
 from portico.config.schema import CacheConfig
 from portico.pipeline import Pipeline, Step
 from portico.pipeline.context import RequestContext
+from portico.protocol.assemble import assemble
 from portico.protocol.chat import ChatCompletionRequest
 from portico.protocol.errors import InvalidRequest
 

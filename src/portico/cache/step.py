@@ -10,12 +10,12 @@ from typing import Any
 
 import orjson
 
-from portico.cache.assemble import assemble
 from portico.cache.cacheability import Decision, compile_patterns, decide
 from portico.cache.key import cache_key
 from portico.cache.store import CacheStore
 from portico.pipeline.context import RequestContext
 from portico.pipeline.step import Step
+from portico.protocol.assemble import assemble
 
 log = logging.getLogger("portico.cache")
 HEADER = "x-portico-cache"

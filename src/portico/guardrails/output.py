@@ -39,7 +39,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from portico.cache.assemble import assemble
 from portico.guardrails.common import GuardMetrics, answer_texts
 from portico.guardrails.handoffs import HandoffStore, dump_messages
 from portico.guardrails.pii.detector import merge
@@ -50,6 +49,7 @@ from portico.pipeline.context import RequestContext
 from portico.pipeline.options import parse_options, stock_answer
 from portico.pipeline.services import Services
 from portico.pipeline.step import Step
+from portico.protocol.assemble import assemble
 from portico.protocol.chat import ChatCompletionRequest, chunk_dict, delta_choice
 from portico.protocol.errors import UpstreamError
 
