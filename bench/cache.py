@@ -60,7 +60,7 @@ def cosine_only(meta: list, n: int, threshold: float) -> list:
 
 
 def gptcache_run() -> dict:
-    """GPTCache in its own process: faiss and usearch in one process crash (two OpenMP/libstdc++ builds)."""
+    """GPTCache in its own process, so its native libraries (faiss) never share one with ours."""
     out = subprocess.run([sys.executable, str(Path(__file__).with_name("cache_gptcache.py"))], capture_output=True,
                          text=True, check=False)  # fmt: skip
     if out.returncode != 0:

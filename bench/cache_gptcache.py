@@ -1,4 +1,4 @@
-"""GPTCache on the QQP protocol, run by bench/cache.py in its own process (faiss and usearch crash together).
+"""GPTCache on the QQP protocol, run by bench/cache.py in its own process (its native libraries stay apart from ours).
 
 Prints progress lines, then one JSON line: the chosen threshold, the test outcome and lookup latencies.
 """

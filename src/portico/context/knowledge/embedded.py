@@ -1,5 +1,5 @@
 """The embedded store: SQLite for documents, chunks and vectors (the source of truth), bm25s for BM25 and an
-exact/usearch vector index in memory, rebuilt from SQLite when the knowledge base is opened. Needs no server."""
+exact/hnswlib vector index in memory, rebuilt from SQLite when the knowledge base is opened. Needs no server."""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
 """Chunk vectors: an exact in-memory matrix (cosine = dot product of normalised rows) and, above a size
-threshold, a usearch HNSW index for unfiltered approximate search. Filtered searches are exact over the rows the
+threshold, an hnswlib HNSW index for unfiltered approximate search. Filtered searches are exact over the rows the
 filter allows, so a narrow filter never starves the result list."""
 
 from __future__ import annotations
 
+import hnswlib
 import numpy as np
-from usearch.index import Index
 
 
 class VectorIndex:
@@ -16,7 +16,7 @@ class VectorIndex:
         self._matrix = np.zeros((0, dim), dtype=np.float32)
         self._row: dict[int, int] = {}
         self._pending: dict[int, np.ndarray | None] = {}  # key → vector (add) or None (remove), not yet merged
-        self._ann: Index | None = None
+        self._ann: hnswlib.Index | None = None
         self._ann_dirty = True
 
     def __len__(self) -> int:
@@ -64,14 +64,15 @@ class VectorIndex:
             keys, sims = self.scores(query)
             return top_k(keys, sims, k)
         ann = self._ann_index()
-        m = ann.search(query.astype(np.float32), min(k, n))
-        return np.asarray(m.keys, dtype=np.int64), (1.0 - np.asarray(m.distances, dtype=np.float32))
+        labels, dists = ann.knn_query(query.astype(np.float32), k=min(k, n), num_threads=1)
+        return np.asarray(labels[0], dtype=np.int64), (1.0 - np.asarray(dists[0], dtype=np.float32))
 
-    def _ann_index(self) -> Index:
+    def _ann_index(self) -> hnswlib.Index:
         if self._ann is None or self._ann_dirty:
-            ann = Index(ndim=self.dim, metric="cos", dtype="f32", connectivity=16, expansion_add=128,
-                        expansion_search=96)  # fmt: skip
-            ann.add(self._keys, self._matrix, threads=1)
+            ann = hnswlib.Index(space="cosine", dim=self.dim)
+            ann.init_index(max_elements=len(self._keys), ef_construction=128, M=16)
+            ann.add_items(self._matrix, self._keys.astype(np.uint64), num_threads=1)
+            ann.set_ef(96)
             self._ann, self._ann_dirty = ann, False
         return self._ann
 
