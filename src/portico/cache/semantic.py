@@ -80,7 +80,7 @@ class SemanticIndex:
         if index is None:
             index = self._indexes[scope] = hnswlib.Index(space="cosine", dim=dim)
             index.init_index(max_elements=max(16, adding), ef_construction=128, M=16, allow_replace_deleted=True)
-            index.set_ef(64)
+            index.set_ef(128)
             self._live[scope] = 0
         need = self._live[scope] + adding
         if need > index.get_max_elements():
