@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import yaml
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -88,3 +89,18 @@ def katan_cmd(port: int, tmp: Path, *extra: str) -> list[str]:
         "WARNING",
         *extra,
     ]
+
+
+@contextlib.contextmanager
+def portico_server(
+    cfg: dict, tmp: Path, *, port: int | None = None, log: str = "portico.log", timeout: float = 60.0
+) -> Iterator[str]:
+    """A real ``portico serve`` with this config (written to ``tmp`` as YAML), ready when ``/readyz`` is 200;
+    yields its URL. Pass ``port`` when the config must name the server's own address."""
+    port = port or free_port()
+    path = tmp / f"{Path(log).stem}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    url = f"http://127.0.0.1:{port}"
+    cmd = [str(VENV_BIN / "portico"), "serve", "--config", str(path), "--port", str(port)]
+    with running(cmd, f"{url}/readyz", tmp / log, timeout=timeout):
+        yield url

@@ -12,9 +12,8 @@ import httpx
 import openai
 import pytest
 import redis
-import yaml
 
-from tests.support import VENV_BIN, free_port, running
+from tests.support import portico_server
 
 MASTER = "mk-" + "c" * 40
 REDIS_DB = 12
@@ -36,16 +35,8 @@ def pair(katan: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[
                    {"name": "emb", "type": "embedding", "deployments": [{"provider": "local"}]}],
         "applications": [{"name": "faq", "model": "m", "steps": [{"use": "semantic_cache", "min_similarity": 0.9}]}],
     }  # fmt: skip
-    path = tmp / "portico.yaml"
-    path.write_text(yaml.safe_dump(cfg))
     with contextlib.ExitStack() as stack:
-        urls = []
-        for i in range(2):
-            port = free_port()
-            cmd = [str(VENV_BIN / "portico"), "serve", "--config", str(path), "--port", str(port)]
-            stack.enter_context(running(cmd, f"http://127.0.0.1:{port}/readyz", tmp / f"portico{i}.log"))
-            urls.append(f"http://127.0.0.1:{port}")
-        yield urls
+        yield [stack.enter_context(portico_server(cfg, tmp, log=f"portico{i}.log")) for i in range(2)]
     r.flushdb()
 
 

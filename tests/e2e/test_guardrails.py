@@ -10,9 +10,8 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import yaml
 
-from tests.support import VENV_BIN, free_port, running
+from tests.support import free_port, portico_server
 
 MASTER = "mk-" + "g" * 40
 STATUS_SCHEMA = {"type": "json_schema", "json_schema": {"name": "status", "schema": {
@@ -61,11 +60,8 @@ def guarded(katan: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
             ]},
         ],
     }  # fmt: skip
-    path = tmp / "portico.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    cmd = [str(VENV_BIN / "portico"), "serve", "--config", str(path), "--port", str(port)]
-    with running(cmd, f"http://127.0.0.1:{port}/readyz", tmp / "portico.log", timeout=180):
-        yield f"http://127.0.0.1:{port}"
+    with portico_server(cfg, tmp, port=port, timeout=180) as url:
+        yield url
 
 
 def sdk(url: str) -> openai.OpenAI:

@@ -11,9 +11,8 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-import yaml
 
-from tests.support import VENV_BIN, free_port, running
+from tests.support import VENV_BIN, portico_server
 
 pytestmark = pytest.mark.slow
 
@@ -37,12 +36,7 @@ def server(katan: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
             ]},
         ],
     }  # fmt: skip
-    path = tmp / "portico.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    cmd = [str(VENV_BIN / "portico"), "serve", "--config", str(path), "--port", str(port)]
-    with running(cmd, f"{url}/readyz", tmp / "portico.log", timeout=180):
+    with portico_server(cfg, tmp, timeout=180) as url:
         yield url
 
 
@@ -205,13 +199,8 @@ def test_postgres_store_through_the_api(katan: str, tmp_path: Path) -> None:
         "knowledge": {"store": "postgres", "url": pg.get_uri()},
         "models": [{"name": "local-embed", "type": "embedding", "deployments": [{"provider": "local"}]}],
     }
-    path = tmp_path / "portico.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    cmd = [str(VENV_BIN / "portico"), "serve", "--config", str(path), "--port", str(port)]
     try:
-        with running(cmd, f"{url}/readyz", tmp_path / "portico.log", timeout=180):
+        with portico_server(cfg, tmp_path, timeout=180) as url:
             assert post(url, "/v1/knowledge_bases", json={"name": "pgkb"}).status_code == 201
             docs = [{"id": "a", "text": "The canteen serves ramen on Fridays.", "metadata": {"floor": 2}},
                     {"id": "b", "text": "Bicycles are parked in the basement.", "metadata": {"floor": -1}}]  # fmt: skip

@@ -12,12 +12,11 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-import yaml
 
 from portico.routing import PairwiseRecord, TrainConfig, train
 from portico.routing.local_embed import local_embed_fn
 from portico.routing.store import save
-from tests.support import VENV_BIN, free_port, katan_cmd, running
+from tests.support import free_port, katan_cmd, portico_server, running
 
 MASTER = "mk-" + "r" * 40
 STOCK = "I can only help with your Acme account."
@@ -82,14 +81,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
                 {"use": "route_context", "model": "small", "larger": ["big"], "reserve_output": 100}]},
         ],
     }  # fmt: skip
-    path = tmp / "portico.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    port = free_port()
     with contextlib.ExitStack() as stack:
         stack.enter_context(running(kcmd, f"{katan}/health", tmp / "katan.log"))
-        cmd = [str(VENV_BIN / "portico"), "serve", "--config", str(path), "--port", str(port)]
-        stack.enter_context(running(cmd, f"http://127.0.0.1:{port}/readyz", tmp / "portico.log", timeout=120))
-        yield Setup(f"http://127.0.0.1:{port}", katan)
+        yield Setup(stack.enter_context(portico_server(cfg, tmp, timeout=120)), katan)
 
 
 def ask(s: Setup, app: str, prompt: str) -> tuple[str, str, str]:

@@ -17,9 +17,8 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-import yaml
 
-from tests.support import VENV_BIN, free_port, running
+from tests.support import free_port, portico_server
 
 ROOT = Path(__file__).resolve().parents[2]
 BROWSER_DIR = ROOT / "tests" / "browser"
@@ -42,12 +41,7 @@ def server(katan: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
              "deployments": [{"provider": "openai", "model": "x", "base_url": f"{dead}/v1", "api_key": "sk-test"}]},
         ],
     }  # fmt: skip
-    path = tmp / "portico.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    cmd = [str(VENV_BIN / "portico"), "serve", "--config", str(path), "--port", str(port)]
-    with running(cmd, f"{url}/readyz", tmp / "portico.log"):
+    with portico_server(cfg, tmp) as url:
         yield url
 
 
