@@ -77,34 +77,50 @@ def _load_txt(data: bytes, source: str, stem: str) -> list[LoadedDocument]:
     return [LoadedDocument(source=source, title=stem, sections=[Section("", _decode(data).strip())])]
 
 
+class _Outline:
+    """Sections under a heading path: a heading closes the open section and drops the deeper headings."""
+
+    def __init__(self, joiner: str = "\n\n") -> None:
+        self.sections: list[Section] = []
+        self._path: list[tuple[int, str]] = []
+        self._buf: list[str] = []
+        self._joiner = joiner
+
+    def heading(self, level: int, text: str) -> None:
+        self._flush()
+        self._path = [(lv, h) for lv, h in self._path if lv < level] + [(level, text)]
+
+    def add(self, text: str) -> None:
+        self._buf.append(text)
+
+    def done(self) -> list[Section]:
+        self._flush()
+        return self.sections
+
+    def _flush(self) -> None:
+        body = self._joiner.join(self._buf).strip()
+        if body:
+            self.sections.append(Section(" > ".join(h for _, h in self._path), body))
+        self._buf.clear()
+
+
 _HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
+_DOCX_HEADING = re.compile(r"Heading (\d)")
 
 
 def _markdown_sections(text: str) -> list[Section]:
-    sections: list[Section] = []
-    path: list[tuple[int, str]] = []
-    buf: list[str] = []
+    outline = _Outline("\n")
     in_fence = False
-
-    def flush() -> None:
-        body = "\n".join(buf).strip()
-        if body:
-            sections.append(Section(" > ".join(h for _, h in path), body))
-        buf.clear()
-
     for line in text.splitlines():
         if _FENCE.match(line):
             in_fence = not in_fence
         m = None if in_fence else _HEADING.match(line)
         if m:
-            flush()
-            level = len(m.group(1))
-            path = [(lv, h) for lv, h in path if lv < level] + [(level, m.group(2))]
-            continue
-        buf.append(line)
-    flush()
-    return sections or [Section("", "")]
+            outline.heading(len(m.group(1)), m.group(2))
+        else:
+            outline.add(line)
+    return outline.done() or [Section("", "")]
 
 
 def _first_heading(sections: list[Section]) -> str | None:
@@ -131,26 +147,15 @@ def _load_html(data: bytes, source: str, stem: str) -> list[LoadedDocument]:
         tag.decompose()
     title = soup.title.get_text(" ", strip=True) if soup.title else ""
     body = soup.body or soup
-    sections: list[Section] = []
-    path: list[tuple[int, str]] = []
-    buf: list[str] = []
-
-    def flush() -> None:
-        text = "\n\n".join(buf).strip()
-        if text:
-            sections.append(Section(" > ".join(h for _, h in path), text))
-        buf.clear()
-
+    outline = _Outline()
     for el in body.find_all([*_HEADS, *_BLOCKS]):
         if el.name in _HEADS:
-            flush()
-            level = int(el.name[1])
-            path = [(lv, h) for lv, h in path if lv < level] + [(level, el.get_text(" ", strip=True))]
+            outline.heading(int(el.name[1]), el.get_text(" ", strip=True))
         elif not el.find_parent(_BLOCKS):  # nested blocks (li inside td) are read once, through the outer one
             text = el.get_text("\n" if el.name == "pre" else " ", strip=el.name != "pre")
             if text.strip():
-                buf.append(text)
-    flush()
+                outline.add(text)
+    sections = outline.done()
     if not sections:  # no block structure at all: the visible text
         sections = [Section("", body.get_text("\n", strip=True))]
     return [LoadedDocument(source=source, title=title or _first_heading(sections) or stem, sections=sections)]
@@ -176,32 +181,21 @@ def _load_docx(data: bytes, source: str, stem: str) -> list[LoadedDocument]:
     import docx
 
     d = docx.Document(io.BytesIO(data))
-    sections: list[Section] = []
-    path: list[tuple[int, str]] = []
-    buf: list[str] = []
-
-    def flush() -> None:
-        text = "\n\n".join(buf).strip()
-        if text:
-            sections.append(Section(" > ".join(h for _, h in path), text))
-        buf.clear()
-
+    outline = _Outline()
     for para in d.paragraphs:
         style = (para.style.name if para.style is not None else "") or ""
         text = para.text.strip()
-        m = re.match(r"Heading (\d)", style)
+        m = _DOCX_HEADING.match(style)
         if (m or style == "Title") and text:
-            flush()
-            level = int(m.group(1)) if m else 0
-            path = [(lv, h) for lv, h in path if lv < level] + [(level, text)]
+            outline.heading(int(m.group(1)) if m else 0, text)
         elif text:
-            buf.append(text)
+            outline.add(text)
     for table in d.tables:
         for row in table.rows:
             cells = [c.text.strip() for c in row.cells if c.text.strip()]
             if cells:
-                buf.append(" | ".join(cells))
-    flush()
+                outline.add(" | ".join(cells))
+    sections = outline.done()
     title = d.core_properties.title or _first_heading(sections) or stem
     return [LoadedDocument(source=source, title=title, sections=sections or [Section("", "")])]
 
