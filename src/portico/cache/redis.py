@@ -28,14 +28,20 @@ class RedisStore:
         return f"{self.prefix}:v:{key}"
 
     async def get(self, key: str) -> bytes | None:
-        value = await self.redis.get(self._k(key))
+        if self.policy == "fifo":
+            value = await self.redis.get(self._k(key))
+        else:
+            # One round trip: the read and the index update (XX: only a key still indexed is touched).
+            async with self.redis.pipeline(transaction=False) as p:
+                p.get(self._k(key))
+                if self.policy == "lru":
+                    p.zadd(self.index, {key: time.time()}, xx=True)
+                else:
+                    p.zadd(self.index, {key: 1}, xx=True, incr=True)
+                value, _ = await p.execute()
         if value is None:
             await self.redis.zrem(self.index, key)
             return None
-        if self.policy == "lru":
-            await self.redis.zadd(self.index, {key: time.time()}, xx=True)
-        elif self.policy == "lfu":
-            await self.redis.zincrby(self.index, 1, key)
         return bytes(value)
 
     async def set(self, key: str, value: bytes, ttl: float) -> None:

@@ -46,13 +46,14 @@ class ResultCache:
         self, parts: Any, compute: Callable[[], Awaitable[T]], ttl_seconds: float | None = None
     ) -> tuple[T, bool]:
         """(value, True) from the cache, else (computed value, False) after storing it."""
-        raw = await self.store.get(self.key(parts))
+        key = self.key(parts)
+        raw = await self.store.get(key)
         if raw is not None:
             self._count("hit")
             return orjson.loads(raw)["v"], True
         self._count("miss")
         value = await compute()
-        await self.store.set(self.key(parts), orjson.dumps({"v": value}), ttl_seconds or self.ttl)
+        await self.store.set(key, orjson.dumps({"v": value}), ttl_seconds or self.ttl)
         return value, False
 
     def _count(self, result: str) -> None:
