@@ -10,7 +10,7 @@ import pytest
 
 from portico.cache.semantic import SemanticIndex, SemanticMatcher
 from portico.cache.semantic_step import SemanticCacheStep, SemanticOptions, semantic_cache_step
-from portico.cache.verifier import Verifier, hand_features, pair_vector, threshold_for_precision, train
+from portico.cache.verifier import Verifier, hand_features, threshold_for_precision, train
 from portico.pipeline import Pipeline, Step
 from portico.pipeline.context import RequestContext
 from portico.protocol.chat import ChatCompletionRequest
@@ -76,7 +76,7 @@ def _synthetic(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray
         b = f"is {i} a prime number?" if dup else f"is {i + 1} a prime number"
         ea = unit(*rng.normal(size=8))
         eb = unit(*(ea + rng.normal(scale=0.05, size=8)))
-        rows.append(pair_vector(a, b, ea, eb, float(ea @ eb), float(rng.uniform(0, 1))))
+        rows.append(hand_features(a, b, float(ea @ eb), float(rng.uniform(0, 1))))
         ys.append(int(dup))
     return np.stack(rows), np.array(ys)
 

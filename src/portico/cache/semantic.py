@@ -16,7 +16,7 @@ import hnswlib
 import numpy as np
 
 from portico.cache.store import Clock
-from portico.cache.verifier import Verifier, pair_vector
+from portico.cache.verifier import Verifier, candidate_features
 
 
 @dataclass(slots=True)
@@ -144,13 +144,9 @@ class SemanticMatcher:
             return Match(None, best_sim, None)
         if self.verifier is None:
             return Match(eligible[0][0], best_sim, None)
-        sims = [s for _, s in cands]
-        rows = []
-        for i, (e, s) in enumerate(eligible):
-            others = [x for j, x in enumerate(sims) if j != i]
-            margin = s - (max(others) if others else 0.0)
-            rows.append(pair_vector(text, e.text, vector, e.vector, s, margin))
-        probs = self.verifier.probability(np.stack(rows))
+        # Margins are over every candidate; eligible ones are the most similar, so a prefix of the rows.
+        rows = candidate_features(text, [(e.text, s) for e, s in cands])[: len(eligible)]
+        probs = self.verifier.probability(rows)
         i = int(np.argmax(probs))
         p = float(probs[i])
         assert self.threshold is not None

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from portico.cache.semantic import SemanticIndex
-from portico.cache.verifier import N_HAND, pair_vector
+from portico.cache.verifier import N_HAND, candidate_features
 
 SCOPE = "train"
 
@@ -29,16 +29,12 @@ def candidate_rows(
 ) -> tuple[list[tuple[int, int, float]], np.ndarray]:
     """Per query, its top-k candidates as (query, entry position, similarity) and their pair vectors."""
     meta: list[tuple[int, int, float]] = []
-    rows = []
+    rows = [np.zeros((0, N_HAND), dtype=np.float32)]
     for i, text in enumerate(queries):
         cands = index.candidates(scope, vectors[i], k)
-        sims = [s for _, s in cands]
-        for c, (e, s) in enumerate(cands):
-            others = [x for j, x in enumerate(sims) if j != c]
-            margin = s - (max(others) if others else 0.0)
-            meta.append((i, int(e.value), s))
-            rows.append(pair_vector(text, e.text, vectors[i], e.vector, s, margin))
-    return meta, (np.stack(rows) if rows else np.zeros((0, N_HAND), dtype=np.float32))
+        meta += [(i, int(e.value), s) for e, s in cands]
+        rows.append(candidate_features(text, [(e.text, s) for e, s in cands]))
+    return meta, np.concatenate(rows)
 
 
 def labels(meta: list[tuple[int, int, float]], q1: list[str], q2: list[str], dup: np.ndarray,

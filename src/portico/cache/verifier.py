@@ -77,9 +77,15 @@ def hand_features(a: str, b: str, cos: float, margin: float) -> np.ndarray:
     ], dtype=np.float32)  # fmt: skip
 
 
-def pair_vector(a: str, b: str, ea: np.ndarray, eb: np.ndarray, cos: float, margin: float) -> np.ndarray:
-    """The verifier's input for one pair (the embeddings enter through ``cos`` and ``margin``)."""
-    return hand_features(a, b, cos, margin)
+def candidate_features(query: str, candidates: list[tuple[str, float]]) -> np.ndarray:
+    """The verifier's rows for one lookup: per (text, similarity) candidate, its features with the margin of its
+    similarity over the best other candidate's (how the matcher and the training data both see it)."""
+    sims = [s for _, s in candidates]
+    rows = []
+    for i, (text, s) in enumerate(candidates):
+        best_other = max((x for j, x in enumerate(sims) if j != i), default=0.0)
+        rows.append(hand_features(query, text, s, s - best_other))
+    return np.stack(rows) if rows else np.zeros((0, N_HAND), dtype=np.float32)
 
 
 @dataclass
