@@ -148,6 +148,4 @@ class AnswerWriter(Step):
 
 
 def upstream_cost(ctx: RequestContext, prices: Any) -> float:
-    if prices is None or ctx.usage is None:
-        return 0.0
-    return float(prices.cost(ctx.attempts[-1].model if ctx.attempts else ctx.model, ctx.deployment, ctx.usage))
+    return float(prices.request_cost(ctx)) if prices is not None else 0.0

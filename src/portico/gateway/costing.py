@@ -6,6 +6,7 @@ from typing import Any
 
 from portico.config.schema import PorticoConfig, Price
 from portico.gateway.pricing import cost_usd, resolve_price
+from portico.pipeline.context import RequestContext
 
 
 class PriceBook:
@@ -20,3 +21,8 @@ class PriceBook:
 
     def cost(self, model: str, deployment: str | None, usage: dict[str, Any] | None) -> float:
         return cost_usd(self.price(model, deployment), usage)
+
+    def request_cost(self, ctx: RequestContext) -> float:
+        """What a chat request's upstream call cost: priced as the model of its last attempt (a fallback's)."""
+        model = ctx.attempts[-1].model if ctx.attempts else ctx.model
+        return self.cost(model, ctx.deployment, ctx.usage)

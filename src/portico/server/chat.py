@@ -78,10 +78,9 @@ async def _settled(
 
 
 async def _settle(rt: Runtime, adm: Admission, ctx: RequestContext, status: int, error: str | None = None) -> None:
-    model = ctx.attempts[-1].model if ctx.attempts else ctx.model
     rec = await rt.control.settle(
         adm, request_id=ctx.request_id, endpoint="chat", status=status, usage=ctx.usage,
-        cost=rt.prices.cost(model, ctx.deployment, ctx.usage), deployment=ctx.deployment,
+        cost=rt.prices.request_cost(ctx), deployment=ctx.deployment,
         application=ctx.application, attempts=len(ctx.attempts), error_type=error,
     )  # fmt: skip
     if rec is not None:
