@@ -14,8 +14,9 @@ from portico.context.knowledge.service import knowledge_of
 from portico.context.pack import PackStep, edges_first
 from portico.context.retrieve import RetrieveStep
 from portico.context.rewrite import RewriteStep, parse
+from portico.gateway.costing import PriceBook
 from portico.pipeline import Pipeline, Step
-from portico.pipeline.context import RequestContext
+from portico.pipeline.context import Attempt, RequestContext
 from portico.protocol.chat import ChatCompletionRequest
 from tests.unit.test_knowledge import doc, fake_embed
 
@@ -40,12 +41,14 @@ class FakeGateway:
         self.calls.append(ctx.request)
         ctx.response = {"choices": [{"message": {"role": "assistant", "content": self.answer}}],
                         "usage": {"prompt_tokens": 10, "completion_tokens": 5}}  # fmt: skip
-        ctx.deployment = "fake/" + model
+        ctx.usage = ctx.response["usage"]
+        ctx.deployment = "m-0"
 
 
 class Services:
     def __init__(self, tmp: Path, answer: str = "", window: int = 4000) -> None:
-        chat = {"provider": "openai", "base_url": "http://x/v1", "context_window": window}
+        chat = {"provider": "openai", "base_url": "http://x/v1", "context_window": window, "name": "m-0",
+                "price": {"input": 1.0, "output": 2.0}}  # fmt: skip
         emb = {"provider": "openai", "base_url": "http://x/v1"}
         self.cfg = PorticoConfig.model_validate(
             {
@@ -59,6 +62,7 @@ class Services:
         )
         self.embedder = FakeEmbedder()
         self.gateway = FakeGateway(answer)
+        self.prices = PriceBook(self.cfg)
         self.closers: list[Any] = []
 
     def on_close(self, close: Any) -> None:
@@ -170,6 +174,22 @@ async def test_rewrite_resolves_references_from_history(tmp_path: Path) -> None:
     assert ctx.query == "When did Emily Doe last buy something from us?"
     assert ctx.documents and ctx.documents[0]["document_id"] == "emily"
     assert ctx.state["trace.notes"]["rewrite"]["resolved"] is True
+
+
+async def test_rewrite_call_is_part_of_the_request_cost(tmp_path: Path) -> None:
+    svc = Services(tmp_path, answer="When did Emily Doe last buy something from us?")
+    await _seed(svc)
+    ctx = ctx_of(("user", "When did John Smith last buy something?"), ("assistant", "On 2 April."),
+                 ("user", "How about Emily Doe?"))  # fmt: skip
+    await _pipeline(svc).run(ctx)
+    rewrite = (10 * 1.0 + 5 * 2.0) / 1e6  # 10 prompt and 5 completion tokens at $1 / $2 per 1M
+    assert ctx.state["trace.notes"]["rewrite"]["cost_usd"] == pytest.approx(rewrite)
+    # EchoGenerate reports no usage: the request's cost is the rewrite call alone, and the answer's cost adds to it.
+    assert svc.prices.request_cost(ctx) == pytest.approx(rewrite)
+    assert svc.prices.request_cost(ctx, steps=False) == 0.0
+    ctx.usage, ctx.deployment = {"prompt_tokens": 100, "completion_tokens": 50}, "m-0"
+    ctx.attempts.append(Attempt(deployment="m-0", model="m", started=0.0))  # the answer came from model m
+    assert svc.prices.request_cost(ctx) == pytest.approx(rewrite + (100 + 100) / 1e6)
 
 
 async def test_rewrite_says_when_it_cannot_resolve(tmp_path: Path) -> None:

@@ -68,6 +68,7 @@ class RewriteStep(Step):
         if services.cfg.model(self.options.model) is None:
             raise ValueError(f"unknown model '{self.options.model}'")
         self.gateway = services.gateway
+        self.prices = getattr(services, "prices", None)  # PriceBook: the rewrite call is part of the request's cost
 
     async def run(self, ctx: RequestContext) -> None:
         history, last = transcript(ctx.request.messages, self.options.history_turns)
@@ -88,9 +89,10 @@ class RewriteStep(Step):
             ctx.note("rewrite", rewritten=False, reason=f"rewrite model failed: {type(e).__name__}")
             return
         usage = sub.usage or {}
+        cost = self.prices.charge(ctx, "rewrite", o.model, sub.deployment, usage) if self.prices is not None else 0.0
         query, question = parse(answer)
         ctx.note("rewrite", model=o.model, deployment=sub.deployment, input_tokens=usage.get("prompt_tokens"),
-                 output_tokens=usage.get("completion_tokens"))  # fmt: skip
+                 output_tokens=usage.get("completion_tokens"), cost_usd=round(cost, 8))  # fmt: skip
         if question is not None:
             ctx.note("rewrite", rewritten=False, resolved=False, question=question)
             if o.on_unresolved == "ask":

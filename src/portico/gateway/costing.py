@@ -8,6 +8,8 @@ from portico.config.schema import PorticoConfig, Price
 from portico.gateway.pricing import cost_usd, resolve_price
 from portico.pipeline.context import RequestContext
 
+_STEP_CALLS = "cost.step_calls"  # ctx.state: the model calls steps made besides the answer (see charge)
+
 
 class PriceBook:
     def __init__(self, cfg: PorticoConfig) -> None:
@@ -22,7 +24,19 @@ class PriceBook:
     def cost(self, model: str, deployment: str | None, usage: dict[str, Any] | None) -> float:
         return cost_usd(self.price(model, deployment), usage)
 
-    def request_cost(self, ctx: RequestContext) -> float:
-        """What a chat request's upstream call cost: priced as the model of its last attempt (a fallback's)."""
+    def request_cost(self, ctx: RequestContext, steps: bool = True) -> float:
+        """What a chat request's upstream call cost: priced as the model of its last attempt (a fallback's), plus
+        (``steps``) the model calls its steps made on the way, e.g. a query rewrite (see ``charge``)."""
         model = ctx.attempts[-1].model if ctx.attempts else ctx.model
-        return self.cost(model, ctx.deployment, ctx.usage)
+        extra = sum(c["cost_usd"] for c in ctx.state.get(_STEP_CALLS, ())) if steps else 0.0
+        return self.cost(model, ctx.deployment, ctx.usage) + extra
+
+    def charge(self, ctx: RequestContext, step: str, model: str, deployment: str | None,
+               usage: dict[str, Any] | None) -> float:  # fmt: skip
+        """Book a model call a step made for this request (not its answer): it is priced now and added to the
+        request's cost, so spend, budgets and the usage record include it. Returns its cost in USD."""
+        usd = self.cost(model, deployment, usage)
+        ctx.state.setdefault(_STEP_CALLS, []).append(
+            {"step": step, "model": model, "deployment": deployment, "usage": dict(usage or {}), "cost_usd": usd}
+        )
+        return usd

@@ -1,14 +1,18 @@
-"""BM25 over chunk texts with bm25s (Lucene variant), English stop words and the Snowball stemmer.
+"""BM25 over chunk texts (Lucene's variant, as bm25s computes it), English stop words and the Snowball stemmer.
 
-Each chunk's stemmed tokens are kept, so after a write the index is rebuilt from tokens (no re-tokenising) on the
-next search. Scores come back for every chunk as one array, which makes metadata filters a mask.
+The index is incremental: adding or removing a chunk updates per-term postings, document frequencies and lengths
+in place, and a query scores from the current statistics. So a knowledge base that is written to while it is being
+searched never pays a full rebuild per write (bm25s, which we used before, can only index a whole corpus at once).
+Scores are the same as bm25s' ``method="lucene"`` (tested). Removed chunks leave dead postings behind that are
+skipped; when they outnumber the live ones the postings are compacted once.
 """
 
 from __future__ import annotations
 
+import math
 import re
+from collections import Counter
 
-import bm25s
 import numpy as np
 import Stemmer
 from bm25s.stopwords import STOPWORDS_EN
@@ -28,60 +32,130 @@ class Analyzer:
         return self._stemmer.stemWords(words)
 
 
+class _Postings:
+    """Rows and term frequencies of one term; appended to by writes, turned into arrays when a query reads them."""
+
+    __slots__ = ("arrays", "rows", "tfs")
+
+    def __init__(self) -> None:
+        self.rows: list[int] = []
+        self.tfs: list[int] = []
+        self.arrays: tuple[np.ndarray, np.ndarray] | None = None
+
+    def add(self, row: int, tf: int) -> None:
+        self.rows.append(row)
+        self.tfs.append(tf)
+        self.arrays = None
+
+    def get(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.arrays is None:
+            self.arrays = (np.asarray(self.rows, dtype=np.int64), np.asarray(self.tfs, dtype=np.float32))
+        return self.arrays
+
+
 class BM25Index:
     def __init__(self, k1: float = 1.2, b: float = 0.75, analyzer: Analyzer | None = None) -> None:
         self.k1, self.b = k1, b
         self.analyze = analyzer or Analyzer()
-        self._tokens: dict[int, list[str]] = {}  # chunk key → tokens
-        self._keys = np.zeros(0, dtype=np.int64)  # row → chunk key, for the built index
-        self._row: dict[int, int] = {}
-        self._model: bm25s.BM25 | None = None
-        self._dirty = True
+        self._reset()
+
+    def _reset(self) -> None:
+        self._postings: dict[str, _Postings] = {}
+        self._df: Counter[str] = Counter()  # live chunks containing the term
+        self._docs: dict[int, tuple[int, list[str]]] = {}  # live chunk key → (row, tokens)
+        self._keys: list[int] = []  # row → chunk key (rows of removed chunks stay until compaction)
+        self._lengths: list[int] = []  # row → token count
+        self._alive: list[bool] = []
+        self._total = 0  # tokens over live chunks
+        self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # keys, lengths, alive
         self._last: tuple[str, np.ndarray] | None = None  # the last query's scores (hybrid asks twice)
 
     def __len__(self) -> int:
-        return len(self._tokens)
+        return len(self._docs)
 
     def add(self, key: int, text: str) -> None:
-        self._tokens[key] = self.analyze(text)
-        self._dirty = True
+        self.add_tokens(key, self.analyze(text))
 
     def add_tokens(self, key: int, tokens: list[str]) -> None:
-        self._tokens[key] = tokens
-        self._dirty = True
+        self.remove(key)
+        row = len(self._keys)
+        self._keys.append(int(key))
+        self._lengths.append(len(tokens))
+        self._alive.append(True)
+        self._docs[int(key)] = (row, tokens)
+        self._total += len(tokens)
+        for term, tf in Counter(tokens).items():
+            p = self._postings.get(term)
+            if p is None:
+                p = self._postings[term] = _Postings()
+            p.add(row, tf)
+            self._df[term] += 1
+        self._changed()
 
     def remove(self, key: int) -> None:
-        if self._tokens.pop(key, None) is not None:
-            self._dirty = True
+        entry = self._docs.pop(int(key), None)
+        if entry is None:
+            return
+        row, tokens = entry
+        self._alive[row] = False
+        self._total -= len(tokens)
+        for term in set(tokens):
+            self._df[term] -= 1
+            if self._df[term] <= 0:
+                del self._df[term]
+        self._changed()
+        if len(self._keys) > 64 and len(self._docs) < len(self._keys) // 2:
+            self._compact()
 
-    def _build(self) -> None:
-        self._keys = np.fromiter(self._tokens.keys(), dtype=np.int64, count=len(self._tokens))
-        self._row = {int(k): i for i, k in enumerate(self._keys)}
-        self._model = None
-        if len(self._keys):
-            model = bm25s.BM25(k1=self.k1, b=self.b, method="lucene")
-            model.index([self._tokens[int(k)] for k in self._keys], show_progress=False)
-            self._model = model
-        self._dirty = False
+    def _changed(self) -> None:
+        self._arrays = None
+        self._last = None
+
+    def _compact(self) -> None:
+        live = sorted(self._docs.items(), key=lambda kv: kv[1][0])  # keep the insertion order of rows
+        self._reset()
+        for key, (_, tokens) in live:
+            self.add_tokens(key, tokens)
+
+    def _state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self._arrays is None:
+            self._arrays = (np.asarray(self._keys, dtype=np.int64), np.asarray(self._lengths, dtype=np.float32),
+                            np.asarray(self._alive, dtype=bool))  # fmt: skip
+        return self._arrays
 
     def scores(self, query: str) -> tuple[np.ndarray, np.ndarray]:
-        """(chunk keys, BM25 scores) for every indexed chunk; zeros where no query term occurs."""
-        if self._dirty:
-            self._build()
-            self._last = None
-        if self._model is None:
-            return self._keys, np.zeros(0, dtype=np.float32)
+        """(chunk keys, BM25 scores) for every row; zero where no query term occurs or the chunk was removed."""
+        keys = self._state()[0]
+        if not self._docs:
+            return keys, np.zeros(0, dtype=np.float32)
         if self._last is not None and self._last[0] == query:
-            return self._keys, self._last[1]
-        vocab = self._model.vocab_dict
-        terms = [t for t in self.analyze(query) if t in vocab]
-        if not terms:
-            return self._keys, np.zeros(len(self._keys), dtype=np.float32)
-        scores = np.asarray(self._model.get_scores(terms), dtype=np.float32)
+            return keys, self._last[1]
+        scores = self.term_scores(self.analyze(query))
         self._last = (query, scores)
-        return self._keys, scores
+        return keys, scores
+
+    def term_scores(self, terms: list[str], weights: list[float] | None = None) -> np.ndarray:
+        """Σ weight · idf · tf / (tf + k1 · (1 - b + b · len / avglen)) over the query terms (a term given twice
+        counts twice, like bm25s), one score per row."""
+        keys, lengths, alive = self._state()
+        out = np.zeros(len(keys), dtype=np.float32)
+        n = len(self._docs)
+        if n == 0:
+            return out
+        norm = self.k1 * (1.0 - self.b + self.b * lengths / (self._total / n or 1.0))
+        for i, term in enumerate(terms):
+            df = self._df.get(term, 0)
+            if df == 0:
+                continue
+            idf = math.log(1.0 + (n - df + 0.5) / (df + 0.5))
+            rows, tf = self._postings[term].get()
+            w = idf * (weights[i] if weights is not None else 1.0)
+            out[rows] += np.float32(w) * tf / (tf + norm[rows])
+        out[~alive] = 0.0
+        return out
 
     def rows(self, keys: np.ndarray) -> np.ndarray:
-        if self._dirty:
-            self._build()
-        return np.asarray([self._row[int(k)] for k in keys], dtype=np.int64)
+        return np.asarray([self._docs[int(k)][0] for k in keys], dtype=np.int64)
+
+    def terms(self, key: int) -> list[str]:
+        return self._docs[int(key)][1]

@@ -1,6 +1,7 @@
 """Chunk vectors: an exact in-memory matrix (cosine = dot product of normalised rows) and, above a size
-threshold, an hnswlib HNSW index for unfiltered approximate search. Filtered searches are exact over the rows the
-filter allows, so a narrow filter never starves the result list."""
+threshold, an hnswlib HNSW index for unfiltered approximate search, updated in place by writes (new vectors added,
+removed ones marked deleted) and rebuilt only when tombstones outnumber live vectors. Filtered searches are exact
+over the rows the filter allows, so a narrow filter never starves the result list."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ class VectorIndex:
         self._row: dict[int, int] = {}
         self._pending: dict[int, np.ndarray | None] = {}  # key → vector (add) or None (remove), not yet merged
         self._ann: hnswlib.Index | None = None
-        self._ann_dirty = True
+        self._ann_deleted = 0  # labels marked deleted in the HNSW graph
 
     def __len__(self) -> int:
         self._merge()
@@ -38,12 +39,29 @@ class VectorIndex:
             return
         keep = [i for i, k in enumerate(self._keys) if int(k) not in self._pending]
         added = [(k, v) for k, v in self._pending.items() if v is not None]
+        if self._ann is not None:  # the HNSW graph is updated in place, never rebuilt per write
+            self._ann_update([k for k, v in self._pending.items() if v is None and k in self._row], added)
         keys = np.concatenate([self._keys[keep], np.asarray([k for k, _ in added], dtype=np.int64)])
         rows = [self._matrix[keep]] + ([np.stack([v for _, v in added]).astype(np.float32)] if added else [])
         self._keys, self._matrix = keys, np.concatenate(rows) if rows else self._matrix[:0]
         self._row = {int(k): i for i, k in enumerate(self._keys)}
         self._pending.clear()
-        self._ann_dirty = True
+
+    def _ann_update(self, removed: list[int], added: list[tuple[int, np.ndarray]]) -> None:
+        ann = self._ann
+        assert ann is not None
+        for k in removed:
+            ann.mark_deleted(k)
+        self._ann_deleted += len(removed)
+        if added:
+            need = ann.get_current_count() + len(added)
+            if need > ann.get_max_elements():
+                ann.resize_index(max(need, 2 * ann.get_max_elements()))
+            # Re-adding a live label replaces its vector (hnswlib updates the point).
+            ann.add_items(np.stack([v for _, v in added]).astype(np.float32),
+                          np.asarray([k for k, _ in added], dtype=np.uint64), num_threads=1)  # fmt: skip
+        if self._ann_deleted > ann.get_current_count() // 2:  # mostly tombstones: rebuild on the next search
+            self._ann = None
 
     def vectors(self, keys: np.ndarray) -> np.ndarray:
         self._merge()
@@ -68,12 +86,12 @@ class VectorIndex:
         return np.asarray(labels[0], dtype=np.int64), (1.0 - np.asarray(dists[0], dtype=np.float32))
 
     def _ann_index(self) -> hnswlib.Index:
-        if self._ann is None or self._ann_dirty:
+        if self._ann is None:  # built once; later writes update it in place (see _merge)
             ann = hnswlib.Index(space="cosine", dim=self.dim)
             ann.init_index(max_elements=len(self._keys), ef_construction=128, M=16)
             ann.add_items(self._matrix, self._keys.astype(np.uint64), num_threads=1)
             ann.set_ef(96)
-            self._ann, self._ann_dirty = ann, False
+            self._ann, self._ann_deleted = ann, 0
         return self._ann
 
 
