@@ -109,3 +109,81 @@ async def test_truncate_cuts_a_single_long_message_from_its_start():
 def test_unknown_models_fail_at_build_time():
     with pytest.raises(ValueError, match="not configured"):
         build(larger=["nope"])
+
+
+@pytest.fixture
+async def local_gateway():
+    """A real gateway with the packaged SmolLM2 (llama.cpp) as 'tiny' and an HTTP model as 'wide'."""
+    from portico.gateway.gateway import Gateway
+
+    cfg = validate(
+        {
+            "models": [
+                {"name": "tiny", "deployments": [{"provider": "local", "n_ctx": 512, "n_threads": 1}]},
+                {"name": "wide", "deployments": [{**DEAD, "context_window": 100000}]},
+            ]
+        }
+    )
+    gw = Gateway(cfg)
+    await gw.start()
+    yield cfg, gw
+    await gw.close()
+
+
+class LocalServices:
+    def __init__(self, cfg: Any, gateway: Any) -> None:
+        self.cfg, self.gateway = cfg, gateway
+
+
+@pytest.mark.slow
+async def test_local_model_is_counted_with_its_own_tokenizer(local_gateway):
+    cfg, gw = local_gateway
+    step = (
+        default_registry()
+        .get("route_context")
+        .factory({"model": "tiny", "larger": ["wide"], "reserve_output": 100}, LocalServices(cfg, gw))
+    )
+    (backend,) = [h.backend for h in gw.models["tiny"].handles]
+    # "7 7 7 …": about one token per two characters, so the 4-characters-a-token estimate says it fits
+    # (375 + 4 + 100 ≤ 512) while the real tokenizer says it does not.
+    text = "7 " * 750
+    assert estimate_tokens(ctx_for([{"role": "user", "content": text}]).request.messages) + 100 <= 512
+    ctx = ctx_for([{"role": "user", "content": text}])
+    await step.run(ctx)
+    note = ctx.state["trace.notes"]["route_context"]
+    exact = backend.count_tokens([{"role": "user", "content": text}])
+    assert note["tokenizer"] == "llama.cpp" and note["tokens_needed"] == exact + 100 > 512
+    assert note["decision"] == "route" and ctx.target_model == "wide" and note["tokenizer_target"] == "estimate"
+    # A short prompt fits, counted by the same tokenizer (the chat template's framing included).
+    ctx = ctx_for([{"role": "user", "content": "Hello there"}])
+    await step.run(ctx)
+    note = ctx.state["trace.notes"]["route_context"]
+    assert note["decision"] == "fits" and note["tokenizer"] == "llama.cpp"
+    assert note["tokens_needed"] - 100 == backend.count_tokens([{"role": "user", "content": "Hello there"}]) > 2
+
+
+@pytest.mark.slow
+async def test_truncation_under_a_tokenizer_fits_the_window(local_gateway):
+    cfg, gw = local_gateway
+    step = (
+        default_registry()
+        .get("route_context")
+        .factory({"model": "tiny", "on_overflow": "truncate", "reserve_output": 100}, LocalServices(cfg, gw))
+    )
+    ctx = ctx_for([{"role": "user", "content": "7 " * 2000 + "THE QUESTION"}])
+    await step.run(ctx)
+    note = ctx.state["trace.notes"]["route_context"]
+    assert note["decision"] == "truncate" and note["tokenizer"] == "llama.cpp"
+    assert 400 <= note["tokens_after"] <= 512  # cut to fit, not far below the window
+    assert ctx.request.messages[-1].text().endswith("THE QUESTION")
+
+
+async def test_a_local_model_not_loaded_yet_falls_back_to_the_estimate():
+    from portico.gateway.gateway import Gateway
+
+    cfg = validate({"models": [{"name": "tiny", "deployments": [{"provider": "local", "n_ctx": 512}]}]})
+    step = default_registry().get("route_context").factory({"model": "tiny"}, LocalServices(cfg, Gateway(cfg)))
+    ctx = ctx_for([user(40)])
+    await step.run(ctx)
+    note = ctx.state["trace.notes"]["route_context"]
+    assert note["tokenizer"] == "estimate" and note["tokens_needed"] == 10 + 4 + 512

@@ -206,6 +206,10 @@ class LlamaChatBackend:
             if not future.done():
                 future.add_done_callback(lambda f: f.exception())
 
+    def count_tokens(self, messages: list[dict[str, Any]]) -> int | None:
+        """Prompt tokens of ``messages`` by this model's template and tokenizer (context routing); None until loaded."""
+        return None if self._llm is None else self._count_prompt({"messages": messages})
+
     def _count_prompt(self, kw: dict[str, Any]) -> int:
         text = ""
         if self._formatter is not None and "tools" not in kw:
