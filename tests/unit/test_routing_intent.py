@@ -8,9 +8,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+from portico.config.loader import validate
+from portico.gateway.costing import PriceBook
 from portico.pipeline import RequestContext
-from portico.protocol.chat import ChatCompletionRequest
+from portico.protocol.chat import ChatCompletionRequest, choice_dict, completion_dict, usage_dict
+from portico.protocol.errors import UpstreamError
 from portico.routing.intent import RouteIntentStep, classify
+from portico.routing.intent_llm import parse_intent
 from portico.runtime import default_registry
 from tests.unit.test_routing import embed
 
@@ -125,3 +129,101 @@ def test_bad_options_fail_at_build_time():
         build(intents=[{"name": "x", "examples": ["a"], "model": "app-model", "answer": "no"}])
     with pytest.raises(ValueError, match="unique"):
         build(intents=[{"name": "x", "examples": ["a"]}, {"name": "x", "examples": ["b"]}])
+
+
+# ---- the optional LLM classifier ------------------------------------------------------------------------------
+
+
+class ScriptedGateway:
+    """Answers each chat call with the next scripted text (or raises it) and keeps the requests it got."""
+
+    def __init__(self, answers: list[Any]) -> None:
+        self.answers = list(answers)
+        self.requests: list[ChatCompletionRequest] = []
+        self.models = {"billing-model": 1, "tech-model": 1, "app-model": 1, "judge": 1}
+
+    async def chat(self, ctx: RequestContext, model: str) -> None:
+        self.requests.append(ctx.request)
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        ctx.response = completion_dict(model=model, choices=[choice_dict(0, answer, "stop")], usage=usage_dict(90, 1))
+        ctx.deployment, ctx.usage = "judge-dep", ctx.response["usage"]
+
+
+class LlmServices(Services):
+    def __init__(self, answers: list[Any]) -> None:
+        super().__init__()
+        self.gateway = ScriptedGateway(answers)
+        self.prices = PriceBook(validate({"models": [{"name": "judge", "deployments": [
+            {"provider": "openai", "name": "judge-dep", "base_url": "http://127.0.0.1:9/v1", "api_key": "sk",
+             "price": {"input": 1.0, "output": 2.0}}]}]}))  # fmt: skip
+
+
+def build_llm(answers: list[Any], classifier: str = "llm", **extra: Any) -> tuple[RouteIntentStep, LlmServices]:
+    services = LlmServices(answers)
+    return build(services, classifier=classifier, llm={"model": "judge"}, **extra), services
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [("tech", 1), (" Billing.\n", 0), ('"weather"', 2), ("`tech`", 1), ("unclear", None), ("billing or tech", None),
+     ("The intent is billing", None), ("", None), ("sports", None), ("tech\nbilling", None)],
+)  # fmt: skip
+def test_llm_answers_are_parsed_strictly(answer, expected):
+    assert parse_intent(answer, ["billing", "tech", "weather"]) == expected
+
+
+async def test_llm_classifier_routes_by_the_models_answer():
+    # The text is about billing, so the embedding classifier would say billing: the LLM's "tech" decides.
+    step, services = build_llm(["tech"])
+    ctx = ctx_for("can I get a refund for this invoice")
+    await step.run(ctx)
+    assert ctx.target_model == "tech-model"
+    note = ctx.state["trace.notes"]["route_intent"]
+    assert note["classifier"] == "llm" and note["intent"] == "tech" and note["llm_answer"] == "tech"
+    assert "confidence" not in note  # no embedding classification ran
+    assert services.embedder.embedded == []
+    (req,) = services.gateway.requests
+    assert req.model == "judge" and req.temperature == 0
+    system, user = req.messages
+    assert "- billing: refund invoice charge payment" in system.text() and "- weather:" in system.text()
+    assert user.text() == "can I get a refund for this invoice"
+    # The classifier's call is priced into the request: 90 input tokens at $1/M + 1 output token at $2/M.
+    assert note["llm_cost_usd"] == pytest.approx(92e-6)
+    (call,) = ctx.state["cost.step_calls"]
+    assert call["step"] == "route_intent" and call["model"] == "judge" and call["deployment"] == "judge-dep"
+
+
+async def test_llm_garbled_answer_or_failure_asks_for_clarification():
+    step, _ = build_llm(["I think it is billing, or maybe tech", UpstreamError("down", status=502)])
+    for expected in ("llm_answer", "llm_error"):
+        ctx = ctx_for("can I get a refund for this invoice")
+        await step.run(ctx)
+        assert ctx.answered_by == "route_intent" and ctx.target_model is None
+        note = ctx.state["trace.notes"]["route_intent"]
+        assert note["decision"] == "clarify" and "intent" not in note and expected in note
+
+
+async def test_fallback_asks_the_llm_only_when_the_embedding_is_unsure():
+    step, services = build_llm(["weather"], classifier="fallback")
+    ctx = ctx_for("can I get a refund for this invoice")  # confident: no LLM call
+    await step.run(ctx)
+    assert ctx.target_model == "billing-model" and services.gateway.requests == []
+    assert ctx.state["trace.notes"]["route_intent"]["classifier"] == "embedding"
+    ctx = ctx_for("hello")  # not confident: the LLM names the intent (weather → the stock answer)
+    await step.run(ctx)
+    assert len(services.gateway.requests) == 1
+    assert ctx.response["choices"][0]["message"]["content"] == INTENTS[2]["answer"]
+    note = ctx.state["trace.notes"]["route_intent"]
+    assert note["classifier"] == "llm" and note["intent"] == "weather" and note["decision"] == "answer"
+    assert note["confidence"] < 0.6  # the embedding's low confidence stays in the note
+
+
+def test_llm_options_fail_at_build_time():
+    with pytest.raises(ValueError, match="needs an 'llm' section"):
+        build(classifier="llm")
+    with pytest.raises(ValueError, match="not configured"):
+        build(classifier="fallback", llm={"model": "nope"})
+    with pytest.raises(ValueError, match="rename that intent"):
+        build(classifier="llm", llm={"model": "app-model"}, intents=[{"name": "Unclear", "examples": ["a"]}])

@@ -9,12 +9,17 @@ step shares, scores the intents by cosine similarity and a softmax over them, an
   returned as a stock answer without any model call, or its ``model`` becomes ``ctx.target_model``;
 - not confident: the ``clarification`` text is returned (no model call), unless ``clarification`` is null, in
   which case the request goes on to the application's model.
+
+``classifier`` chooses who names the intent: ``embedding`` (the default, above), ``llm`` (one call to the
+configured model through the gateway, see ``intent_llm``; no embedding needed), or ``fallback`` (the embedding
+classifier, and the LLM only for the queries it is not confident about). An LLM answer that is not exactly one
+intent name counts as not confident. The note says which classifier decided.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -22,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from portico.pipeline.context import RequestContext
 from portico.pipeline.options import stock_answer
 from portico.pipeline.step import Step
+from portico.routing.intent_llm import UNCLEAR, LlmClassifier, LlmClassifierOptions
 
 
 class IntentConfig(BaseModel):
@@ -48,12 +54,19 @@ class RouteIntentOptions(BaseModel):
     min_similarity: float = Field(default=0.3, ge=-1.0, le=1.0)  # cosine similarity to its centroid
     temperature: float = Field(default=0.05, gt=0.0)  # softmax temperature over cosine similarities
     clarification: str | None = "Could you say a bit more about what you need, so I can help with the right thing?"
+    classifier: Literal["embedding", "llm", "fallback"] = "embedding"
+    llm: LlmClassifierOptions | None = None  # the LLM classifier (classifier: llm or fallback)
 
     @model_validator(mode="after")
     def _unique(self) -> RouteIntentOptions:
         names = [i.name for i in self.intents]
         if len(set(names)) != len(names):
             raise ValueError("intent names must be unique")
+        if self.classifier != "embedding":
+            if self.llm is None:
+                raise ValueError(f"classifier: {self.classifier} needs an 'llm' section with the classifier's model")
+            if UNCLEAR in {n.lower() for n in names}:
+                raise ValueError(f"'{UNCLEAR}' is the LLM classifier's answer for no intent; rename that intent")
         return self
 
 
@@ -81,12 +94,21 @@ class RouteIntentStep(Step):
     def __init__(self, options: dict[str, Any], services: Any) -> None:
         self.options = opts = RouteIntentOptions.model_validate(options)
         self.embedder = services.embedder
-        self.embedder.require("route_intent")
-        models = getattr(getattr(services, "gateway", None), "models", None)
+        if opts.classifier != "llm":
+            self.embedder.require("route_intent")
+        gateway = getattr(services, "gateway", None)
+        models = getattr(gateway, "models", None)
         if models is not None:
             for intent in opts.intents:
                 if intent.model is not None and intent.model not in models:
                     raise ValueError(f"intent '{intent.name}': model '{intent.model}' is not configured")
+            if opts.llm is not None and opts.llm.model not in models:
+                raise ValueError(f"the LLM classifier's model '{opts.llm.model}' is not configured")
+        self.llm = (
+            LlmClassifier(opts.llm, opts.intents, gateway, getattr(services, "prices", None))
+            if opts.llm is not None and opts.classifier != "embedding"
+            else None
+        )
         self._centroids: np.ndarray | None = None
         self._lock = asyncio.Lock()
 
@@ -108,16 +130,26 @@ class RouteIntentStep(Step):
         stock_answer(ctx, self.name, text)
 
     async def run(self, ctx: RequestContext) -> None:
-        centroids = await self.centroids()
-        query = await self.embedder.query(ctx)
-        best, prob, sim = classify(centroids, query, self.options.temperature)
-        intent = self.options.intents[best]
-        confident = prob >= self.options.min_confidence and sim >= self.options.min_similarity
-        note: dict[str, Any] = {"intent": intent.name, "confidence": round(prob, 4), "similarity": round(sim, 4)}
+        opts = self.options
+        best, confident, note = 0, False, {}
+        if opts.classifier != "llm":
+            best, prob, sim = classify(await self.centroids(), await self.embedder.query(ctx), opts.temperature)
+            confident = prob >= opts.min_confidence and sim >= opts.min_similarity
+            note = {"intent": opts.intents[best].name, "confidence": round(prob, 4), "similarity": round(sim, 4),
+                    "classifier": "embedding"}  # fmt: skip
+        if not confident and self.llm is not None:
+            verdict = await self.llm.classify(ctx, self.name)
+            note.update(verdict.note, classifier="llm")
+            if verdict.intent is not None:
+                best, confident = verdict.intent, True
+                note["intent"] = opts.intents[best].name
+            else:
+                note.pop("intent", None)  # the LLM named none: no intent was chosen
+        intent = opts.intents[best]
         if not confident:
-            if self.options.clarification is not None:
+            if opts.clarification is not None:
                 ctx.note(self.name, **note, decision="clarify")
-                self._answer(ctx, self.options.clarification)
+                self._answer(ctx, opts.clarification)
             else:
                 ctx.note(self.name, **note, decision="default")
             return
