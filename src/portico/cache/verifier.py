@@ -3,8 +3,9 @@
 Cosine similarity of sentence embeddings alone cannot tell "How do I learn Python?" from "How do I learn Java?"
 reliably enough to serve an answer (on Quora pairs it cannot reach 95% precision at any useful recall). The
 verifier scores a (query, candidate) pair from signals the embedding blurs — numbers, question words, negation,
-words present on one side only — plus the element-wise product and difference of the two embeddings, with a
-logistic regression: numpy only at serving time, well under a millisecond per pair.
+words present on one side only, the candidate's margin over the runner-up — and, when trained with one, the
+probability from a small network over the two embeddings (pairnet.py). Boosted trees combine them; both parts are
+evaluated with numpy at serving time, well under a millisecond per lookup.
 
 Weights are trained by the operator from labelled pairs (``portico cache train-verifier``) and loaded from a
 directory; none ship with Portico, because the public pair sets are licensed for research only.
@@ -19,6 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from portico.cache.pairnet import PairNet, pair_vectors
+from portico.cache.pairnet import fit as fit_pairnet
 
 _WORD = re.compile(r"[a-z0-9]+")
 _NUM = re.compile(r"\d+(?:[.,]\d+)?")
@@ -144,6 +148,19 @@ class Verifier:
     trees: Trees
     threshold: float
     meta: dict
+    pairnet: PairNet | None = None
+
+    @property
+    def n_features(self) -> int:
+        return N_HAND + (1 if self.pairnet is not None else 0)
+
+    def rows(self, query: str, vector: np.ndarray, candidates: list[tuple[str, float, np.ndarray]]) -> np.ndarray:
+        """The rows for one lookup's candidates (text, similarity, embedding), as ``probability`` takes them."""
+        hand = candidate_features(query, [(t, s) for t, s, _ in candidates])
+        if self.pairnet is None or not candidates:
+            return hand
+        net = self.pairnet.probability(pair_vectors(vector, np.stack([v for _, _, v in candidates])))
+        return np.hstack([hand, net[:, None].astype(np.float32)])
 
     def probability(self, x: np.ndarray) -> np.ndarray:
         return self.trees.probability(x)
@@ -151,11 +168,13 @@ class Verifier:
     def save(self, directory: str | Path) -> None:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
+        arrays = self.trees.arrays() | (self.pairnet.arrays() if self.pairnet is not None else {})
         with open(d / "verifier.tmp.npz", "wb") as f:
-            np.savez(f, **self.trees.arrays())
+            np.savez(f, **arrays)
         (d / "verifier.tmp.npz").replace(d / "verifier.npz")  # a half-written model never replaces a good one
         meta = {"threshold": self.threshold, "baseline": self.trees.baseline, "depth": self.trees.depth,
-                "features": N_HAND, **self.meta}  # fmt: skip
+                "features": self.n_features, "hand_features": N_HAND, **self.meta,
+                "pairnet_layers": len(self.pairnet.weights) if self.pairnet is not None else 0}  # fmt: skip
         (d / "verifier.json").write_text(json.dumps(meta, indent=2))
 
     @classmethod
@@ -167,12 +186,14 @@ class Verifier:
         except FileNotFoundError as e:
             raise ValueError(f"no verifier in {d}: {e.filename} is missing (train one with "
                              "`portico cache train-verifier`)") from None  # fmt: skip
-        if meta.get("features") != N_HAND:
-            raise ValueError(f"the verifier in {d} uses {meta.get('features')} features; this Portico computes "
-                             f"{N_HAND}: train it again")  # fmt: skip
+        layers = int(meta.pop("pairnet_layers", 0))
+        if meta.pop("hand_features", meta.get("features")) != N_HAND:
+            raise ValueError(f"the verifier in {d} was trained on other features than this Portico computes: "
+                             "train it again")  # fmt: skip
         trees = Trees(arrays["feature"], arrays["threshold"], arrays["left"], arrays["right"], arrays["leaf"],
                       arrays["value"], float(meta.pop("baseline")), int(meta.pop("depth")))  # fmt: skip
-        return cls(trees, float(meta.pop("threshold")), meta)
+        net = PairNet.from_arrays(arrays, layers) if layers else None
+        return cls(trees, float(meta.pop("threshold")), meta, net)
 
 
 def _model(seed: int) -> Any:
@@ -181,19 +202,42 @@ def _model(seed: int) -> Any:
     return HistGradientBoostingClassifier(max_iter=400, learning_rate=0.08, random_state=seed)
 
 
-def train(x: np.ndarray, y: np.ndarray, *, target_precision: float = 0.95, seed: int = 0,
-          meta: dict | None = None) -> Verifier:  # fmt: skip
-    """Fit on pair rows; the threshold is the loosest one whose precision, in 5-fold cross-validation on these
-    pairs, reaches ``target_precision`` (so it is not tuned on the data it will be judged by)."""
-    from sklearn.model_selection import StratifiedKFold
+def _folds(groups: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Fold per row by its group (the lookup it belongs to), so no lookup is split between fit and held-out."""
+    uniq, inverse = np.unique(groups, return_inverse=True)
+    return np.random.default_rng(seed).permutation(len(uniq))[inverse] % n
 
+
+def train(x: np.ndarray, y: np.ndarray, *, target_precision: float = 0.95, seed: int = 0, meta: dict | None = None,
+          groups: np.ndarray | None = None, pairs: np.ndarray | None = None,
+          extra: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> Verifier:  # fmt: skip
+    """Fit on candidate rows ``x`` (hand features) with labels ``y``; ``groups`` names each row's lookup.
+
+    With ``pairs`` (each row's ``pair_vectors``), a pair network is trained too and its out-of-fold probability
+    becomes the trees' last feature (stacking: the trees never see a score the network made on its own training
+    rows). ``extra`` = (pair vectors, labels, groups) adds directly labelled pairs to the network's training only
+    — hard negatives the candidate search may not surface. The threshold is the loosest one whose precision, in
+    5-fold cross-validation, reaches ``target_precision``: it is not tuned on the data it will be judged by.
+    """
+    groups = np.arange(len(y)) if groups is None else np.asarray(groups)
+    fold = _folds(groups if extra is None else np.concatenate([groups, extra[2]]), 5, seed)
+    fold, extra_fold = fold[: len(y)], fold[len(y) :]
+    net = None
+    if pairs is not None:
+        xp = pairs if extra is None else np.concatenate([pairs, extra[0]])
+        yp = y if extra is None else np.concatenate([y, extra[1]])
+        fp = np.concatenate([fold, extra_fold])
+        oof_net = np.zeros(len(y), dtype=np.float32)
+        for f in range(5):
+            oof_net[fold == f] = fit_pairnet(xp[fp != f], yp[fp != f], seed=seed).probability(pairs[fold == f])
+        x = np.hstack([x, oof_net[:, None]])
+        net = fit_pairnet(xp, yp, seed=seed)
     oof = np.zeros(len(y), dtype=np.float64)
-    for fit_idx, held in StratifiedKFold(5, shuffle=True, random_state=seed).split(x, y):
-        oof[held] = _model(seed).fit(x[fit_idx], y[fit_idx]).predict_proba(x[held])[:, 1]
+    for f in range(5):
+        oof[fold == f] = _model(seed).fit(x[fold != f], y[fold != f]).predict_proba(x[fold == f])[:, 1]
     threshold = threshold_for_precision(oof, y, target_precision)
     trees = Trees.from_sklearn(_model(seed).fit(x, y))
-    return Verifier(trees, threshold, {"pairs": len(y), "target_precision": target_precision, **(meta or {})})
-
+    return Verifier(trees, threshold, {"pairs": len(y), "target_precision": target_precision, **(meta or {})}, net)
 
 def threshold_for_precision(scores: np.ndarray, y: np.ndarray, target: float, min_hits: int = 20) -> float:
     """The lowest score threshold at which precision (share of y == 1 among scores ≥ t) is ≥ target."""
