@@ -339,3 +339,21 @@ async def test_step_keeps_a_model_an_earlier_step_chose(model, tmp_path):
     await step.run(ctx)
     assert ctx.target_model == "billing-model" and services.embedder.calls == 0
     assert ctx.state["trace.notes"]["route_preference"]["decision"] == "kept"
+
+
+def test_word_expert_serving_matches_scikit_learns_tfidf():
+    """The vectorised serving path (word ids, bigram keys, numpy dot) against scikit-learn's TF-IDF of the same
+    vocabulary: sublinear tf, smoothed idf, l2 norm, word uni- and bigrams."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from portico.routing.experts import WordExpert
+
+    train_texts = [math_prompt(i) for i in range(30)] + [chat_prompt(i) for i in range(30)]
+    y = np.linspace(-1, 1, len(train_texts))
+    expert = WordExpert.fit(None, train_texts, y, alpha=1.0)
+    tfidf = TfidfVectorizer(vocabulary=expert.vocab, ngram_range=(1, 2), sublinear_tf=True).fit(train_texts)
+    probes = [math_prompt(77), chat_prompt(5) + " hello hello there there", "unknown words only zzz", "", "x y z"]
+    expected = tfidf.transform(probes) @ expert.weights + expert.intercept
+    got = [expert.score(None, t) for t in probes]
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
+    assert got[2] == got[3] == expert.intercept  # nothing known: the intercept alone

@@ -57,9 +57,17 @@ class KnnExpert:
         out.bank = out._project(emb)
         return out
 
+    def _neighbour_mean(self, sims: np.ndarray) -> np.ndarray:
+        # Rounded so float noise between BLAS kernels (gemv for one prompt, gemm for many) cannot reorder
+        # near-equal neighbours: the same partition of the same values picks the same neighbours, one row or many.
+        np.round(sims, 5, out=sims)
+        cut = sims.shape[-1] - self.k
+        return self.values[np.argpartition(sims, cut, axis=-1)[..., cut:]].mean(axis=-1)
+
     def score(self, emb: np.ndarray, text: str) -> float:
-        # The batch path on one row, so serving and calibration pick the same neighbours even on tied similarities.
-        return float(self.score_batch(emb[None, :], [text])[0])
+        if self.k >= len(self.values):
+            return float(self.values.mean())
+        return float(self._neighbour_mean(self.bank @ self._project(emb)))
 
     def score_batch(self, emb: np.ndarray, texts: list[str]) -> np.ndarray:
         out = np.empty(len(emb))
@@ -67,11 +75,7 @@ class KnnExpert:
             out[:] = self.values.mean()
             return out
         for i in range(0, len(emb), 256):
-            sims = self._project(emb[i : i + 256]) @ self.bank.T
-            # Rounded so float noise between BLAS kernels cannot reorder near-equal neighbours.
-            sims = np.round(sims, 5)
-            idx = np.argpartition(-sims, self.k - 1, axis=1)[:, : self.k]
-            out[i : i + 256] = self.values[idx].mean(axis=1)
+            out[i : i + 256] = self._neighbour_mean(self._project(emb[i : i + 256]) @ self.bank.T)
         return out
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -82,6 +86,13 @@ class KnnExpert:
         return cls(arr["bank"], arr["values"], int(arr["k"]), arr["proj"], arr["mean"])
 
 
+class _Ids(dict[str, int]):
+    """Word → id; an unknown word is -1 (not stored, so serving never grows the table)."""
+
+    def __missing__(self, key: str) -> int:
+        return -1
+
+
 class WordExpert:
     kind = "words"
 
@@ -90,8 +101,25 @@ class WordExpert:
         self.weights = np.asarray(weights, dtype=np.float64)
         self.idf = np.asarray(idf, dtype=np.float64)
         self.intercept = float(intercept)
-        # term → (idf, idf * weight): one dict lookup per term at serving time.
-        self._lookup = {t: (float(i), float(i * w)) for t, i, w in zip(self.vocab, self.idf, self.weights, strict=True)}
+        self._idf_w = self.idf * self.weights
+        self._idf_sq = self.idf * self.idf
+        # Serving tables: every word of the vocabulary gets an id; a unigram term is found by its word id, a bigram
+        # term by the key (left id · words + right id) in a sorted array.
+        words = sorted({w for t in self.vocab for w in t.split(" ")})
+        self._word_id = _Ids(zip(words, range(len(words)), strict=True))
+        self._n_words = max(len(words), 1)
+        self._uni_term = np.full(len(words), -1, dtype=np.int64)
+        bi_keys, bi_term = [], []
+        for j, t in enumerate(self.vocab):
+            left, _, right = t.partition(" ")
+            if right:
+                bi_keys.append(self._word_id[left] * self._n_words + self._word_id[right])
+                bi_term.append(j)
+            else:
+                self._uni_term[self._word_id[left]] = j
+        order = np.argsort(np.asarray(bi_keys, dtype=np.int64), kind="stable")
+        self._bi_keys = np.asarray(bi_keys, dtype=np.int64)[order]
+        self._bi_term = np.asarray(bi_term, dtype=np.int64)[order]
 
     @classmethod
     def fit(
@@ -126,17 +154,25 @@ class WordExpert:
         return cls(vocab, model.coef_, idf, float(model.intercept_))
 
     def score(self, emb: np.ndarray | None, text: str) -> float:
-        counts = Counter(terms(text))
-        dot = 0.0
-        sq = 0.0
-        for t, c in counts.items():
-            hit = self._lookup.get(t)
-            if hit is None:
-                continue
-            tf = 1.0 + math.log(c)
-            dot += tf * hit[1]
-            sq += (tf * hit[0]) ** 2
-        return self.intercept + (dot / math.sqrt(sq) if sq > 0 else 0.0)
+        # Vectorised: tokens become word ids in one C-level map, bigrams are looked up as id pairs in a sorted key
+        # array, and the TF-IDF dot product runs in numpy (no Python loop over the prompt's terms).
+        toks = _TOKEN.findall(text.lower())
+        if not toks:
+            return self.intercept
+        ids = np.fromiter(map(self._word_id.__getitem__, toks), dtype=np.int64, count=len(toks))
+        uni = self._uni_term[ids[ids >= 0]]
+        left, right = ids[:-1], ids[1:]
+        both = (left >= 0) & (right >= 0)
+        keys = left[both] * self._n_words + right[both]
+        pos = np.minimum(np.searchsorted(self._bi_keys, keys), len(self._bi_keys) - 1)
+        bi = self._bi_term[pos[self._bi_keys[pos] == keys]] if len(self._bi_keys) else pos[:0]
+        found = np.concatenate((uni[uni >= 0], bi))
+        if not len(found):
+            return self.intercept
+        term, count = np.unique(found, return_counts=True)
+        tf = 1.0 + np.log(count)
+        sq = float(np.dot(tf * tf, self._idf_sq[term]))
+        return self.intercept + float(np.dot(tf, self._idf_w[term])) / math.sqrt(sq)
 
     def score_batch(self, emb: np.ndarray | None, texts: list[str]) -> np.ndarray:
         return np.asarray([self.score(None, t) for t in texts])

@@ -16,6 +16,7 @@ Serving needs the prompt's embedding (shared with other steps) and its text; it 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -106,19 +107,28 @@ class PreferenceModel:
     psi_proj: np.ndarray | None = None  # (d, q), scaled so ψ has unit variance on the training prompts
     info: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Serving constants, derived once: model positions, the stack's weights split per expert, and the feature
+        # standardisation folded into the feature weights: w·(f - mean)/std = (w/std)·f - (w/std)·mean.
+        n = len(self.experts)
+        self._pos = {m: i for i, m in enumerate(self.models)}
+        self._expert_w = [float(c) for c in self.stack_coef[:n]]
+        self._feat_w = (np.asarray(self.stack_coef[n:], dtype=np.float64) / self.feat_std).astype(np.float64)
+        self._bias = float(self.stack_intercept - np.dot(self._feat_w, self.feat_mean))
+
     def _index(self, name: str) -> int:
         try:
-            return self.models.index(name)
-        except ValueError:
+            return self._pos[name]
+        except KeyError:
             raise KeyError(f"model '{name}' is not in the router's training data ({', '.join(self.models)})") from None
 
     def prompt_score(self, embedding: np.ndarray, prompt_text: str) -> float:
         """h(x): how much more than usual the stronger model is expected to win on this prompt."""
         emb = _unit(embedding)
-        z = (prompt_features(prompt_text, self.features) - self.feat_mean) / self.feat_std
-        parts = [e.score(emb, prompt_text) for e in self.experts]
-        n = len(parts)
-        return float(np.dot(self.stack_coef[:n], parts) + np.dot(self.stack_coef[n:], z) + self.stack_intercept)
+        h = self._bias + float(np.dot(self._feat_w, prompt_features(prompt_text, self.features)))
+        for w, e in zip(self._expert_w, self.experts, strict=True):
+            h += w * e.score(emb, prompt_text)
+        return h
 
     def prompt_scores(self, embeddings: np.ndarray, texts: Sequence[str]) -> np.ndarray:
         """h(x) for many prompts at once (benchmarks, calibration)."""
@@ -156,8 +166,13 @@ class PreferenceModel:
 
     def p_wins(self, a: str, b: str, embedding: np.ndarray, prompt_text: str) -> float:
         """Prompt-aware probability that ``a``'s answer beats ``b``'s (ties counting half)."""
-        h = self.prompt_score(embedding, prompt_text)
-        return float(self._p_from_score(a, b, h, self._factor_term(a, b, embedding)))
+        ia, ib = self._index(a), self._index(b)
+        ra, rb = float(self.ratings[ia]), float(self.ratings[ib])
+        sign = 1.0 if _higher(ra, rb, ia, ib) else -1.0
+        logit = ra - rb + sign * self.scale * (self.prompt_score(embedding, prompt_text) - self.center)
+        if self.factors is not None:
+            logit += float(self._factor_term(a, b, embedding))
+        return 0.5 * (1.0 + math.tanh(0.5 * logit))  # the sigmoid of bradley_terry, for one value
 
     def p_strong_wins(self, embedding: np.ndarray, prompt_text: str) -> float:
         return self.p_wins(self.strong, self.weak, embedding, prompt_text)
