@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from portico.cache.cacheability import Decision, compile_patterns, decide
+from portico.cache.cacheability import Decision, decide, query_filter
 from portico.cache.key import cache_key
 from portico.cache.store import CacheStore
 from portico.pipeline.context import RequestContext
@@ -38,7 +38,7 @@ class ExactCache:
         self.ttl = float(options.ttl_seconds)
         self.scope = options.scope
         self.cache_sampled = bool(options.cache_sampled)
-        self.skip = compile_patterns(options.skip_patterns)
+        self.skip = query_filter(options)  # rules + classifier, loaded once
         self.metrics = metrics
         self.prices = prices
 

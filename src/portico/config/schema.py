@@ -240,6 +240,10 @@ class CacheConfig(BaseModel):
     # Queries matching these (case-insensitive regexes) are user-specific or time-sensitive: never cached.
     # None: the built-in list (see portico.cache.cacheability).
     skip_patterns: list[str] | None = None
+    # What the rules miss, a small classifier catches (portico.cache.cacheability_model): true for the packaged
+    # model, a path for one from `portico cache train-cacheability`, false for rules only.
+    skip_classifier: bool | str = True
+    skip_threshold: float | None = Field(default=None, ge=0, le=1)  # None: the threshold stored with the model
 
 
 class KnowledgeConfig(BaseModel):
