@@ -25,6 +25,8 @@ from portico.protocol.errors import InvalidRequest
 
 # Each is a pattern an operator can read and extend (cache.skip_patterns); the classifier backs them up.
 DEFAULT_SKIP_PATTERNS: tuple[str, ...] = (
+    # "My order", "our invoices" — but not in a how-to: "how do I reset my password" has one answer for everyone.
+    r"^(?!.*\bhow (?:do|can|should|would) (?:i|we|you)\b|.*\bhow to\b).*?"
     r"\b(my|mine|our)\s+(\w+\s+)?(orders?|accounts?|balance|passwords?|bookings?|reservations?|subscriptions?|"
     r"invoices?|bills?|cart|profile|package|delivery|shipment|tickets?|appointments?|plan|payments?)\b",
     # Not "should I": on the packaged training set it matched 29 general questions ("how often should I feed my
@@ -71,7 +73,7 @@ class QueryFilter:
             return ""
         m = self.rules.search(query) if self.rules is not None else None
         if m is not None:
-            return f'rule: user-specific or time-sensitive ("{m.group(0)[:40]}")'
+            return f'rule: user-specific or time-sensitive ("{m.group(0)[-40:].strip()}")'
         if self.model is not None:
             p = self.model.probability(query)
             if p >= self.threshold:
