@@ -332,3 +332,49 @@ async def test_search_with_recency_prefers_recent_documents(tmp_path: Path) -> N
     hits = await kb.search(SearchRequest("python programming language", k=2, mode="bm25", recency=rec))
     assert hits[0]["document_id"] == "new-python" and hits[0]["recency"] > hits[1]["recency"]
     assert all("ingested_at" in h["metadata"] for h in hits)
+
+
+# -- embedding windows (long chunks) ---------------------------------------------------------------------------------
+async def short_sighted_embed(texts: list[str]) -> np.ndarray:
+    """Like a model with a 20-word input window: whatever comes later in a text is not seen."""
+    return await fake_embed([" ".join(re.findall(r"\w+", t)[:20]) for t in texts])
+
+
+LONG = " ".join(["Bread is baked from flour, water and yeast in a hot oven."] * 6) + " Zebras and quaggas graze."
+
+
+@pytest.mark.parametrize("window", [0, 16])
+async def test_long_chunks_are_embedded_window_by_window(store: Catalog, window: int) -> None:
+    o = KBOptions(chunk_size=512, embed_window=window, embed_window_overlap=4)
+    name = _name()
+    kb = KnowledgeBase(name, store.backend(name, o), o, short_sighted_embed)
+    await kb.open()
+    await kb.add([("long", doc(LONG, "Baking")), ("short", doc("Zebras are striped horses.", "Horses"))])
+    hits = await kb.search(SearchRequest("zebras quaggas", k=2, mode="vector"))
+    assert (hits[0]["document_id"] == "long") is bool(window)
+    assert hits[0]["text"] == (LONG if window else "Zebras are striped horses.")  # one chunk, its text whole
+    if isinstance(kb.backend, EmbeddedBackend):
+        assert kb.backend.vectors is not None and len(kb.backend.vectors) == 2  # chunks, not windows
+    await kb.add([("long", doc("Now about cheese only.", "Cheese"))])  # replacing drops the old windows
+    hits = await kb.search(SearchRequest("zebras quaggas", k=2, mode="vector"))
+    assert hits[0]["document_id"] == "short"
+    await kb.close()
+
+
+async def test_query_expansion_finds_documents_without_the_query_words(tmp_path: Path) -> None:
+    """RM3: "feline" is in one document only, next to "purr"; the expanded query finds the other purring one."""
+    texts = {
+        "a": "Felines purr when content; a purring feline is a calm cat.",
+        "b": "Kittens purr loudly and purring kittens knead blankets.",
+        "c": "Dogs bark at strangers and fetch sticks.",
+        "d": "Parrots talk and mimic human speech.",
+    }
+    for docs, expect in ((10, True), (0, False)):
+        o = KBOptions(feedback_docs=docs, feedback_terms=5, feedback_weight=0.5)
+        kb = KnowledgeBase(_name(), EmbeddedCatalog(tmp_path).backend(_name(), o), o, fake_embed)
+        await kb.open()
+        await kb.add([(i, doc(t)) for i, t in texts.items()])
+        hits = await kb.search(SearchRequest("feline", k=4, mode="bm25"))
+        assert ("b" in {h["document_id"] for h in hits}) is expect
+        assert hits[0]["document_id"] == "a"
+        await kb.close()

@@ -94,3 +94,23 @@ def test_empty_and_tiny_indexes(n: int) -> None:
         idx.add_tokens(key, ["cell"])
     _, scores = idx.scores("cell")
     assert len(scores) == n and (n == 0 or scores[0] > 0)
+
+
+@pytest.mark.parametrize("threshold", [10**6, 0])  # exact, and HNSW
+def test_a_chunk_with_several_vectors_scores_by_its_best(threshold: int) -> None:
+    rnd = np.random.default_rng(1)
+    vecs = rnd.normal(size=(60, 8)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    ix = VectorIndex(8, ann_threshold=threshold)
+    ix.add([1, 2, 3], [vecs[0:20], vecs[20], vecs[21:60]])  # 20 windows, 1 vector, 39 windows
+    for probe, owner in ((vecs[7], 1), (vecs[20], 2), (vecs[50], 3)):
+        keys, sims = ix.search(probe, 3)
+        assert keys.tolist()[0] == owner and len(set(keys.tolist())) == 3 and sims[0] == pytest.approx(1.0)
+        exact = ix.key_scores(probe, np.asarray([1, 2, 3]))
+        want = [float((vecs[0:20] @ probe).max()), float(vecs[20] @ probe), float((vecs[21:60] @ probe).max())]
+        np.testing.assert_allclose(exact, want, rtol=1e-5)
+        np.testing.assert_allclose(ix.scores(probe)[1], want, rtol=1e-5)
+    ix.remove([1])
+    ix.add([4], [vecs[0:3]])
+    keys, _ = ix.search(vecs[1], 3)
+    assert keys.tolist()[0] == 4 and 1 not in keys.tolist() and len(ix) == 3

@@ -8,11 +8,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from portico.context.knowledge.bm25 import Feedback
 from portico.context.knowledge.store import ChunkRow, DocumentRow
 
 
 class Backend(Protocol):
     async def open(self) -> None: ...
+    def configure(self, feedback: Feedback | None) -> None: ...  # ranking options a store may support
     async def close(self) -> None: ...
     async def meta(self) -> dict[str, Any]: ...
     async def set_meta(self, values: dict[str, Any]) -> None: ...

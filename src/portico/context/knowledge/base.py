@@ -18,14 +18,14 @@ from typing import Any, Literal
 import numpy as np
 
 from portico.context.knowledge.backend import Backend
-from portico.context.knowledge.bm25 import Analyzer
-from portico.context.knowledge.chunking import ChunkingOptions, chunk_document
+from portico.context.knowledge.bm25 import Analyzer, Feedback
+from portico.context.knowledge.chunking import ChunkingOptions, chunk_document, count_tokens, windows
 from portico.context.knowledge.filters import compile_filter
 from portico.context.knowledge.fusion import normalize, ranked, rrf
 from portico.context.knowledge.loaders import LoadedDocument
 from portico.context.knowledge.recency import Recency
 from portico.context.knowledge.store import ChunkRow, DocumentRow
-from portico.context.knowledge.vectors import top_k
+from portico.context.knowledge.vectors import MAX_VECTORS, top_k
 
 Embed = Callable[[list[str]], Awaitable[np.ndarray]]
 Mode = Literal["bm25", "vector", "hybrid"]
@@ -42,6 +42,16 @@ class KBOptions:
     fusion: Fusion = "zscore"
     bm25_weight: float = 0.65  # BM25's share in weighted fusion (vector: 1 - this); tuned on SciFact train (zscore)
     depth: int = 100  # candidates per retriever before fusion
+    # Pseudo-relevance feedback (RM3) for the term retriever: expand the query from its best `feedback_docs` chunks
+    # (0 turns it off). Embedded store only (PostgreSQL ranks with its own ts_rank). See bm25.Feedback.
+    feedback_docs: int = 10
+    feedback_terms: int = 20
+    feedback_weight: float = 0.7
+    # A chunk longer than this many tokens is also embedded window by window (title and section prepended to each,
+    # `embed_window_overlap` shared); its vector score is its best window's. The default suits models that read
+    # 256 word pieces (MiniLM); 0 embeds each chunk once, truncated by the model.
+    embed_window: int = 200
+    embed_window_overlap: int = 40
     embed_batch: int = 64  # chunk texts per embedding call during ingestion (queries wait at most one call)
     ann_threshold: int = 20_000
     description: str = ""
@@ -100,6 +110,10 @@ class KnowledgeBase:
         await self.backend.open()
         if (await self.backend.meta()).get("options") is None:
             await self.backend.set_meta({"options": self.options.public()})
+        o = self.options
+        self.backend.configure(
+            Feedback(o.feedback_docs, o.feedback_terms, o.feedback_weight) if o.feedback_docs else None
+        )
 
     async def close(self) -> None:
         await self.backend.close()
@@ -164,27 +178,42 @@ class KnowledgeBase:
         rows: list[tuple[DocumentRow, list[ChunkRow]]] = []
         texts: list[str] = []
         now = int(time.time())
+        spans: list[int] = []  # vectors per chunk
         for _, doc_id, doc, h in group:
             crow = []
             for c in chunk_document(doc, self.chunking):
                 meta = {**doc.metadata, **c.metadata, "source": doc.source, "title": doc.title,
                         "document_id": doc_id, "position": c.position, "ingested_at": now}  # fmt: skip
                 it = index_text(doc.title, c.section, c.text)
-                texts.append(it)
+                more = self._windows(doc.title, c.section, c.text, it)
+                texts += [it, *more]
+                spans.append(1 + len(more))
                 crow.append(ChunkRow(doc_id, c.position, c.section, c.text, c.tokens, meta, self.analyze(it),
                                      np.zeros(0, dtype=np.float32), it))  # fmt: skip
             rows.append((DocumentRow(doc_id, doc.source, doc.title, h, doc.metadata), crow))
         vecs = await self._embed(texts)
         at = 0
+        chunk_no = 0
         for (i, doc_id, _, h), (drow, crow) in zip(group, rows, strict=True):
             for c in crow:
-                c.vector = vecs[at]
-                at += 1
+                n = spans[chunk_no]
+                c.vector = vecs[at] if n == 1 else vecs[at : at + n]
+                at += n
+                chunk_no += 1
             await self.backend.replace(drow, crow)
             results[i] = IngestResult(doc_id, "replaced" if doc_id in known else "created", len(crow))
             known[doc_id] = h
             if on_done:
                 on_done(1)
+
+    def _windows(self, title: str, section: str, text: str, full: str) -> list[str]:
+        """The windows after the first of a chunk too long for the embedding model (the first is the chunk's own
+        vector: the model reads the start of the full text)."""
+        size = self.options.embed_window
+        if not size or count_tokens(full) <= size:
+            return []
+        parts = windows(text, size, self.options.embed_window_overlap)[1:MAX_VECTORS]
+        return [index_text(title, section, p) for p in parts]
 
     async def delete(self, doc_id: str) -> bool:
         async with self.lock:

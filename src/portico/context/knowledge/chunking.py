@@ -126,3 +126,10 @@ def chunk_document(
                 meta["page"] = section.page
             out.append(Chunk(text=text, position=len(out), section=section.heading, tokens=n, metadata=meta))
     return out
+
+
+def windows(text: str, size: int, overlap: int, count: Callable[[str], int] = count_tokens) -> list[str]:
+    """``text`` cut into overlapping pieces of at most ``size`` tokens, at paragraph and sentence boundaries where
+    possible (the same packing as chunks): what an embedding model with a short input window can read whole."""
+    opts = ChunkingOptions(size=size, overlap=overlap)
+    return [t for t, _ in _pack(_pieces(text, size, count), opts)]

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from portico.context.knowledge.bm25 import BM25Index
+from portico.context.knowledge.bm25 import BM25Index, Feedback
 from portico.context.knowledge.filters import compile_filter
 from portico.context.knowledge.store import ChunkRow, DocumentRow, SQLiteStore
 from portico.context.knowledge.vectors import VectorIndex, top_k
@@ -32,6 +32,9 @@ class EmbeddedBackend:
     async def open(self) -> None:
         await asyncio.to_thread(self._load)
 
+    def configure(self, feedback: Feedback | None) -> None:
+        self.bm25.feedback = feedback
+
     def _load(self) -> None:
         self.store = SQLiteStore(self.path)
         keys: list[int] = []
@@ -46,8 +49,8 @@ class EmbeddedBackend:
         dim = meta.get("dim")
         if dim is not None:
             self.vectors = VectorIndex(int(dim), self.ann_threshold)
-            if keys:
-                self.vectors.add(keys, np.stack(vecs))
+            if keys:  # a chunk's blob holds one vector, or one per embedding window
+                self.vectors.add(keys, [v.reshape(-1, int(dim)) for v in vecs])
 
     async def close(self) -> None:
         if self.store is not None:
@@ -64,7 +67,7 @@ class EmbeddedBackend:
 
     async def replace(self, doc: DocumentRow, chunks: list[ChunkRow]) -> None:
         if chunks and self.vectors is None:
-            dim = int(chunks[0].vector.shape[0])
+            dim = int(chunks[0].vector.shape[-1])
             self.vectors = VectorIndex(dim, self.ann_threshold)
             await self.set_meta({"dim": dim})
         old, new = await asyncio.to_thread(self.db.replace, doc, chunks)
@@ -73,7 +76,7 @@ class EmbeddedBackend:
             self.bm25.add_tokens(key, c.terms)
             self.chunk_meta[key] = c.metadata
         if new and self.vectors is not None:
-            self.vectors.add(new, np.stack([c.vector for c in chunks]))
+            self.vectors.add(new, [c.vector for c in chunks])
 
     def _drop(self, keys: list[int]) -> None:
         for k in keys:
@@ -135,4 +138,4 @@ class EmbeddedBackend:
     async def vector_scores(self, vector: np.ndarray, keys: np.ndarray) -> np.ndarray:
         if self.vectors is None:
             return np.zeros(len(keys), dtype=np.float32)
-        return self.vectors.vectors(keys) @ vector
+        return self.vectors.key_scores(vector, keys)

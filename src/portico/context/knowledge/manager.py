@@ -71,6 +71,10 @@ def parse_options(raw: dict[str, Any]) -> KBOptions:
         raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}")
     if not 0.0 <= opts.bm25_weight <= 1.0:
         raise ValueError("bm25_weight must be between 0 and 1")
+    if opts.embed_window and not 0 <= opts.embed_window_overlap < opts.embed_window // 2:
+        raise ValueError("embed_window must be 0 (off) or larger than twice embed_window_overlap")
+    if not (0 <= opts.feedback_docs <= 100 and 1 <= opts.feedback_terms <= 200 and 0.0 < opts.feedback_weight <= 1.0):
+        raise ValueError("feedback_docs must be 0-100, feedback_terms 1-200 and feedback_weight in (0, 1]")
     return opts
 
 

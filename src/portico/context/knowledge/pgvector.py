@@ -131,6 +131,7 @@ class PgBackend:
         h = hashlib.sha1(name.encode()).hexdigest()[:16]
         self.docs = f"pkb_{h}_docs"
         self.chunks = f"pkb_{h}_chunks"
+        self.windows = f"pkb_{h}_windows"  # further vectors of chunks longer than the embedding window
         self.dim: int | None = None
         self.pool: asyncpg.Pool | None = None
 
@@ -138,6 +139,9 @@ class PgBackend:
     def p(self) -> asyncpg.Pool:
         assert self.pool is not None, "the store is not open"
         return self.pool
+
+    def configure(self, feedback: Any) -> None:
+        """Query expansion is the embedded store's: PostgreSQL's term retriever is its own ts_rank."""
 
     async def open(self) -> None:
         self.pool = await self.catalog.pool()
@@ -151,6 +155,7 @@ class PgBackend:
         dim = (await self.meta()).get("dim")
         if dim is not None:
             self.dim = int(dim)
+            await self._create_windows(self.dim)  # knowledge bases made before windows existed lack the table
 
     async def _create_chunks(self, dim: int) -> None:
         async with self.p.acquire() as c, c.transaction():
@@ -164,8 +169,19 @@ class PgBackend:
             await c.execute(f"CREATE INDEX IF NOT EXISTS {self.chunks}_meta ON {self.chunks} USING gin (metadata)")
             await c.execute(f"CREATE INDEX IF NOT EXISTS {self.chunks}_hnsw ON {self.chunks} "
                             "USING hnsw (embedding vector_cosine_ops)")  # fmt: skip
+        await self._create_windows(dim)
         await self.set_meta({"dim": dim})
         self.dim = dim
+
+    async def _create_windows(self, dim: int) -> None:
+        async with self.p.acquire() as c, c.transaction():
+            await c.execute(
+                f"CREATE TABLE IF NOT EXISTS {self.windows} (key BIGINT NOT NULL REFERENCES {self.chunks} (key) "
+                f"ON DELETE CASCADE, embedding VECTOR({dim}) NOT NULL)"
+            )
+            await c.execute(f"CREATE INDEX IF NOT EXISTS {self.windows}_key ON {self.windows} (key)")
+            await c.execute(f"CREATE INDEX IF NOT EXISTS {self.windows}_hnsw ON {self.windows} "
+                            "USING hnsw (embedding vector_cosine_ops)")  # fmt: skip
 
     async def close(self) -> None:
         self.pool = None  # the pool belongs to the catalog
@@ -183,7 +199,7 @@ class PgBackend:
 
     async def replace(self, doc: DocumentRow, chunks: list[ChunkRow]) -> None:
         if chunks and self.dim is None:
-            await self._create_chunks(int(chunks[0].vector.shape[0]))
+            await self._create_chunks(int(chunks[0].vector.shape[-1]))
         now = time.time()
         async with self.p.acquire() as c, c.transaction():
             created = await c.fetchval(f"SELECT created_at FROM {self.docs} WHERE id = $1 FOR UPDATE", doc.id)
@@ -201,8 +217,15 @@ class PgBackend:
                     f"INSERT INTO {self.chunks} (document_id, position, section, text, tokens, metadata, tsv, "
                     "embedding) VALUES ($1, $2, $3, $4, $5, $6::jsonb, to_tsvector('english', $7), $8::vector)",
                     [(ch.document_id, ch.position, ch.section, ch.text, ch.tokens, json.dumps(ch.metadata),
-                      ch.index_text or ch.text, _vec(ch.vector)) for ch in chunks],
+                      ch.index_text or ch.text, _vec(ch.vector.reshape(-1, self.dim)[0])) for ch in chunks],
                 )  # fmt: skip
+                more = [(doc.id, ch.position, _vec(v)) for ch in chunks for v in ch.vector.reshape(-1, self.dim)[1:]]
+                if more:
+                    await c.executemany(
+                        f"INSERT INTO {self.windows} (key, embedding) SELECT key, $3::vector FROM {self.chunks} "
+                        "WHERE document_id = $1 AND position = $2",
+                        more,
+                    )
 
     async def delete(self, doc_id: str) -> bool:
         async with self.p.acquire() as c, c.transaction():
@@ -267,9 +290,14 @@ class PgBackend:
         async with self.p.acquire() as c, c.transaction():
             await c.execute(f"SET LOCAL hnsw.ef_search = {max(40, min(1000, 2 * k))}")
             await c.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+            # A chunk scores by its best vector: its own or one of its windows' (both HNSW scans, then merged).
             rows = await c.fetch(
-                f"SELECT key, 1 - (embedding <=> $1::vector) AS s FROM {self.chunks} WHERE {where} "
-                "ORDER BY embedding <=> $1::vector LIMIT $2",
+                f"SELECT key, max(s) AS s FROM ("
+                f"(SELECT key, 1 - (embedding <=> $1::vector) AS s FROM {self.chunks} WHERE {where} "
+                "ORDER BY embedding <=> $1::vector LIMIT $2) UNION ALL "
+                f"(SELECT w.key, 1 - (w.embedding <=> $1::vector) AS s FROM {self.windows} w JOIN {self.chunks} c "
+                f"ON c.key = w.key WHERE {where} ORDER BY w.embedding <=> $1::vector LIMIT $2)"
+                ") t GROUP BY key ORDER BY s DESC, key LIMIT $2",
                 _vec(vector), k, *f.params,
             )  # fmt: skip
         keys, scores = _arrays(rows)
@@ -291,7 +319,9 @@ class PgBackend:
         if self.dim is None or not len(keys):
             return np.zeros(len(keys), dtype=np.float32)
         rows = await self.p.fetch(
-            f"SELECT key, 1 - (embedding <=> $1::vector) AS s FROM {self.chunks} WHERE key = ANY($2::bigint[])",
+            f"SELECT key, max(1 - (embedding <=> $1::vector)) AS s FROM (SELECT key, embedding FROM {self.chunks} "
+            f"WHERE key = ANY($2::bigint[]) UNION ALL SELECT key, embedding FROM {self.windows} "
+            "WHERE key = ANY($2::bigint[])) t GROUP BY key",
             _vec(vector), keys.tolist(),
         )  # fmt: skip
         return _aligned(rows, keys)

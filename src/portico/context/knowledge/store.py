@@ -39,7 +39,7 @@ class ChunkRow:
     tokens: int
     metadata: dict[str, Any]
     terms: list[str]  # BM25 tokens, kept so reopening needs no re-analysis
-    vector: np.ndarray
+    vector: np.ndarray  # (dim,), or (windows, dim) for a chunk longer than the embedding model reads
     index_text: str = ""  # what the retrievers saw (title and section + text); stores with their own analyzers
 
 

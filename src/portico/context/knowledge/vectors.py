@@ -1,22 +1,30 @@
 """Chunk vectors: an exact in-memory matrix (cosine = dot product of normalised rows) and, above a size
 threshold, an hnswlib HNSW index for unfiltered approximate search, updated in place by writes (new vectors added,
 removed ones marked deleted) and rebuilt only when tombstones outnumber live vectors. Filtered searches are exact
-over the rows the filter allows, so a narrow filter never starves the result list."""
+over the rows the filter allows, so a narrow filter never starves the result list.
+
+A chunk may have several vectors: one for its whole text and one per further window when the text is longer than
+the embedding model reads (see KnowledgeBase). A chunk's similarity is its best vector's (MaxP), so the end of a
+long chunk is found too, not only its first few hundred word pieces."""
 
 from __future__ import annotations
 
 import hnswlib
 import numpy as np
 
+MAX_VECTORS = 64  # per chunk; HNSW labels are key * MAX_VECTORS + window
+
 
 class VectorIndex:
     def __init__(self, dim: int, ann_threshold: int = 20_000) -> None:
         self.dim = dim
         self.ann_threshold = ann_threshold  # below this many vectors exact search is as fast as HNSW
-        self._keys = np.zeros(0, dtype=np.int64)
+        self._keys = np.zeros(0, dtype=np.int64)  # chunk keys, in row order
+        self._starts = np.zeros(0, dtype=np.int64)  # first matrix row of each chunk (its rows are contiguous)
+        self._counts = np.zeros(0, dtype=np.int64)  # vectors per chunk
         self._matrix = np.zeros((0, dim), dtype=np.float32)
-        self._row: dict[int, int] = {}
-        self._pending: dict[int, np.ndarray | None] = {}  # key → vector (add) or None (remove), not yet merged
+        self._row: dict[int, int] = {}  # chunk key → index into _keys
+        self._pending: dict[int, np.ndarray | None] = {}  # key → vectors (add) or None (remove), not yet merged
         self._ann: hnswlib.Index | None = None
         self._ann_deleted = 0  # labels marked deleted in the HNSW graph
 
@@ -24,11 +32,13 @@ class VectorIndex:
         self._merge()
         return len(self._keys)
 
-    def add(self, keys: list[int], vectors: np.ndarray) -> None:
-        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
-            raise ValueError(f"expected vectors of dimension {self.dim}, got {vectors.shape}")
+    def add(self, keys: list[int], vectors: np.ndarray | list[np.ndarray]) -> None:
+        """One vector (dim,) or several (n, dim) per key."""
         for k, v in zip(keys, vectors, strict=True):
-            self._pending[int(k)] = v
+            m = np.asarray(v, dtype=np.float32).reshape(-1, v.shape[-1])
+            if m.shape[1] != self.dim or not 1 <= len(m) <= MAX_VECTORS:
+                raise ValueError(f"expected 1-{MAX_VECTORS} vectors of dimension {self.dim}, got {v.shape}")
+            self._pending[int(k)] = m
 
     def remove(self, keys: list[int]) -> None:
         for k in keys:
@@ -37,59 +47,93 @@ class VectorIndex:
     def _merge(self) -> None:
         if not self._pending:
             return
-        keep = [i for i, k in enumerate(self._keys) if int(k) not in self._pending]
+        keep = [i for i, k in enumerate(self._keys.tolist()) if k not in self._pending]
         added = [(k, v) for k, v in self._pending.items() if v is not None]
         if self._ann is not None:  # the HNSW graph is updated in place, never rebuilt per write
-            self._ann_update([k for k, v in self._pending.items() if v is None and k in self._row], added)
-        keys = np.concatenate([self._keys[keep], np.asarray([k for k, _ in added], dtype=np.int64)])
-        rows = [self._matrix[keep]] + ([np.stack([v for _, v in added]).astype(np.float32)] if added else [])
-        self._keys, self._matrix = keys, np.concatenate(rows) if rows else self._matrix[:0]
-        self._row = {int(k): i for i, k in enumerate(self._keys)}
+            gone = [k for k, v in self._pending.items() if k in self._row]
+            self._ann_update([(k, int(self._counts[self._row[k]])) for k in gone], added)
+        rows = np.concatenate([np.arange(s, s + c) for s, c in zip(self._starts[keep], self._counts[keep], strict=True)]
+                              ) if keep else np.zeros(0, dtype=np.int64)  # fmt: skip
+        counts = np.concatenate([self._counts[keep], np.asarray([len(v) for _, v in added], dtype=np.int64)])
+        self._keys = np.concatenate([self._keys[keep], np.asarray([k for k, _ in added], dtype=np.int64)])
+        self._matrix = np.concatenate([self._matrix[rows], *[v for _, v in added]])
+        self._counts = counts
+        self._starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) if len(counts) else counts
+        self._row = {k: i for i, k in enumerate(self._keys.tolist())}
         self._pending.clear()
 
-    def _ann_update(self, removed: list[int], added: list[tuple[int, np.ndarray]]) -> None:
+    def _ann_update(self, removed: list[tuple[int, int]], added: list[tuple[int, np.ndarray]]) -> None:
         ann = self._ann
         assert ann is not None
-        for k in removed:
-            ann.mark_deleted(k)
-        self._ann_deleted += len(removed)
+        for k, n in removed:
+            for j in range(n):
+                ann.mark_deleted(k * MAX_VECTORS + j)
+            self._ann_deleted += n
         if added:
-            need = ann.get_current_count() + len(added)
+            vecs = np.concatenate([v for _, v in added])
+            labels = np.asarray([k * MAX_VECTORS + j for k, v in added for j in range(len(v))], dtype=np.uint64)
+            need = ann.get_current_count() + len(vecs)
             if need > ann.get_max_elements():
                 ann.resize_index(max(need, 2 * ann.get_max_elements()))
-            # Re-adding a live label replaces its vector (hnswlib updates the point).
-            ann.add_items(np.stack([v for _, v in added]).astype(np.float32),
-                          np.asarray([k for k, _ in added], dtype=np.uint64), num_threads=1)  # fmt: skip
+            # A label marked deleted and added again (a replaced chunk) is revived with the new vector by hnswlib.
+            ann.add_items(vecs, labels, num_threads=1)
         if self._ann_deleted > ann.get_current_count() // 2:  # mostly tombstones: rebuild on the next search
             self._ann = None
 
-    def vectors(self, keys: np.ndarray) -> np.ndarray:
+    def _per_chunk(self, sims: np.ndarray) -> np.ndarray:
+        """Row similarities → each chunk's best."""
+        if len(self._matrix) == len(self._keys):
+            return sims
+        return np.maximum.reduceat(sims, self._starts) if len(sims) else sims
+
+    def key_scores(self, query: np.ndarray, keys: np.ndarray) -> np.ndarray:
+        """Each given chunk's similarity to ``query`` (its best vector's)."""
         self._merge()
-        return self._matrix[[self._row[int(k)] for k in keys]] if len(keys) else self._matrix[:0]
+        q = query.astype(np.float32)
+        out = np.empty(len(keys), dtype=np.float32)
+        for i, k in enumerate(keys.tolist()):
+            r = self._row[k]
+            s = int(self._starts[r])
+            out[i] = float((self._matrix[s : s + int(self._counts[r])] @ q).max())
+        return out
 
     def scores(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(chunk keys, cosine similarity) for every vector, exact."""
+        """(chunk keys, cosine similarity) for every chunk, exact."""
         self._merge()
-        return self._keys, self._matrix @ query.astype(np.float32)
+        return self._keys, self._per_chunk(self._matrix @ query.astype(np.float32))
 
     def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (keys, cosine similarities), best first: HNSW above the threshold, exact below it."""
         self._merge()
-        n = len(self._keys)
+        n = len(self._matrix)
         if n == 0 or k <= 0:
             return self._keys[:0], np.zeros(0, dtype=np.float32)
         if n < self.ann_threshold:
             keys, sims = self.scores(query)
             return top_k(keys, sims, k)
         ann = self._ann_index()
-        labels, dists = ann.knn_query(query.astype(np.float32), k=min(k, n), num_threads=1)
-        return np.asarray(labels[0], dtype=np.int64), (1.0 - np.asarray(dists[0], dtype=np.float32))
+        want = min(k, len(self._keys))
+        fetch = min(n, k if n == len(self._keys) else 2 * k)
+        while True:  # a chunk's windows may take several neighbours: ask for more until k chunks are found
+            labels, dists = ann.knn_query(query.astype(np.float32), k=fetch, num_threads=1)
+            best: dict[int, float] = {}
+            for label, d in zip(labels[0].tolist(), dists[0].tolist(), strict=True):
+                key = int(label) // MAX_VECTORS
+                best[key] = max(best.get(key, -2.0), 1.0 - d)
+            if len(best) >= want or fetch >= n:
+                break
+            fetch = min(n, 2 * fetch)
+        order = sorted(best.items(), key=lambda kv: -kv[1])[:k]
+        return (np.asarray([kk for kk, _ in order], dtype=np.int64),
+                np.asarray([s for _, s in order], dtype=np.float32))  # fmt: skip
 
     def _ann_index(self) -> hnswlib.Index:
         if self._ann is None:  # built once; later writes update it in place (see _merge)
             ann = hnswlib.Index(space="cosine", dim=self.dim)
-            ann.init_index(max_elements=len(self._keys), ef_construction=128, M=16)
-            ann.add_items(self._matrix, self._keys.astype(np.uint64), num_threads=1)
+            ann.init_index(max_elements=len(self._matrix), ef_construction=128, M=16)
+            labels = np.concatenate([k * MAX_VECTORS + np.arange(c) for k, c in
+                                     zip(self._keys.tolist(), self._counts.tolist(), strict=True)])  # fmt: skip
+            ann.add_items(self._matrix, labels.astype(np.uint64), num_threads=1)
             ann.set_ef(96)
             self._ann, self._ann_deleted = ann, 0
         return self._ann
