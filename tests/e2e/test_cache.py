@@ -33,7 +33,10 @@ def pair(katan: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[
         "models": [{"name": "m", "deployments": [{"provider": "openai", "model": "echo", "base_url": f"{katan}/v1",
                                                   "api_key": "sk", "price": {"input": 1.0, "output": 2.0}}]},
                    {"name": "emb", "type": "embedding", "deployments": [{"provider": "local"}]}],
-        "applications": [{"name": "faq", "model": "m", "steps": [{"use": "semantic_cache", "min_similarity": 0.9}]}],
+        "applications": [{"name": "faq", "model": "m", "steps": [{"use": "semantic_cache", "min_similarity": 0.9}]},
+                         # the semantic cache shared through Redis (the global state's server by default)
+                         {"name": "faq-shared", "model": "m",
+                          "steps": [{"use": "semantic_cache", "min_similarity": 0.9, "store": "redis"}]}],
     }  # fmt: skip
     with contextlib.ExitStack() as stack:
         yield [stack.enter_context(portico_server(cfg, tmp, log=f"portico{i}.log")) for i in range(2)]
@@ -133,3 +136,21 @@ def test_semantic_cache_hits_a_paraphrase_and_misses_a_different_question(pair: 
     other, h3 = faq("How many eyes does a spider have?")
     assert (h1, h2, h3) == ("miss", "semantic-hit", "miss")
     assert para == first and other != first
+
+
+def test_shared_semantic_cache_answers_a_paraphrase_on_the_other_worker(pair: list[str]) -> None:
+    """store: redis — the answer one worker stored is a semantic hit on the other; another key never gets it."""
+    a, b = pair
+
+    def faq(url: str, q: str, key: str = MASTER) -> tuple[str, str]:
+        raw = sdk(url, key).chat.completions.with_raw_response.create(
+            model="faq-shared", messages=[{"role": "user", "content": q}], temperature=0
+        )
+        return raw.parse().choices[0].message.content or "", raw.headers["x-portico-cache"]
+
+    first, h1 = faq(a, "What is the boiling point of water at sea level?")
+    time.sleep(1.1)
+    para, h2 = faq(b, "At sea level, what's the boiling point of water?")
+    assert (h1, h2) == ("miss", "semantic-hit") and para == first
+    other, h3 = faq(b, "At sea level, what's the boiling point of water?", new_key(a, "carol"))
+    assert h3 == "miss" and other != first

@@ -4,19 +4,24 @@ Entries live in one hnswlib HNSW index per scope (key or tenant, application, mo
 search never even sees another tenant's questions. The index is bounded (oldest entry out first) and entries
 expire; both are checked on the way out, so a stale or evicted entry is never served. A match needs the
 cosine similarity floor and, when a verifier is configured, its probability threshold.
+
+``SemanticStore`` is the contract the ``semantic_cache`` step and the matcher use: this embedded index (one
+process), PostgreSQL + pgvector (semantic_pg.py) and Redis (semantic_redis.py) implement it, the latter two so
+that several Portico replicas share one cache. The embedded index also keeps its synchronous ``add`` /
+``candidates`` for training and benchmarks.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import hnswlib
 import numpy as np
 
 from portico.cache.store import Clock
-from portico.cache.verifier import Verifier, candidate_features
+from portico.cache.verifier import Verifier
 
 
 @dataclass(slots=True)
@@ -29,7 +34,27 @@ class Entry:
     expires: float
 
 
+class SemanticStore(Protocol):
+    """Where the semantic cache keeps its entries. Every implementation keeps scopes apart (a search only ever
+    returns entries of the scope asked for), never returns an expired or evicted entry, holds at most its bound
+    (oldest entry out first) and replaces the answer when the same question is stored again in the same scope."""
+
+    async def put(self, scope: str, text: str, vector: np.ndarray, value: bytes, ttl: float) -> None: ...
+
+    async def search(self, scope: str, vector: np.ndarray, k: int) -> list[tuple[Entry, float]]:
+        """Up to ``k`` live entries of ``scope``, most similar first, with their cosine similarity."""
+        ...
+
+    async def count(self) -> int:
+        """Entries held (an upper bound on the live ones: some may have expired unseen)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
 class SemanticIndex:
+    """The embedded store: in this process only, lost on restart."""
+
     def __init__(self, dim: int | None, max_entries: int, *, clock: Clock | None = None) -> None:
         self.dim = dim  # None: taken from the first vector added
         self.max_entries = max_entries
@@ -43,19 +68,60 @@ class SemanticIndex:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def add(self, scope: str, text: str, vector: np.ndarray, value: bytes, ttl: float) -> int:
+    # -- SemanticStore ----------------------------------------------------------------------------------------
+    async def put(self, scope: str, text: str, vector: np.ndarray, value: bytes, ttl: float) -> None:
+        self.add(scope, text, vector, value, ttl)
+
+    async def search(self, scope: str, vector: np.ndarray, k: int) -> list[tuple[Entry, float]]:
+        return self.candidates(scope, vector, k)
+
+    async def count(self) -> int:
+        return len(self)
+
+    async def close(self) -> None:
+        return None
+
+    # -- synchronous API (training, benchmarks, the Redis store's local mirror) -----------------------------------
+    def add(self, scope: str, text: str, vector: np.ndarray, value: bytes, ttl: float, *,
+            entry_id: int | None = None) -> int:  # fmt: skip
+        """Store an entry; ``entry_id`` (a mirror of a shared store) keeps the id the store gave it. An id is
+        never reused (hnswlib's slot reuse would mix up a label added twice): adding a present id is a no-op."""
+        if entry_id is not None and entry_id in self._entries:
+            return entry_id
         old = self._by_text.get((scope, text))
         if old is not None:  # the same question again: the newer answer replaces the older
             self._remove(old)
         while len(self._entries) >= self.max_entries:
             self._remove(next(iter(self._entries)))
         index = self._index(scope, vector.shape[-1], 1)
-        self._next += 1
+        new = entry_id if entry_id is not None else self._next + 1
+        self._next = max(self._next, new)
         vec = np.ascontiguousarray(vector, dtype=np.float32)
-        index.add_items(vec[None, :], [self._next], num_threads=1, replace_deleted=True)
-        self._entries[self._next] = Entry(self._next, scope, text, vec, value, self.clock() + ttl)
-        self._by_text[(scope, text)] = self._next
-        return self._next
+        index.add_items(vec[None, :], [new], num_threads=1, replace_deleted=True)
+        self._entries[new] = Entry(new, scope, text, vec, value, self.clock() + ttl)
+        self._by_text[(scope, text)] = new
+        return new
+
+    def remove(self, entry_id: int) -> bool:
+        """Drop an entry by id (False when it is not here)."""
+        if entry_id not in self._entries:
+            return False
+        self._remove(entry_id)
+        return True
+
+    def expire(self) -> int:
+        """Drop every entry past its expiry; how many went."""
+        now = self.clock()
+        gone = [i for i, e in self._entries.items() if e.expires <= now]
+        for i in gone:
+            self._remove(i)
+        return len(gone)
+
+    def clear(self) -> None:
+        self._indexes.clear()
+        self._live.clear()
+        self._entries.clear()
+        self._by_text.clear()
 
     def add_many(self, scope: str, texts: list[str], vectors: np.ndarray, values: list[bytes], ttl: float) -> None:
         """Bulk load (benchmarks, warm-up): one batched insert into the scope's index."""
@@ -124,9 +190,12 @@ class Match:
 
 
 class SemanticMatcher:
-    """Best candidate by the verifier's probability when there is one, else by similarity alone."""
+    """Best candidate by the verifier's probability when there is one, else by similarity alone.
 
-    def __init__(self, index: SemanticIndex, *, min_similarity: float, verifier: Verifier | None = None,
+    ``amatch`` searches any ``SemanticStore`` (the step); ``match`` the embedded index synchronously (training
+    and benchmarks). Both decide in ``choose``."""
+
+    def __init__(self, index: SemanticStore, *, min_similarity: float, verifier: Verifier | None = None,
                  threshold: float | None = None, k: int = 4) -> None:  # fmt: skip
         self.index = index
         self.min_similarity = min_similarity
@@ -134,8 +203,16 @@ class SemanticMatcher:
         self.threshold = threshold if threshold is not None else (verifier.threshold if verifier else None)
         self.k = k
 
+    async def amatch(self, scope: str, text: str, vector: np.ndarray) -> Match:
+        return self.choose(text, vector, await self.index.search(scope, vector, self.k))
+
     def match(self, scope: str, text: str, vector: np.ndarray) -> Match:
-        cands = self.index.candidates(scope, vector, self.k)
+        assert isinstance(self.index, SemanticIndex), "a shared store is searched with amatch"
+        return self.choose(text, vector, self.index.candidates(scope, vector, self.k))
+
+    def choose(self, text: str, vector: np.ndarray, cands: list[tuple[Entry, float]]) -> Match:
+        """The match for the query (``text``, embedding ``vector``) among ``cands`` (most similar first, each
+        entry with its own ``vector``), if any passes the floor and the verifier."""
         if not cands:
             return Match(None, 0.0, None)
         best_sim = cands[0][1]
@@ -145,7 +222,7 @@ class SemanticMatcher:
         if self.verifier is None:
             return Match(eligible[0][0], best_sim, None)
         # Margins are over every candidate; eligible ones are the most similar, so a prefix of the rows.
-        rows = candidate_features(text, [(e.text, s) for e, s in cands])[: len(eligible)]
+        rows = self.verifier.rows(text, vector, [(e.text, s, e.vector) for e, s in cands])[: len(eligible)]
         probs = self.verifier.probability(rows)
         i = int(np.argmax(probs))
         p = float(probs[i])

@@ -15,20 +15,31 @@ Options (in an application's ``steps:``)::
       ttl_seconds: 3600
       max_entries: 100000
       scope: key                      # or global
+      store: memory                   # memory (this process, the default) | redis | postgres
+      url: redis://127.0.0.1:6379/0   # redis: defaults to the global `state:` when that is Redis;
+                                      #   postgres: postgresql://user@host/db (pgvector 0.8+), required
+      prefix: portico:semantic        # redis: key prefix (one cache per prefix)
+      table: portico_semantic_cache   # postgres: table name (one cache per table)
+
+``memory`` keeps the index in this process; ``redis`` and ``postgres`` share one cache between every Portico
+replica pointing at them (semantic_redis.py and semantic_pg.py say how, and what each costs). A store that fails
+(down, unreachable) makes the lookup a miss and the write a no-op, with the error logged: a cache outage must not
+fail requests.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, Literal
 
 import numpy as np
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from portico.cache.cacheability import compile_patterns, decide
 from portico.cache.key import cache_key
-from portico.cache.semantic import SemanticIndex, SemanticMatcher, describe
+from portico.cache.semantic import SemanticIndex, SemanticMatcher, SemanticStore, describe
 from portico.cache.step import HEADER, AnswerWriter, CacheMetrics, upstream_cost
 from portico.cache.verifier import Verifier
 from portico.pipeline.context import RequestContext
@@ -37,6 +48,7 @@ from portico.pipeline.services import Services
 from portico.pipeline.step import Step
 
 _PENDING = "semantic_cache.pending"
+log = logging.getLogger("portico.cache")
 
 
 class SemanticOptions(BaseModel):
@@ -50,6 +62,42 @@ class SemanticOptions(BaseModel):
     cache_sampled: bool = False
     skip_patterns: list[str] | None = None
     k: int = Field(default=4, ge=1, le=50)
+    store: Literal["memory", "redis", "postgres"] = "memory"
+    url: str | None = None
+    prefix: str | None = Field(default=None, min_length=1)
+    table: str | None = None
+
+    @model_validator(mode="after")
+    def _store_options(self) -> SemanticOptions:
+        if self.store == "memory" and self.url is not None:
+            raise ValueError("url is for store: redis or postgres (the default store, memory, takes none)")
+        if self.prefix is not None and self.store != "redis":
+            raise ValueError("prefix is for store: redis")
+        if self.table is not None and self.store != "postgres":
+            raise ValueError("table is for store: postgres")
+        if self.store == "postgres" and not (self.url or "").startswith(("postgres://", "postgresql://")):
+            raise ValueError("store: postgres needs url: postgresql://user@host/database")
+        if self.url is not None and self.store == "redis" and not self.url.startswith(("redis://", "rediss://",
+                                                                                        "unix://")):  # fmt: skip
+            raise ValueError("store: redis needs url: redis://host:port/db")
+        return self
+
+
+def make_store(opts: SemanticOptions, state_url: str | None = None) -> SemanticStore:
+    """The store ``opts`` asks for; ``state_url`` (the global ``state:``) is Redis's default url."""
+    if opts.store == "memory":
+        return SemanticIndex(None, opts.max_entries)
+    if opts.store == "redis":
+        from portico.cache.semantic_redis import DEFAULT_PREFIX, RedisSemanticStore
+
+        url = opts.url or state_url or ""
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("store: redis needs url: redis://host:port/db (or the global state: to be Redis)")
+        return RedisSemanticStore(url, opts.max_entries, prefix=opts.prefix or DEFAULT_PREFIX)
+    from portico.cache.semantic_pg import DEFAULT_TABLE, PgSemanticStore
+
+    assert opts.url is not None
+    return PgSemanticStore(opts.url, opts.max_entries, table=opts.table or DEFAULT_TABLE)
 
 
 def single_turn(ctx: RequestContext) -> bool:
@@ -65,14 +113,15 @@ class SemanticCacheStep(Step):
     reads = frozenset({"request", "model", "target_model", "caller", "application", "query"})
     writes = frozenset({"response", "headers"})
 
-    def __init__(self, opts: SemanticOptions, embedder: Any, metrics: CacheMetrics | None, prices: Any) -> None:
+    def __init__(self, opts: SemanticOptions, embedder: Any, metrics: CacheMetrics | None, prices: Any,
+                 store: SemanticStore | None = None) -> None:  # fmt: skip
         self.opts = opts
         self.embedder = embedder
         self.metrics = metrics
         self.prices = prices
         verifier = Verifier.load(opts.verifier) if opts.verifier else None
         floor = opts.min_similarity if opts.min_similarity is not None else (0.7 if verifier else 0.97)
-        self.index = SemanticIndex(None, opts.max_entries)
+        self.index = store if store is not None else make_store(opts)
         self.matcher = SemanticMatcher(self.index, min_similarity=floor, verifier=verifier,
                                        threshold=opts.verifier_threshold, k=opts.k)  # fmt: skip
         self.skip = compile_patterns(opts.skip_patterns)
@@ -101,7 +150,14 @@ class SemanticCacheStep(Step):
         vector = await self.embedder.query(ctx)
         scope = self._scope(ctx, d.namespace)
         if d.read:
-            m = self.matcher.match(scope, text, vector)
+            try:
+                m = await self.matcher.amatch(scope, text, vector)
+            except Exception as e:  # a cache outage is a miss, not a failed request
+                log.warning("semantic cache lookup failed (%s): %s", self.opts.store, e)
+                ctx.note("semantic_cache", result="error", error=str(e)[:200])
+                self._count("error")
+                ctx.headers.setdefault(HEADER, "miss")
+                return None
             if m.entry is not None:
                 entry = orjson.loads(m.entry.value)
                 response = entry["response"]
@@ -129,10 +185,16 @@ class SemanticCacheStep(Step):
     async def _save(self, ctx: RequestContext, response: dict[str, Any], pending: Any) -> None:
         scope, text, vector, ttl = pending
         entry = {"response": response, "stored_at": time.time(), "cost_usd": upstream_cost(ctx, self.prices)}
-        self.index.add(scope, text, vector, orjson.dumps(entry), ttl)
+        try:
+            await self.index.put(scope, text, vector, orjson.dumps(entry), ttl)
+        except Exception as e:
+            log.warning("semantic cache write failed (%s): %s", self.opts.store, e)
 
 
 def semantic_cache_step(options: dict[str, Any], services: Services) -> SemanticCacheStep:
     opts = parse_options(SemanticOptions, options)
     services.embedder.require("semantic_cache")
-    return SemanticCacheStep(opts, services.embedder, CacheMetrics(services.metrics), services.prices)
+    store = make_store(opts, getattr(getattr(services, "cfg", None), "state", None))
+    if opts.store != "memory":
+        services.on_close(store.close)
+    return SemanticCacheStep(opts, services.embedder, CacheMetrics(services.metrics), services.prices, store)
