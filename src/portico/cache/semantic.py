@@ -31,7 +31,7 @@ class Entry:
     text: str
     vector: np.ndarray
     value: bytes
-    expires: float
+    expires: float  # on the store's clock: the embedded index's (monotonic by default), epoch seconds when shared
 
 
 class SemanticStore(Protocol):

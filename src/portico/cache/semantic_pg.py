@@ -86,6 +86,9 @@ class PgSemanticStore:
         self.dim: int | None = None
         self._pool: asyncpg.Pool | None = None
         self._opening = asyncio.Lock()
+        # Writes wait for each other here, not holding pooled connections while they queue for the catalog row
+        # lock: a burst of writes never leaves lookups without a connection.
+        self._writing = asyncio.Lock()
         self._last_sweep = 0.0
         # A small scope may be planned as the (scope, question) index plus a sort (exact); a large one as the
         # HNSW scan with the scope filter, where the iterative scan (SESSION_SETTINGS) matters.
@@ -157,7 +160,7 @@ class PgSemanticStore:
             raise ValueError(f"embedding has {dim} dimensions; this cache holds {self.dim}")
         sweep = time.monotonic() - self._last_sweep >= self.sweep_seconds
         t = self.table
-        async with pool.acquire() as c, c.transaction():
+        async with self._writing, pool.acquire() as c, c.transaction():
             # The catalog row's lock first, in every write: writes are serialised and cannot deadlock.
             n = await c.fetchval("SELECT entries FROM portico_semantic_caches WHERE name = $1 FOR UPDATE", t)
             if sweep:
@@ -205,7 +208,7 @@ class PgSemanticStore:
         pool = await self._p()
         if self.dim is None:
             return 0
-        async with pool.acquire() as c, c.transaction():
+        async with self._writing, pool.acquire() as c, c.transaction():
             await c.execute("SELECT 1 FROM portico_semantic_caches WHERE name = $1 FOR UPDATE", self.table)
             gone = await c.fetchval(f"WITH d AS (DELETE FROM {self.table} WHERE expires <= now() RETURNING 1) "
                                     "SELECT count(*) FROM d")  # fmt: skip

@@ -6,7 +6,8 @@ Plain Redis (no RediSearch) cannot search vectors, so the work is split:
   embedding, answer, absolute expiry) with Redis's own TTL (PEXPIRE). A sorted set ``{prefix}:order`` holds the
   ids oldest first for the size bound, ``{prefix}:t:{sha1(scope, question)}`` points at the entry holding a
   question (the same question again replaces its answer), and a stream ``{prefix}:log`` records every addition
-  (with its embedding) and removal, each event numbered by a counter ``{prefix}:n``. A write is one Lua script,
+  (with its embedding) and removal, each event numbered by a counter ``{prefix}:n``; the log keeps about its last
+  ``log_length`` (10,000) events, some 2 kB each at 384 dimensions. A write is one Lua script,
   so all of it happens atomically and the log's order is the store's order.
 * **Each replica searches a local mirror**: an hnswlib index (the embedded ``SemanticIndex``) of the vectors,
   without the answers. Before a lookup the replica reads what the log gained since it last looked (one
