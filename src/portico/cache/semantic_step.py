@@ -22,7 +22,9 @@ Options (in an application's ``steps:``)::
       table: portico_semantic_cache   # postgres: table name (one cache per table)
 
 ``memory`` keeps the index in this process; ``redis`` and ``postgres`` share one cache between every Portico
-replica pointing at them (semantic_redis.py and semantic_pg.py say how, and what each costs). A store that fails
+replica pointing at them (semantic_redis.py and semantic_pg.py say how, and what each costs). Applications may
+share one prefix or table (their scopes keep answers apart, and ``max_entries`` then bounds them together) if they
+use the same embedding model; give each its own otherwise. A store that fails
 (down, unreachable) makes the lookup a miss and the write a no-op, with the error logged: a cache outage must not
 fail requests.
 """
