@@ -216,6 +216,22 @@ async def test_redis_replica_that_fell_behind_a_trimmed_log_rebuilds(make: Make)
 
 
 @pytest.mark.parametrize("make", ["redis"], indirect=True)
+async def test_redis_lookups_do_not_wait_for_a_loading_mirror(make: Make) -> None:
+    a, b = make(), make(load_wait=0)
+    assert isinstance(b, RedisSemanticStore)
+    for i in range(50):
+        await a.put("s", f"q{i}", unit(1, i, 0), b"v", 60)
+    assert await values(b, "s", unit(1, 0, 0)) == []  # loading in the background: a miss, not a wait
+    await b.open()
+    assert len(await values(b, "s", unit(1, 0, 0))) == 4
+    c = make(load_wait=0)
+    assert isinstance(c, RedisSemanticStore)
+    assert await c.search("s", unit(1, 0, 0), 4) == [] and c._rebuilding is not None
+    await c.close()  # closing mid-load cancels the load cleanly
+    assert c._rebuilding is None
+
+
+@pytest.mark.parametrize("make", ["redis"], indirect=True)
 async def test_redis_replica_survives_the_cache_being_cleared(make: Make) -> None:
     a, b = make(), make()
     assert isinstance(a, RedisSemanticStore) and isinstance(b, RedisSemanticStore)

@@ -194,6 +194,10 @@ class RedisSemanticStore:
         return int(await self.redis.zcard(self.k_order))
 
     async def close(self) -> None:
+        task = self._rebuilding
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
         await self.redis.aclose()
 
     async def clear(self) -> None:
