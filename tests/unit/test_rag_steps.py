@@ -184,6 +184,8 @@ async def test_rewrite_call_is_part_of_the_request_cost(tmp_path: Path) -> None:
     await _pipeline(svc).run(ctx)
     rewrite = (10 * 1.0 + 5 * 2.0) / 1e6  # 10 prompt and 5 completion tokens at $1 / $2 per 1M
     assert ctx.state["trace.notes"]["rewrite"]["cost_usd"] == pytest.approx(rewrite)
+    assert ctx.response is not None and ctx.response["portico"]["rewrite"] == {
+        "model": "m", "prompt_tokens": 10, "completion_tokens": 5, "cost_usd": pytest.approx(rewrite)}  # fmt: skip
     # EchoGenerate reports no usage: the request's cost is the rewrite call alone, and the answer's cost adds to it.
     assert svc.prices.request_cost(ctx) == pytest.approx(rewrite)
     assert svc.prices.request_cost(ctx, steps=False) == 0.0

@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from portico.context.knowledge.chunking import count_tokens
+from portico.context.rewrite import REWRITE_CALL
 from portico.pipeline.context import RequestContext
 from portico.pipeline.step import Step
 from portico.protocol.chat import Message
@@ -120,20 +121,23 @@ class CiteStep(Step):
         citations = ctx.state.get(_CITATIONS)
         if citations is None:
             return
+        extra: dict[str, Any] = {"citations": citations}
+        if ctx.state.get(REWRITE_CALL) is not None:  # the rewrite model call: its query, tokens and cost
+            extra["rewrite"] = ctx.state[REWRITE_CALL]
         if ctx.response is not None:
             ext = ctx.response.setdefault("portico", {})
             if isinstance(ext, dict):
-                ext["citations"] = citations
+                ext.update(extra)
         if ctx.stream is not None:
-            ctx.stream = _first_with(ctx.stream, citations)
+            ctx.stream = _first_with(ctx.stream, extra)
 
 
-async def _first_with(chunks: AsyncIterator[dict[str, Any]], citations: list) -> AsyncIterator[dict[str, Any]]:
+async def _first_with(chunks: AsyncIterator[dict[str, Any]], extra: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
     first = True
     try:
         async for chunk in chunks:
             if first:
-                chunk = {**chunk, "portico": {**chunk.get("portico", {}), "citations": citations}}
+                chunk = {**chunk, "portico": {**chunk.get("portico", {}), **extra}}
                 first = False
             yield chunk
     finally:

@@ -26,6 +26,7 @@ DEFAULT_PROMPT = (
     "reference means, reply exactly 'UNRESOLVED: ' followed by a short question that asks the user what they mean."
 )
 UNRESOLVED = "UNRESOLVED:"
+REWRITE_CALL = "rewrite.call"  # ctx.state: the rewrite call's model, tokens and cost (the response shows it)
 
 
 class RewriteOptions(BaseModel):
@@ -91,6 +92,9 @@ class RewriteStep(Step):
         usage = sub.usage or {}
         cost = self.prices.charge(ctx, "rewrite", o.model, sub.deployment, usage) if self.prices is not None else 0.0
         query, question = parse(answer)
+        ctx.state[REWRITE_CALL] = {"model": o.model, "prompt_tokens": usage.get("prompt_tokens"),
+                                   "completion_tokens": usage.get("completion_tokens"),
+                                   "cost_usd": round(cost, 8)}  # fmt: skip
         ctx.note("rewrite", model=o.model, deployment=sub.deployment, input_tokens=usage.get("prompt_tokens"),
                  output_tokens=usage.get("completion_tokens"), cost_usd=round(cost, 8))  # fmt: skip
         if question is not None:

@@ -57,6 +57,9 @@ class KBOptions:
     description: str = ""
     embedding_model: str | None = None
 
+    def feedback(self) -> Feedback | None:
+        return Feedback(self.feedback_docs, self.feedback_terms, self.feedback_weight) if self.feedback_docs else None
+
     def public(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__slots__}  # type: ignore[attr-defined]
 
@@ -110,10 +113,7 @@ class KnowledgeBase:
         await self.backend.open()
         if (await self.backend.meta()).get("options") is None:
             await self.backend.set_meta({"options": self.options.public()})
-        o = self.options
-        self.backend.configure(
-            Feedback(o.feedback_docs, o.feedback_terms, o.feedback_weight) if o.feedback_docs else None
-        )
+        self.backend.configure(self.options.feedback())
 
     async def close(self) -> None:
         await self.backend.close()
