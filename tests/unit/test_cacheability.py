@@ -133,3 +133,21 @@ def test_bad_data_and_missing_models_fail_clearly(tmp_path: Path) -> None:
     assert result.exit_code != 0 and "bad.jsonl:2" in result.output
     with pytest.raises(ValueError, match="cacheability model"):
         query_filter(CacheConfig(skip_classifier=str(tmp_path / "missing.npz")))
+
+
+async def test_the_semantic_cache_applies_the_same_filter_and_options() -> None:
+    from portico.cache.semantic_step import SemanticCacheStep, SemanticOptions
+    from tests.unit.test_semantic_cache import Answer, FakeEmbedder, ask, unit, user
+
+    q = TIME_SENSITIVE[0]
+    cases = [(SemanticOptions(min_similarity=0.99), ["bypass", "bypass"]),
+             (SemanticOptions(min_similarity=0.99, skip_classifier=False), ["miss", "semantic-hit"])]  # fmt: skip
+    for opts, expected in cases:
+        step = SemanticCacheStep(opts, FakeEmbedder({q: unit(1, 0, 0)}), None, None)
+        assert step.closer is not None
+        p = Pipeline("t", [step, Answer(), step.closer])
+        ctxs = [await ask(p, user(q)) for _ in range(2)]
+        assert [c.headers["x-portico-cache"] for c in ctxs] == expected, opts
+    assert ctxs[0].state["trace.notes"]["semantic_cache"]["result"] == "miss"
+    bypassed = await ask(Pipeline("t", [SemanticCacheStep(SemanticOptions(), FakeEmbedder({}), None, None)]), user(q))
+    assert bypassed.state["trace.notes"]["semantic_cache"]["reason"].startswith("classifier: ")

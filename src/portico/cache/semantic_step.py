@@ -39,7 +39,7 @@ import numpy as np
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from portico.cache.cacheability import compile_patterns, decide
+from portico.cache.cacheability import decide, query_filter
 from portico.cache.key import cache_key
 from portico.cache.semantic import SemanticIndex, SemanticMatcher, SemanticStore, describe
 from portico.cache.step import HEADER, AnswerWriter, CacheMetrics, upstream_cost
@@ -63,6 +63,8 @@ class SemanticOptions(BaseModel):
     scope: Literal["key", "global"] = "key"
     cache_sampled: bool = False
     skip_patterns: list[str] | None = None
+    skip_classifier: bool | str = True  # as in `cache:`: the packaged model, a path, or false
+    skip_threshold: float | None = Field(default=None, ge=0, le=1)
     k: int = Field(default=4, ge=1, le=50)
     store: Literal["memory", "redis", "postgres"] = "memory"
     url: str | None = None
@@ -126,7 +128,7 @@ class SemanticCacheStep(Step):
         self.index = store if store is not None else make_store(opts)
         self.matcher = SemanticMatcher(self.index, min_similarity=floor, verifier=verifier,
                                        threshold=opts.verifier_threshold, k=opts.k)  # fmt: skip
-        self.skip = compile_patterns(opts.skip_patterns)
+        self.skip = query_filter(opts)
         self.closer = AnswerWriter("semantic_cache_write", _PENDING, self._save)
 
     def _scope(self, ctx: RequestContext, namespace: str) -> str:
