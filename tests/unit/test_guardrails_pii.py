@@ -50,6 +50,17 @@ def test_titles_and_ages() -> None:
     assert found["Dr."] == "TITLE" and found["58"] == "AGE" and found["7"] == "AGE"
 
 
+def test_context_rules_ages_zips_companies() -> None:
+    found = types("I just turned 47. I'll turn 21 on Sunday. Written when he was 65. ZIP: 7412 SL, postcode 94107")
+    assert found["47"] == found["21"] == found["65"] == "AGE"
+    assert found["7412 SL"] == found["94107"] == "ZIP_CODE"
+    quiet = types("Turn 3 pages, when it was 10 pm; 5 turned up. ZIP files are 4096 bytes")
+    assert "AGE" not in quiet.values() and "ZIP_CODE" not in quiet.values()
+    assert types("I work for 48 Factoring Inc now")["48 Factoring Inc"] == "ORGANIZATION"
+    assert types("The Acme Holdings Ltd. board")["Acme Holdings Ltd."] == "ORGANIZATION"
+    assert "ORGANIZATION" not in types("Inc and Ltd alone are not names").values()
+
+
 def test_multiline_address() -> None:
     text = "Ship it to 96 Via Moiariello 102\n Suite 850\n Calascibetta\n Czech Republic 07512 please"
     assert types(text)["96 Via Moiariello 102\n Suite 850\n Calascibetta\n Czech Republic 07512"] == "ADDRESS"
@@ -69,6 +80,14 @@ def test_detector_merges_ner_and_regex(detector: PIIDetector) -> None:
     spans = detector.detect("My name is John Smith and my email is john@acme.com; I live in Paris.")
     got = {s.text: s.type for s in spans}
     assert got["John Smith"] == "PERSON" and got["john@acme.com"] == "EMAIL_ADDRESS" and got["Paris"] == "LOCATION"
+
+
+def test_ner_keeps_concrete_dates_and_retypes_places(detector: PIIDetector) -> None:
+    found = {s.text: s.type for s in detector.detect("Last night I flew back; I was born on 12 March 1980.")}
+    assert "Last night" not in found and "last night" not in found
+    assert any(t == "DATE_TIME" and "1980" in x for x, t in found.items())
+    found = {s.text: s.type for s in detector.detect("She is a 19 year old woman who grew up in KNIVSTA.")}
+    assert found.get("KNIVSTA") in (None, "LOCATION")  # never an organisation after "grew up in"
 
 
 def test_masker_is_stable_and_reversible(detector: PIIDetector) -> None:

@@ -2,7 +2,7 @@
 
 NER tiers (``ner:``):
 - ``spacy`` (default): the packaged spaCy model's entity recognizer alone (PERSON, GPE/LOC, ORG, NORP,
-  DATE/TIME), with the parser, tagger and lemmatizer disabled: the fastest way to get names.
+  DATE/TIME), every other pipe disabled: the fastest way to get names.
 - ``presidio``: Microsoft Presidio's AnalyzerEngine (default recognizers on the same spaCy model), merged
   with the regex tier. Slower; kept for parity with Presidio's own results.
 - ``none``: the regex/checksum tier alone (a few milliseconds on a 1k-token prompt).
@@ -30,7 +30,16 @@ _SPACY_TYPES = {
 }
 _NOT_NAMES = frozenset({"IBAN", "SSN", "IP", "API", "URL", "ID", "PIN", "CVV", "DOB", "VIN", "IBAN CODE", "EMAIL"})
 _NUMBERS_ONLY = re.compile(r"[\d\s]+")
+_CONCRETE_DATE = re.compile(
+    r"\d|(?i:\b(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sept?(?:ember)?|"
+    r"oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\b)"
+)
 _PERSON_CUE = re.compile(r"(?:name is|I'm|I am|\bMrs?\.?|\bMs\.?|\bDr\.?|\bDear|\bthis is)\s+$", re.IGNORECASE)
+_PLACE_CUE = re.compile(
+    r"(?:\bgrew up in|\bborn in|\b(?:I|we) (?:am|are|was|were) in|\b(?:I|we)'(?:m|re) in|\bli(?:ve|ved|ving) in|"
+    r"\bmoved to|\breturned to|\boriginally from|\bflew to|\btravel(?:l?ed|l?ing)? to)\s+$",
+    re.IGNORECASE,
+)
 # Presidio's entity names → Portico's (most are the same).
 _PRESIDIO_TYPES = {"DOMAIN_NAME": "URL", "CRYPTO": "API_KEY", "US_BANK_NUMBER": "US_BANK_NUMBER"}
 
@@ -54,9 +63,12 @@ def offline_tldextract() -> None:
 
 
 def load_spacy(model: str = SPACY_MODEL) -> Any:
+    """The NER alone. In the small English model the NER carries its own tok2vec, so the shared ``tok2vec`` pipe
+    only feeds the tagger and parser: disabling it too saves a third of the time (≈25 of 70 ms CPU per 1k tokens)
+    and changes no entity."""
     import spacy
 
-    return spacy.load(model, disable=["parser", "tagger", "lemmatizer", "attribute_ruler", "senter"])
+    return spacy.load(model, enable=["ner"])
 
 
 def load_presidio(model: str = SPACY_MODEL) -> Any:
@@ -92,8 +104,7 @@ class PIIDetector:
     def hits(self, text: str) -> list[Hit]:
         out = regex_hits(text)
         if self._nlp is not None:
-            doc = self._nlp(text)
-            for ent in doc.ents:
+            for ent in self._nlp(text).ents:
                 mapped = _SPACY_TYPES.get(ent.label_)
                 if mapped is None or ent.text.upper() in _NOT_NAMES:
                     continue
@@ -101,8 +112,12 @@ class PIIDetector:
                 typ, score = mapped
                 if typ == "DATE_TIME" and _NUMBERS_ONLY.fullmatch(text[s:e]) and len(text[s:e]) != 4:
                     continue  # postcodes and digit groups, not dates (a lone 4-digit year stays)
+                if typ == "DATE_TIME" and not _CONCRETE_DATE.search(text, s, e):
+                    continue  # "last night", "a few months ago", "the weekend": no date that identifies anyone
                 if typ in ("ORGANIZATION", "LOCATION", "NRP") and _PERSON_CUE.search(text, max(0, s - 16), s):
                     typ, score = "PERSON", 0.85  # "my name is Rubija": the small model often calls it an ORG
+                elif typ in ("ORGANIZATION", "PERSON") and _PLACE_CUE.search(text, max(0, s - 24), s):
+                    typ, score = "LOCATION", 0.8  # "grew up in KNIVSTA", "I am in Rohod": a place, whatever its form
                 out.append((s, e, typ, score))
         elif self._presidio is not None:
             for r in self._presidio.analyze(text, language="en"):

@@ -14,7 +14,7 @@ Hit = tuple[int, int, str, float]
 
 ENTITY_TYPES = (
     "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "US_SSN", "IP_ADDRESS", "URL", "API_KEY",
-    "ADDRESS", "DATE_TIME", "PERSON", "LOCATION", "ORGANIZATION", "NRP", "TITLE", "AGE",
+    "ADDRESS", "ZIP_CODE", "DATE_TIME", "PERSON", "LOCATION", "ORGANIZATION", "NRP", "TITLE", "AGE",
 )  # fmt: skip
 
 
@@ -92,6 +92,9 @@ _ADDRESS = re.compile(
     rf"|\b\d{{1,6}}[A-Za-z]?{_H}{_CAP}(?:{_H}{_NAME}){{0,2}}{_H}\d{{1,5}}\b)"
     + _APT
     + rf"?(?:[ \t]*(?:,|\n)[ \t]*,?[ \t]*{_LINE}){{0,5}}"
+)
+_DAY_MONTH_YEAR = re.compile(
+    r"\d{1,2}\s+(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)[a-z]*\.?\s+\d{2,4}", re.IGNORECASE
 )
 _ADDRESS_BARE = re.compile(  # "1234 Name Name" after an address cue ("lives at", "address is")
     r"(?i:\b(?:address(?: is|:)?|lives? at|located at|ship(?:ped)? to|deliver(?:ed)? to|moved to|reside at))\s+"
@@ -173,15 +176,29 @@ def _addresses(text: str) -> Iterator[Hit]:
         yield m.start(), m.end(), "ADDRESS", 0.95
     for m in _ADDRESS.finditer(text):
         s = m.group().rstrip(" ,\n\t")
-        yield m.start(), m.start() + len(s), "ADDRESS", 0.75
+        if not _DAY_MONTH_YEAR.fullmatch(s):  # "12 March 1980" has the shape of "12 Baker 5"
+            yield m.start(), m.start() + len(s), "ADDRESS", 0.75
     for m in _ADDRESS_BARE.finditer(text):
         yield m.start(1), m.end(1), "ADDRESS", 0.6
 
 
 _TITLE = re.compile(r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Madam|Mme|Mlle|Herr|Frau)\b\.?(?=\s+[A-ZÀ-Ý])")
 _AGE = re.compile(
-    r"(?i:\b(?:aged?|age of|age:)\s+(\d{1,3})\b|\b(\d{1,3})[ -](?:years?|yrs?)[ -]old\b|\b(\d{1,3})[ -]year[ -]old\b)"
+    r"(?i:\b(?:aged?|age of|age:)\s+(\d{1,3})\b|\b(\d{1,3})[ -](?:years?|yrs?)[ -]old\b|\b(\d{1,3})[ -]year[ -]old\b"
+    # "I just turned 47", "I'll turn 21.", "when he was 65." (a birthday or a life stage, not a count)
+    r"|\bturn(?:ed|s|ing)?\s+(\d{1,3})\b(?=\s*(?:[.!?,;]|$|\s+(?:this|next|last|on|in|today|tomorrow)\b))"
+    r"|\bwhen (?:i|he|she|they|you|we) (?:was|were)\s+(\d{1,3})\b(?!\s*(?:%|[:.]\d|am\b|pm\b|o'clock)))"
 )
+_ZIP = re.compile(
+    r"(?i:\b(?:zip(?:\s*code)?|postal\s*code|post\s*code|postcode)\b\s*[:#]?\s*)"
+    r"(\d{3,5}(?:[ -]\d{2,4})?(?:\s?[A-Z]{2}\b)?|[A-Z]\d[A-Z] ?\d[A-Z]\d|[A-Z]{1,2}\d[A-Z\d]? ?\d[A-Z]{2})\b"
+)
+# A capitalised name ending in a legal-form or company word: "48 Factoring Inc", "Acme Holdings Ltd."
+_COMPANY = re.compile(
+    r"\b(?:[A-Z0-9][\w&'-]*\s+){0,3}[A-Z][\w&'-]*,?\s+(?:Inc|LLC|L\.L\.C|Ltd|Incorporated|Corp|Corporation|GmbH|"
+    r"PLC|plc|Limited|AG|S\.A|N\.V|B\.V|Holdings|Group|Company|Co|LLP|Pty)\b\.?"
+)
+_LEADING = re.compile(r"(?:The|A|An|For|At|With|From|By|Of|In|On|I|We|My|Our)\s+")
 
 
 def _titles(text: str) -> Iterator[Hit]:
@@ -191,9 +208,23 @@ def _titles(text: str) -> Iterator[Hit]:
 
 def _ages(text: str) -> Iterator[Hit]:
     for m in _AGE.finditer(text):
-        g = next(i for i in (1, 2, 3) if m.group(i))
+        g = next(i for i in range(1, 6) if m.group(i))
         if 0 < int(m.group(g)) < 130:
             yield m.start(g), m.end(g), "AGE", 0.9
+
+
+def _zips(text: str) -> Iterator[Hit]:
+    for m in _ZIP.finditer(text):  # only after a "ZIP"/"postal code" label: bare 4-5 digit numbers are anything
+        yield m.start(1), m.end(1), "ZIP_CODE", 0.85
+
+
+def _companies(text: str) -> Iterator[Hit]:
+    for m in _COMPANY.finditer(text):
+        start = m.start()
+        while lead := _LEADING.match(text, start, m.end()):
+            start = lead.end()
+        if start < m.end() and " " in text[start : m.end()].strip():
+            yield start, m.end(), "ORGANIZATION", 0.8
 
 
 def _dates(text: str) -> Iterator[Hit]:
@@ -202,7 +233,8 @@ def _dates(text: str) -> Iterator[Hit]:
 
 
 RECOGNIZERS: tuple[Callable[[str], Iterator[Hit]], ...] = (
-    _emails, _cards, _ibans, _ssns, _phones, _ips, _urls, _secrets, _addresses, _dates, _titles, _ages,
+    _emails, _cards, _ibans, _ssns, _phones, _ips, _urls, _secrets, _addresses, _dates, _titles, _ages, _zips,
+    _companies,
 )  # fmt: skip
 
 
