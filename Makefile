@@ -88,6 +88,11 @@ bench-gateway: install $(LITELLM_VENV)/.installed
 bench-cache: install-dev
 	$(PY) bench/cache.py
 
+# Cacheability (rules + classifier): held-out precision/recall, QQP flag rate, cost per query (QQP from ../shared/data).
+.PHONY: bench-cacheability
+bench-cacheability: install-dev
+	OMP_NUM_THREADS=1 $(PY) bench/cacheability.py
+
 # Knowledge-base retrieval (BM25 / vector / hybrid) vs bm25s, sentence-transformers and Haystack on BEIR SciFact and
 # NFCorpus from ../shared/data/beir (or $$PORTICO_DATA); corpus embeddings cached under /work/cache/retrieval.
 .PHONY: bench-retrieval

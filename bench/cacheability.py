@@ -2,6 +2,7 @@
 time-sensitive queries (do not cache) from general ones, how often they flag general Quora questions, and what
 the check costs per request.
 
+    make bench-cacheability   # or, on a shared machine:
     flock /tmp/portico-bench.lock taskset -c 1 .venv/bin/python bench/cacheability.py
 
 Quality: the packaged held-out sets (``cacheability_test.jsonl``, ``cacheability_test2.jsonl``; never trained on)
@@ -185,7 +186,7 @@ def main() -> None:
     a_n, a_pos = len(ay), sum(ay)
     b_y = held["held-out test set B"][1]
     lines = [
-        "# Cacheability: rules and classifier (`bench/cacheability.py`)", "",
+        "# Cacheability: rules and classifier (`make bench-cacheability`, `bench/cacheability.py`)", "",
         "Which queries must never be cached because their answer depends on who asks or when "
         "(`src/portico/cache/cacheability.py`, `cacheability_model.py`; the labelling policy is in the latter's "
         "docstring). Positive class: **do not cache**.", "",
