@@ -26,7 +26,7 @@ from portico.protocol.errors import InvalidRequest
 # Each is a pattern an operator can read and extend (cache.skip_patterns); the classifier backs them up.
 DEFAULT_SKIP_PATTERNS: tuple[str, ...] = (
     # "My order", "our invoices" — but not in a how-to: "how do I reset my password" has one answer for everyone.
-    r"^(?!.*\bhow (?:do|can|should|would) (?:i|we|you)\b|.*\bhow to\b).*?"
+    r"^(?!.*\bhow (?:(?:do|can|should|would) (?:i|we|you)|to)\b).*?"
     r"\b(my|mine|our)\s+(\w+\s+)?(orders?|accounts?|balance|passwords?|bookings?|reservations?|subscriptions?|"
     r"invoices?|bills?|cart|profile|package|delivery|shipment|tickets?|appointments?|plan|payments?)\b",
     # Not "should I": on the packaged training set it matched 29 general questions ("how often should I feed my
