@@ -42,7 +42,7 @@ class KnnExpert:
         return z / np.maximum(np.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
 
     @classmethod
-    def fit(cls, emb: np.ndarray, texts: list[str], y: np.ndarray, k: int = 150, dims: int | None = 128) -> KnnExpert:
+    def fit(cls, emb: np.ndarray, texts: list[str], y: np.ndarray, k: int = 150, dims: int | None = 64) -> KnnExpert:
         emb = np.asarray(emb, dtype=np.float32)
         d = emb.shape[1]
         if dims is None or dims >= min(d, len(emb)):

@@ -61,7 +61,9 @@ class PairwiseRecord:
 @dataclass(frozen=True, slots=True)
 class TrainConfig:
     k: int = 150  # neighbours of the kNN expert
-    knn_dims: int | None = 128  # PCA dimensions the kNN expert searches in (None: the full embedding)
+    # PCA dimensions the kNN expert searches in (None: the full embedding). 64, not 128: the same kNN APGR by 5-fold
+    # CV inside the MMLU training split (0.687 vs 0.686; 32: 0.684) with half the bank to scan per decision.
+    knn_dims: int | None = 64
     word_alpha: float = 10.0
     linear_alpha: float = 30.0
     stack_alpha: float = 10.0
