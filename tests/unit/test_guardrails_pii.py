@@ -208,3 +208,14 @@ async def test_pii_closer_unmasks_streamed_tool_arguments() -> None:
         for tc in c["choices"][0]["delta"].get("tool_calls", [])
     )
     assert args == '{"to": "john@acme.com", "x": "[EMAIL_ADDRESS_1'
+
+
+def test_intersections_and_second_units() -> None:
+    assert (
+        types("meet at the corner of Pachergasse 64 and Radolič Harbor.")[
+            "the corner of Pachergasse 64 and Radolič Harbor"
+        ]
+        == "ADDRESS"
+    )
+    found = types("It went to 2035 Gewerbepark 45 Apt. 815 Suite 979, Brú, Iceland 82407 last night")
+    assert found["2035 Gewerbepark 45 Apt. 815 Suite 979, Brú, Iceland 82407"] == "ADDRESS"

@@ -91,7 +91,10 @@ _ADDRESS = re.compile(
     rf"|\b{_SW}{_H}(?:{_NAME}{_H}){{1,3}}\d{{1,5}}[A-Za-z]?\b"
     rf"|\b\d{{1,6}}[A-Za-z]?{_H}{_CAP}(?:{_H}{_NAME}){{0,2}}{_H}\d{{1,5}}\b)"
     + _APT
-    + rf"?(?:[ \t]*(?:,|\n)[ \t]*,?[ \t]*{_LINE}){{0,5}}"
+    + rf"{{0,2}}(?:[ \t]*(?:,|\n)[ \t]*,?[ \t]*{_LINE}){{0,5}}"
+)
+_CORNER = re.compile(  # an intersection: "the corner of Pachergasse 64 and Radolič Harbor"
+    r"\b(?i:the corner of)\s+[^\n.,;:!?]{3,60}?\s+and\s+[A-ZÀ-Ý0-9][^\n.,;:!?]{1,40}?(?=\s*(?:[\n.,;:!?]|$))"
 )
 _DAY_MONTH_YEAR = re.compile(
     r"\d{1,2}\s+(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)[a-z]*\.?\s+\d{2,4}", re.IGNORECASE
@@ -178,6 +181,8 @@ def _addresses(text: str) -> Iterator[Hit]:
         s = m.group().rstrip(" ,\n\t")
         if not _DAY_MONTH_YEAR.fullmatch(s):  # "12 March 1980" has the shape of "12 Baker 5"
             yield m.start(), m.start() + len(s), "ADDRESS", 0.75
+    for m in _CORNER.finditer(text):
+        yield m.start(), m.end(), "ADDRESS", 0.8
     for m in _ADDRESS_BARE.finditer(text):
         yield m.start(1), m.end(1), "ADDRESS", 0.6
 
