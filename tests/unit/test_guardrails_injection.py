@@ -3,6 +3,7 @@ the step blocks with a stock answer and notes its score."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -10,9 +11,17 @@ import pytest
 
 from portico.guardrails.common import GuardMetrics
 from portico.guardrails.injection.heuristics import matched
-from portico.guardrails.injection.model import FAST_WEIGHTS, InjectionModel, chunks
-from portico.guardrails.injection.step import InjectionDetector, InjectionOptions, InjectionStep
-from portico.guardrails.injection.train import load_encoder, threshold_at_fpr
+from portico.guardrails.injection.model import (
+    CHUNK_STRIDE,
+    CHUNK_WORDS,
+    DEFAULT_WEIGHTS,
+    FAST_WEIGHTS,
+    SELECTION,
+    InjectionModel,
+    chunks,
+)
+from portico.guardrails.injection.step import InjectionDetector, InjectionOptions, InjectionStep, default_variant
+from portico.guardrails.injection.train import DEFAULT_ELIGIBLE, load_encoder, pick, threshold_at_fpr
 from portico.pipeline.context import RequestContext
 from portico.protocol.chat import ChatCompletionRequest
 
@@ -98,3 +107,32 @@ async def test_fast_model_needs_no_embeddings() -> None:
     assert not fast.model.uses_embeddings and InjectionModel.load().uses_embeddings
     assert (await fast.score([BENIGN]))[0] < fast.model.threshold
     assert (await fast.score([ATTACK]))[0] >= fast.model.threshold
+
+
+def test_weights_carry_the_chunking_they_were_trained_with(tmp_path: Any) -> None:
+    """Serving chunks with the values stored in the weights; the shipped files match today's training constants,
+    so changing the constants without retraining fails here."""
+    from portico.guardrails.toxicity import DEFAULT_WEIGHTS as TOXICITY_WEIGHTS
+
+    for path in (FAST_WEIGHTS, DEFAULT_WEIGHTS, TOXICITY_WEIGHTS):
+        m = InjectionModel.load(path)
+        assert (m.chunk_words, m.chunk_stride) == (CHUNK_WORDS, CHUNK_STRIDE), path
+    small = InjectionModel(np.zeros(3, np.float32), 0.0, 0.5, chunk_words=10, chunk_stride=5)
+    pieces = small.chunks(" ".join(f"w{i}" for i in range(50)))
+    assert len(pieces) == 9 and all(len(p.split()) == 10 for p in pieces)
+    small.save(tmp_path / "m.npz")
+    assert InjectionModel.load(tmp_path / "m.npz").chunk_words == 10
+    np.savez(tmp_path / "old.npz", coef=np.zeros(3), intercept=0.0, threshold=0.5)
+    with pytest.raises(ValueError, match="retrain"):
+        InjectionModel.load(tmp_path / "old.npz")
+
+
+def test_default_variant_follows_the_validation_rule() -> None:
+    report = json.loads(SELECTION.read_text())
+    assert default_variant() == report["default"] and report["default"] in DEFAULT_ELIGIBLE
+    for name, v in report["variants"].items():
+        assert pick(v["candidates"]) == v["chosen"]
+        shipped = InjectionModel.load(FAST_WEIGHTS if name == "fast" else DEFAULT_WEIGHTS)
+        assert shipped.threshold == pytest.approx(v["chosen"]["threshold"])
+    rows = [{"c": 16.0, "mean_recall": 0.80}, {"c": 1.0, "mean_recall": 0.795}, {"c": 4.0, "mean_recall": 0.70}]
+    assert pick(rows)["c"] == 1.0  # within TIE of the best: the smaller C

@@ -4,7 +4,9 @@ each chunk; a text's score is its highest chunk score.
 Trained by ``python -m portico.guardrails.toxicity`` on Davidson et al. (MIT; hate speech and offensive → toxic)
 and a balanced Civil Comments sample (CC0; target ≥ 0.5 → toxic), each split 80/20 with a fixed seed; the
 threshold maximises F1 on out-of-fold scores of the training part. The held-out 20% and the Jigsaw sample
-(unseen source) are for measurement only (``make bench-guardrails``).
+(unseen source) are for measurement only (``make bench-guardrails``). Both training sources allow shipping a
+model trained on them (MIT, CC0); the chunking is stored with the weights, so serving chunks answers exactly as
+the training chunked its examples.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from portico.guardrails.injection.model import CHUNK_STRIDE, CHUNK_WORDS, ngram_vectorizer
 from portico.guardrails.injection.model import InjectionModel as LinearModel
-from portico.guardrails.injection.model import chunks, ngram_vectorizer
 from portico.guardrails.injection.train import CACHE, DATA, chunked, doc_scores, embed_cached, fit_lr, load_encoder
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "models" / "toxicity.npz"
@@ -46,10 +48,11 @@ def load_sets(data: Path = DATA, seed: int = 0) -> dict[str, Dataset]:
 
 
 def features(
-    encoder: object, texts: list[str], vectorizer: object, cache: Path = CACHE
+    encoder: object, texts: list[str], vectorizer: object, words: int = CHUNK_WORDS, stride: int = CHUNK_STRIDE
 ) -> tuple[np.ndarray, np.ndarray]:
-    pieces, owner = chunked(texts)
-    emb = embed_cached(encoder, pieces, cache)
+    """Chunk rows (the shared chunking, recorded in the weights and used when serving) and each chunk's text."""
+    pieces, owner = chunked(texts, words, stride)
+    emb = embed_cached(encoder, pieces, CACHE)
     return np.hstack([emb, vectorizer.transform(pieces).toarray()]), owner  # type: ignore[attr-defined]
 
 
@@ -78,7 +81,7 @@ def train(sets: dict[str, Dataset], encoder: object, c: float = 4.0, folds: int 
         oof[docs] = doc_scores(clf.predict_proba(x[te])[:, 1], np.searchsorted(docs, owner[te]), len(docs))
     threshold = best_f1_threshold(oof, y)
     clf = fit_lr(x, y[owner], c)
-    return LinearModel(clf.coef_[0].astype(np.float32), float(clf.intercept_[0]), threshold)
+    return LinearModel(clf.coef_[0].astype(np.float32), float(clf.intercept_[0]), threshold, CHUNK_WORDS, CHUNK_STRIDE)
 
 
 class ToxicityClassifier:
@@ -94,7 +97,7 @@ class ToxicityClassifier:
         return cls(LinearModel.load(path or DEFAULT_WEIGHTS), embed)
 
     async def score(self, text: str) -> float:
-        pieces = chunks(text)
+        pieces = self.model.chunks(text)
         if not pieces:
             return 0.0
         emb = await self.embed(pieces)

@@ -20,6 +20,9 @@ from portico.guardrails.injection.heuristics import N_FEATURES, features
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "models" / "injection.npz"
 FAST_WEIGHTS = DEFAULT_WEIGHTS.with_name("injection_fast.npz")  # no embeddings: n-grams and heuristics only
+SELECTION = DEFAULT_WEIGHTS.with_name("injection_selection.json")  # validation numbers and the default variant
+# The one chunking of both classifiers (injection and toxicity). Training records it in the weights file and
+# serving chunks with the values read from that file, so a change here takes effect only through retraining.
 CHUNK_WORDS = 120  # ≈ 160-220 word pieces (PII-heavy text tokenises long): under MiniLM's 256-token window
 CHUNK_STRIDE = 100
 HASH_DIM = 1 << 14
@@ -60,17 +63,30 @@ def design(embeddings: np.ndarray | None, texts: list[str], vectorizer: Any) -> 
 
 @dataclass(frozen=True)
 class InjectionModel:
+    """A linear classifier over chunk rows, with the chunking it was trained with (used by injection and
+    toxicity)."""
+
     coef: np.ndarray  # (dim,)
     intercept: float
-    threshold: float  # chosen on validation data from the train splits (FPR ≤ 5%)
+    threshold: float  # chosen on validation data from the train splits
+    chunk_words: int = CHUNK_WORDS
+    chunk_stride: int = CHUNK_STRIDE
 
     @classmethod
     def load(cls, path: Path | str = DEFAULT_WEIGHTS) -> InjectionModel:
         with np.load(path) as z:
-            return cls(z["coef"].astype(np.float32), float(z["intercept"]), float(z["threshold"]))
+            if "chunk_words" not in z.files:
+                raise ValueError(f"{path}: weights without their chunking (trained by an older version): retrain")
+            return cls(z["coef"].astype(np.float32), float(z["intercept"]), float(z["threshold"]),
+                       int(z["chunk_words"]), int(z["chunk_stride"]))  # fmt: skip
 
     def save(self, path: Path | str) -> None:
-        np.savez_compressed(path, coef=self.coef.astype(np.float16), intercept=self.intercept, threshold=self.threshold)
+        np.savez_compressed(path, coef=self.coef.astype(np.float16), intercept=self.intercept, threshold=self.threshold,
+                            chunk_words=self.chunk_words, chunk_stride=self.chunk_stride)  # fmt: skip
+
+    def chunks(self, text: str) -> list[str]:
+        """The text's chunks exactly as the training chunked its examples."""
+        return chunks(text, self.chunk_words, self.chunk_stride)
 
     @property
     def uses_embeddings(self) -> bool:

@@ -10,14 +10,15 @@ Options (in an application's ``steps:``)::
       model: fast             # fast: hashed char n-grams + heuristics; full: + MiniLM embeddings of every chunk
       weights: /path/to/injection.npz   # default: the packaged weights of that model
 
-``fast`` is the default: on the train splits' out-of-fold validation it is within 1.5 recall points of ``full``
-and it keeps a 1k-token prompt within the latency budget (see bench/results/guardrails.md). ``full`` needs an
-embedding model in the config (the shared embedder: MiniLM in-process by default).
+Without ``model``, the variant chosen by the training's fixed rule on validation data from the train splits
+(``models/injection_selection.json``, written by ``python -m portico.guardrails.injection.train``). ``full`` needs
+an embedding model in the config (the shared embedder: MiniLM in-process by default).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any, Literal
 
 import numpy as np
@@ -28,8 +29,8 @@ from portico.guardrails.injection.heuristics import matched
 from portico.guardrails.injection.model import (
     DEFAULT_WEIGHTS,
     FAST_WEIGHTS,
+    SELECTION,
     InjectionModel,
-    chunks,
     design,
     ngram_vectorizer,
 )
@@ -45,8 +46,9 @@ class InjectionOptions(BaseModel):
     roles: list[str] = Field(default_factory=lambda: ["user", "tool"])
     action: Literal["block", "flag"] = "block"
     block_message: str = "I can't help with that request."
-    # fast (default): n-grams + heuristics, a few ms per 1k tokens; full: also MiniLM embeddings of every chunk
-    model: Literal["full", "fast"] = "fast"
+    # fast: n-grams + heuristics, a few ms per 1k tokens; full: also MiniLM embeddings of every chunk;
+    # unset: the default chosen by the training's validation rule (models/injection_selection.json)
+    model: Literal["full", "fast"] | None = None
     weights: str | None = None
 
 
@@ -59,7 +61,7 @@ class InjectionDetector:
         self.vectorizer = ngram_vectorizer()
 
     async def score(self, texts: list[str]) -> tuple[float, list[str]]:
-        pieces = [c for t in texts for c in chunks(t)]
+        pieces = [c for t in texts for c in self.model.chunks(t)]
         if not pieces:
             return 0.0, []
         vectors = await self.embed(pieces) if self.model.uses_embeddings else None
@@ -95,9 +97,15 @@ class InjectionStep(Step):
             stock_answer(ctx, self.name, self.options.block_message)
 
 
+def default_variant() -> str:
+    """The variant the training's validation rule chose (see injection/train.py)."""
+    return str(json.loads(SELECTION.read_text())["default"])
+
+
 def injection_step(options: dict[str, Any], services: Services) -> InjectionStep:
     opts = parse_options(InjectionOptions, options)
-    model = InjectionModel.load(opts.weights or (FAST_WEIGHTS if opts.model == "fast" else DEFAULT_WEIGHTS))
+    variant = opts.model or default_variant()
+    model = InjectionModel.load(opts.weights or (FAST_WEIGHTS if variant == "fast" else DEFAULT_WEIGHTS))
     if model.uses_embeddings:
         services.embedder.require("the injection step")
     return InjectionStep(opts, InjectionDetector(model, services.embedder.embed), GuardMetrics(services.metrics))
