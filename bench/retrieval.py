@@ -11,6 +11,9 @@ Fusion weights are tuned on SciFact *train* qrels only; every number reported is
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+import functools
 import hashlib
 import json
 import math
@@ -35,6 +38,7 @@ torch.set_num_threads(1)
 
 from portico.config.schema import LocalDeployment  # noqa: E402
 from portico.context.knowledge.base import KBOptions, KnowledgeBase, SearchRequest  # noqa: E402
+from portico.context.knowledge.bm25 import Analyzer, BM25Index  # noqa: E402
 from portico.context.knowledge.embedded import EmbeddedBackend  # noqa: E402
 from portico.context.knowledge.loaders import LoadedDocument, Section  # noqa: E402
 from portico.gateway.providers.local.embeddings import SentenceEmbeddingBackend  # noqa: E402
@@ -46,9 +50,9 @@ MODEL = "all-MiniLM-L6-v2"
 FUSIONS = ("rrf", "minmax", "zscore")
 CHUNK = int(os.environ.get("PORTICO_BENCH_CHUNK", "512"))  # tokens per chunk
 OVERLAP = int(os.environ.get("PORTICO_BENCH_OVERLAP", "0"))
-# A second Portico configuration with small chunks (MiniLM then reads whole abstracts, a document scores by its best
-# chunk); "" turns it off.
-SMALL = tuple(int(x) for x in os.environ.get("PORTICO_BENCH_SMALL_CHUNKS", "160:32").split(":") if x)
+# Embedding windows of long chunks (tokens, overlap), the product option compared with its default (off).
+WINDOW, WINDOW_OVERLAP = (int(x) for x in os.environ.get("PORTICO_BENCH_WINDOW", "200:40").split(":"))
+LOCK = "/tmp/portico-bench.lock"  # timings run only while holding it (other benchmarks share the machine)
 DATASETS = {"scifact": "scifact", "nfcorpus": "nfcorpus_original_test"}
 INGEST_SUBSET = int(os.environ.get("PORTICO_BENCH_INGEST_DOCS", "400"))
 LATENCY_QUERIES = 200
@@ -153,17 +157,16 @@ def doc_ranking(hits: list[dict], n: int = 100) -> list[str]:
 
 
 # -- Portico --------------------------------------------------------------------------------------------------------
-async def new_kb(name: str, path: Path, embed: object, chunk: int = CHUNK, overlap: int = OVERLAP) -> KnowledgeBase:
-    opts = KBOptions(chunk_size=chunk, chunk_overlap=overlap, embed_batch=512)
+async def new_kb(name: str, path: Path, embed: object, window: int = 0) -> KnowledgeBase:
+    opts = KBOptions(chunk_size=CHUNK, chunk_overlap=OVERLAP, embed_batch=512, embed_window=window,
+                     embed_window_overlap=WINDOW_OVERLAP if window else 0)  # fmt: skip
     kb = KnowledgeBase(name, EmbeddedBackend(path), opts, embed)  # type: ignore[arg-type]
     await kb.open()
     return kb
 
 
-async def portico_kb(
-    name: str, corpus: dict, embed: CachedEmbedder, tmp: Path, chunk: int = CHUNK, overlap: int = OVERLAP
-) -> KnowledgeBase:
-    kb = await new_kb(name, tmp / f"{name}.db", embed, chunk, overlap)
+async def portico_kb(name: str, corpus: dict, embed: CachedEmbedder, tmp: Path, window: int = 0) -> KnowledgeBase:
+    kb = await new_kb(name, tmp / f"{name}.db", embed, window)
     docs = [doc_of(i, t, x) for i, (t, x) in corpus.items()]
     t0 = time.perf_counter()
     await kb.add(docs)
@@ -254,14 +257,55 @@ async def ingest_speed(corpus: dict, fast: SentenceEmbeddingBackend, slow: Sente
     return len(items) / min(ours_s), len(items) / min(peer_s)
 
 
-async def ingest_small(corpus: dict, fast: SentenceEmbeddingBackend, tmp: Path, chunk: int, overlap: int) -> float:
-    items = list(corpus.items())[:INGEST_SUBSET]
-    kb = await new_kb("ingest-small", tmp / "ingest-small.db", fast.vectors, chunk, overlap)
-    t0 = time.perf_counter()
-    await kb.add([doc_of(i, t, x) for i, (t, x) in items])
-    took = time.perf_counter() - t0
-    await kb.close()
-    return len(items) / took
+@contextlib.contextmanager
+def bench_lock(*backends: SentenceEmbeddingBackend):
+    """Timings run one benchmark at a time on this shared machine (quality numbers do not need it), at nice -10 so
+    that the other jobs of the machine preempt them less: this thread and the embedding backends' worker threads
+    (Linux nice is per thread; each backend has one worker thread). Restored afterwards."""
+
+    def renice(n: int) -> None:
+        os.setpriority(os.PRIO_PROCESS, 0, n)
+        for b in backends:
+            b._pool.submit(os.setpriority, os.PRIO_PROCESS, 0, n).result()
+
+    with open(LOCK, "w") as f:
+        t0 = time.perf_counter()
+        fcntl.flock(f, fcntl.LOCK_EX)
+        log(f"bench lock acquired after {time.perf_counter() - t0:.1f}s; load average {os.getloadavg()[0]:.1f}")
+        renice(-10)
+        try:
+            yield
+        finally:
+            renice(0)
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def bm25_writes(corpus: dict, base: int = 4000, adds: int = 300) -> tuple[float, float]:
+    """A live index written to while it is searched: ``adds`` documents added one at a time to ``base`` indexed
+    ones, one search after each add. Median ms per add+search: Portico's incremental BM25 vs rebuilding a bm25s index
+    from the stored tokens (what the embedded store did before)."""
+    import bm25s
+
+    an = Analyzer()
+    toks = [an(f"{t}\n{x}") for t, x in list(corpus.values())[: base + adds]]
+    probe = ["protein", "cell", "express"]
+    inc = BM25Index(analyzer=an)
+    for i in range(base):
+        inc.add_tokens(i, toks[i])
+    inc.term_scores(probe)
+    ours, rebuild = [], []
+    for i in range(base, base + adds):
+        t0 = time.perf_counter()
+        inc.add_tokens(i, toks[i])
+        inc.term_scores(probe)
+        ours.append(time.perf_counter() - t0)
+    for i in range(base, base + min(adds, 60)):  # enough for a median; each one is a full index build
+        t0 = time.perf_counter()
+        m = bm25s.BM25(k1=1.2, b=0.75, method="lucene")
+        m.index(toks[: i + 1], show_progress=False)
+        m.get_scores([t for t in probe if t in m.vocab_dict])
+        rebuild.append(time.perf_counter() - t0)
+    return statistics.median(ours) * 1000, statistics.median(rebuild) * 1000
 
 
 async def latency(kb: KnowledgeBase, queries: dict, qids: list[str], be: SentenceEmbeddingBackend, qvecs: dict) -> dict:
@@ -269,6 +313,9 @@ async def latency(kb: KnowledgeBase, queries: dict, qids: list[str], be: Sentenc
     the chunk texts; and hybrid once more with the query vector given (ranking + texts only)."""
     out = {}
     sample = qids[:LATENCY_QUERIES]
+    for q in sample[:20]:  # warm-up: first calls allocate
+        await kb.search(SearchRequest(query=queries[q], k=10, mode="hybrid", vector=qvecs[q]))
+        await be.vectors([queries[q]])
     for mode in ("bm25", "vector", "hybrid", "hybrid, query vector given"):
         lat = []
         for q in sample:
@@ -297,6 +344,17 @@ async def warm() -> None:
         log(f"{name}: caches warm")
 
 
+async def tune(kb: KnowledgeBase, queries: dict, qvecs: dict, train: dict, fusion: str, label: str) -> float:
+    """The BM25 weight with the best nDCG@10 on SciFact *train* (grid 0.10-0.90)."""
+    train_q = [q for q in train if q in queries]
+    best = (-1.0, 0.0)
+    for w in np.round(np.arange(0.1, 0.91, 0.05), 2):
+        run = await portico_runs(kb, queries, qvecs, train_q, "hybrid", fusion=fusion, bm25_weight=w)
+        best = max(best, (evaluate(run, train)[0], float(w)))
+    log(f"tuned on scifact train: {label} {fusion} bm25_weight={best[1]} ndcg10(train)={best[0]:.4f}")
+    return best[1]
+
+
 async def main() -> None:
     t_start = time.perf_counter()
     fast = backend("bfloat16")  # Portico's ingestion setting for this CPU
@@ -305,81 +363,82 @@ async def main() -> None:
     tuned: dict[str, float] = {}
     ingest: dict[str, tuple[float, float]] = {}
     lat: dict[str, dict] = {}
+    writes = bm25_writes(load("scifact")[0])
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td)
         for name in DATASETS:
             corpus, queries, qrels = load(name)
             test = qrels["test"]
             qids = [q for q in test if q in queries]
+            train = qrels.get("train") if name == "scifact" else None
             qvecs = dict(zip(list(queries), await CachedEmbedder(slow, CACHE / f"{name}-{MODEL}-queries-f32.npz")(
                 list(queries.values())), strict=True))  # fmt: skip
-            tag = f"{name}-{MODEL}-c{CHUNK}o{OVERLAP}"
-            kb_embed = CachedEmbedder(fast, CACHE / f"{tag}-bf16.npz")
-            if CHUNK >= 512:  # whole-document chunks: the same texts as the bf16 document cache
-                kb_embed.mem = {**CachedEmbedder(fast, CACHE / f"{name}-{MODEL}-docs-bf16.npz").mem, **kb_embed.mem}
-            kb = await portico_kb(name, corpus, kb_embed, tmp)
+            doc_cache = CachedEmbedder(fast, CACHE / f"{name}-{MODEL}-docs-bf16.npz")
+            kb_embed = CachedEmbedder(fast, CACHE / f"{name}-{MODEL}-c{CHUNK}o{OVERLAP}-bf16.npz")
+            if CHUNK >= 512:  # whole-document chunks: the texts of the document cache
+                kb_embed.mem = {**doc_cache.mem, **kb_embed.mem}
+            kb = await portico_kb(name, corpus, kb_embed, tmp)  # the product's defaults
             r: dict[str, tuple[float, float]] = {}
-            r["portico bm25"] = evaluate(await portico_runs(kb, queries, qvecs, qids, "bm25"), test)
-            r["portico vector"] = evaluate(await portico_runs(kb, queries, qvecs, qids, "vector"), test)
-            if name == "scifact" and "train" in qrels:
-                train_q = [q for q in qrels["train"] if q in queries]
-                for fusion in FUSIONS:
-                    best = (-1.0, 0.0)
-                    for w in np.round(np.arange(0.1, 0.91, 0.05), 2):
-                        run = await portico_runs(kb, queries, qvecs, train_q, "hybrid", fusion=fusion, bm25_weight=w)
-                        best = max(best, (evaluate(run, qrels["train"])[0], float(w)))
-                    tuned[fusion] = best[1]
-                    log(f"tuned on scifact train: {fusion} bm25_weight={best[1]} ndcg10(train)={best[0]:.4f}")
+            run = functools.partial(portico_runs, kb, queries, qvecs, qids)
+            r["portico bm25 (RM3 expansion)"] = evaluate(await run("bm25"), test)
+            r["portico vector"] = evaluate(await run("vector"), test)
             for fusion in FUSIONS:
-                run = await portico_runs(kb, queries, qvecs, qids, "hybrid", fusion=fusion, bm25_weight=tuned[fusion])
-                r[f"portico hybrid {fusion} (w={tuned[fusion]})"] = evaluate(run, test)
-            run = await portico_runs(kb, queries, qvecs, qids, "hybrid", fusion="sequential")
-            r["portico hybrid sequential (bm25 top-100 → vector)"] = evaluate(run, test)
+                if train is not None:
+                    tuned[fusion] = await tune(kb, queries, qvecs, train, fusion, "default")
+                r[f"portico hybrid {fusion} (w={tuned[fusion]})"] = evaluate(
+                    await run("hybrid", fusion=fusion, bm25_weight=tuned[fusion]), test
+                )
+            r[f"portico hybrid sequential (bm25 top-{KBOptions().depth} → vector)"] = evaluate(
+                await run("hybrid", fusion="sequential"), test
+            )
+            # What was tried: the same knowledge base without query expansion (= before this change), and one whose
+            # long chunks are also embedded window by window.
+            kb.backend.configure(None)  # type: ignore[attr-defined]
+            r["tried: bm25 without expansion"] = evaluate(await run("bm25"), test)
+            if train is not None:
+                tuned["zscore, no expansion"] = await tune(kb, queries, qvecs, train, "zscore", "no expansion")
+            w = tuned["zscore, no expansion"]
+            r[f"tried: hybrid zscore without expansion (w={w})"] = evaluate(
+                await run("hybrid", fusion="zscore", bm25_weight=w), test
+            )
+            kb.backend.configure(KBOptions().feedback())  # type: ignore[attr-defined]
+            win_embed = CachedEmbedder(
+                fast, CACHE / f"{name}-{MODEL}-c{CHUNK}o{OVERLAP}-w{WINDOW}o{WINDOW_OVERLAP}-bf16.npz"
+            )
+            win_embed.mem = {**kb_embed.mem, **win_embed.mem}
+            win = await portico_kb(f"{name}-windows", corpus, win_embed, tmp, window=WINDOW)
+            wrun = functools.partial(portico_runs, win, queries, qvecs, qids)
+            r[f"tried: vector, {WINDOW}-token embedding windows (best window)"] = evaluate(await wrun("vector"), test)
+            if train is not None:
+                tuned["zscore, windows"] = await tune(win, queries, qvecs, train, "zscore", "windows")
+            w = tuned["zscore, windows"]
+            r[f"tried: hybrid zscore, embedding windows (w={w})"] = evaluate(
+                await wrun("hybrid", fusion="zscore", bm25_weight=w), test
+            )
+            await win.close()
             r["bm25s alone (peer)"] = evaluate(bm25s_peer(corpus, queries, qids), test)
             ids = list(corpus)
             dtexts = [f"{t}\n{x}" if t else x for t, x in corpus.values()]
             dmat = np.asarray(await CachedEmbedder(slow, CACHE / f"{name}-{MODEL}-docs-f32.npz")(dtexts))
             r["sentence-transformers exact (peer)"] = evaluate(exact_peer(ids, dmat, qvecs, qids), test)
             # What bfloat16 document vectors cost: the same exact search over the same texts embedded in bf16.
-            bmat = np.asarray(await CachedEmbedder(fast, CACHE / f"{name}-{MODEL}-docs-bf16.npz")(dtexts))
+            bmat = np.asarray(await doc_cache(dtexts))
             r["sentence-transformers exact, bfloat16 document vectors"] = evaluate(
                 exact_peer(ids, bmat, qvecs, qids), test
             )
-            hay, hay_lat = haystack_peer(corpus, dict(zip(ids, dmat, strict=True)), queries, qvecs, qids)
-            r["haystack in-memory hybrid RRF (peer)"] = evaluate(hay, test)
-            if SMALL:
-                c, o = SMALL
-                small_embed = CachedEmbedder(fast, CACHE / f"{name}-{MODEL}-c{c}o{o}-bf16.npz")
-                small = await portico_kb(f"{name}-small", corpus, small_embed, tmp, c, o)
-                if name == "scifact" and "train" in qrels:
-                    best = (-1.0, 0.0)
-                    for w in np.round(np.arange(0.1, 0.91, 0.05), 2):
-                        run = await portico_runs(
-                            small, queries, qvecs, train_q, "hybrid", fusion="zscore", bm25_weight=w
-                        )
-                        best = max(best, (evaluate(run, qrels["train"])[0], float(w)))
-                    tuned["small"] = best[1]
-                    log(f"tuned on scifact train: {c}-token chunks, zscore bm25_weight={best[1]} ndcg10={best[0]:.4f}")
-                r[f"portico vector, {c}-token chunks"] = evaluate(
-                    await portico_runs(small, queries, qvecs, qids, "vector"), test
-                )
-                run = await portico_runs(
-                    small, queries, qvecs, qids, "hybrid", fusion="zscore", bm25_weight=tuned["small"]
-                )
-                r[f"portico hybrid zscore, {c}-token chunks (w={tuned['small']})"] = evaluate(run, test)
-                await small.close()
+            with bench_lock(slow, fast):  # the peer's timings under the same conditions as ours
+                hay, hay_lat = haystack_peer(corpus, dict(zip(ids, dmat, strict=True)), queries, qvecs, qids)
+                lat[name] = await latency(kb, queries, qids, slow, qvecs)
                 if name == "scifact":
-                    ingest["small"] = await ingest_small(corpus, fast, tmp, c, o)
+                    ingest[name] = await ingest_speed(corpus, fast, slow, tmp)
+            r["haystack in-memory hybrid RRF (peer)"] = evaluate(hay, test)
             rows[name] = r
-            lat[name] = await latency(kb, queries, qids, slow, qvecs)
-            lat[name]["haystack (ranking only)"] = (pct(hay_lat, 50), pct(hay_lat, 99))
-            if name == "scifact":
-                ingest[name] = await ingest_speed(corpus, fast, slow, tmp)
-            await kb.close()
             for k, (n, rc) in r.items():
-                log(f"{name:9s} {k:55s} ndcg@10={n:.4f} recall@100={rc:.4f}")
+                log(f"{name:9s} {k:60s} ndcg@10={n:.4f} recall@100={rc:.4f}")
+            lat[name]["haystack (ranking only)"] = (pct(hay_lat, 50), pct(hay_lat, 99))
+            await kb.close()
             log(f"{name} latency ms (p50, p99): {lat[name]}")
-    report(rows, tuned, ingest, lat, time.perf_counter() - t_start)
+    report(rows, tuned, ingest, lat, writes, time.perf_counter() - t_start)
 
 
 def cpu_model() -> str:
@@ -392,7 +451,7 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def report(rows: dict, tuned: dict, ingest: dict, lat: dict, seconds: float) -> None:
+def report(rows: dict, tuned: dict, ingest: dict, lat: dict, writes: tuple[float, float], seconds: float) -> None:
     best = max(FUSIONS, key=lambda f: rows["scifact"][f"portico hybrid {f} (w={tuned[f]})"][0])
     # The default fusion is fixed in KBOptions; the headline hybrid is that one, with its train-tuned weight.
     default = KBOptions().fusion
@@ -405,11 +464,17 @@ def report(rows: dict, tuned: dict, ingest: dict, lat: dict, seconds: float) -> 
         f"run took {seconds / 60:.1f} min; load average at the end {os.getloadavg()[0]:.1f} (other jobs share the "
         "machine: latency percentiles move with it). Produced by `make bench-retrieval` (bench/retrieval.py).",
         "",
-        "Fusion weights were tuned on SciFact **train** qrels (grid 0.10-0.90); all numbers below are **test** "
-        f"qrels. Tuned BM25 weights: {', '.join(f'{k}={v}' for k, v in tuned.items())}. Best fusion on SciFact "
-        f"test: {best}. Portico chunks: at most {CHUNK} tokens, {OVERLAP} overlap; a document's score is its best "
-        "chunk's. "
-        "Peers embed whole documents (title + abstract, truncated by the model at 256 word pieces).",
+        "Fusion weights were tuned on SciFact **train** qrels (grid 0.10-0.90), separately for every configuration; "
+        "all numbers below are **test** qrels (NFCorpus has no train split here: it uses the SciFact-tuned "
+        f"weights). Tuned BM25 weights: {', '.join(f'{k}={v}' for k, v in tuned.items())}. Best fusion on SciFact "
+        f"test: {best}. Portico (the product's defaults): chunks of at most {CHUNK} tokens ({OVERLAP} overlap; "
+        "a document's score is its best chunk's), one vector per chunk; BM25 expands the query by RM3 "
+        "pseudo-relevance feedback (10 chunks, 20 terms, original terms weigh 0.7, chosen on SciFact train); "
+        f"fusion takes the top {KBOptions().depth} of each retriever and normalises each by their score statistics "
+        "(1000 rather than 100: chosen on SciFact train). "
+        f'"tried" rows: without the expansion (as before), and with the embedding-window option ({WINDOW}-token '
+        f"windows, {WINDOW_OVERLAP} overlap, title prepended; a chunk scores by its best vector). Peers embed whole "
+        "documents (title + abstract, truncated by the model at 256 word pieces).",
         "",
         "| retriever | SciFact nDCG@10 | SciFact Recall@100 | NFCorpus nDCG@10 | NFCorpus Recall@100 |",
         "|---|---|---|---|---|",
@@ -420,20 +485,19 @@ def report(rows: dict, tuned: dict, ingest: dict, lat: dict, seconds: float) -> 
     ours, peer = ingest["scifact"]
     lines += [
         "",
-        f"Ingestion (SciFact, first {INGEST_SUBSET} documents, uncached, best of 2 alternating runs): Portico "
-        "knowledge base (chunking, BM25, "
-        f"SQLite, embeddings in bfloat16 batches of 16) **{ours:.1f} docs/s** vs sentence-transformers "
-        f"defaults (float32, batch 32, encode only) **{peer:.1f} docs/s** → **{ours / peer:.2f}x**. The quality "
-        "cost of bfloat16 document vectors: compare the two sentence-transformers exact rows."
-        + (
-            f" With {SMALL[0]}-token chunks ({SMALL[1]} overlap) there is more text to embed: "
-            f"**{ingest['small']:.1f} docs/s** ({ingest['small'] / peer:.2f}x, single run)."
-            if "small" in ingest
-            else ""
-        ),
+        f"Ingestion (SciFact, first {INGEST_SUBSET} documents, uncached, best of 2 alternating runs, under the bench "
+        "lock): Portico knowledge base (chunking, BM25, SQLite, embeddings in bfloat16 batches of 16) "
+        f"**{ours:.1f} docs/s** vs sentence-transformers defaults (float32, batch 32, encode only) "
+        f"**{peer:.1f} docs/s** → **{ours / peer:.2f}x**. The quality cost of bfloat16 "
+        "document vectors: compare the two sentence-transformers exact rows.",
+        "",
+        f"Writes to a live BM25 index (SciFact, 300 documents added one at a time to 4,000, one search after each; "
+        f"median per add + search): incremental index **{writes[0]:.2f} ms** vs rebuilding a bm25s index "
+        f"**{writes[1]:.1f} ms** (what the embedded store did before).",
         "",
         "Query latency in ms (p50 / p99), one query at a time, including the float32 query embedding, the ranking "
-        f"and reading the chunk texts from SQLite; {LATENCY_QUERIES} test queries:",
+        f"and reading the chunk texts from SQLite; {LATENCY_QUERIES} test queries. Timings (these, the peer's and "
+        "ingestion) ran under the machine's bench lock at nice -10: the 2 cores are shared with other jobs.",
         "",
         "| dataset | bm25 | vector | hybrid | hybrid, query vector given | haystack hybrid, query vector given |",
         "|---|---|---|---|---|---|",
@@ -441,16 +505,22 @@ def report(rows: dict, tuned: dict, ingest: dict, lat: dict, seconds: float) -> 
     cols = ("bm25", "vector", "hybrid", "hybrid, query vector given", "haystack (ranking only)")
     for name, m in lat.items():
         lines.append(f"| {name} | " + " | ".join(f"{m[k][0]:.1f} / {m[k][1]:.1f}" for k in cols) + " |")
+    hist = ROOT / "results" / "retrieval_attempts.md"
+    if hist.exists():  # what was tried on the way, with numbers (kept by hand, not produced by this run)
+        lines += ["", hist.read_text().strip()]
+    s = rows["scifact"]
+    last = (
+        f"retrieval ndcg10_bm25={s['portico bm25 (RM3 expansion)'][0]:.4f} "
+        f"ndcg10_vector={s['portico vector'][0]:.4f} "
+        f"ndcg10_hybrid={s[hyb][0]:.4f} ndcg10_peer={s['haystack in-memory hybrid RRF (peer)'][0]:.4f} "
+        f"ingest_speedup={ours / peer:.2f} p99_ms_hybrid={lat['scifact']['hybrid'][1]:.1f}"
+    )
+    lines += ["", last]
     out = ROOT / "results" / "retrieval.md"
     out.parent.mkdir(exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
     log("\n".join(lines))
-    s = rows["scifact"]
-    print(
-        f"retrieval ndcg10_bm25={s['portico bm25'][0]:.4f} ndcg10_vector={s['portico vector'][0]:.4f} "
-        f"ndcg10_hybrid={s[hyb][0]:.4f} ndcg10_peer={s['haystack in-memory hybrid RRF (peer)'][0]:.4f} "
-        f"ingest_speedup={ours / peer:.2f} p99_ms_hybrid={lat['scifact']['hybrid'][1]:.1f}"
-    )
+    print(last)
 
 
 if __name__ == "__main__":

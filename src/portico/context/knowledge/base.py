@@ -41,16 +41,19 @@ class KBOptions:
     dimensions: int | None = None  # keep the first N embedding dimensions (Matryoshka), re-normalised
     fusion: Fusion = "zscore"
     bm25_weight: float = 0.65  # BM25's share in weighted fusion (vector: 1 - this); tuned on SciFact train (zscore)
-    depth: int = 100  # candidates per retriever before fusion
+    # Candidates per retriever before fusion; their scores' statistics normalise each retriever (z-score, min-max).
+    # 1000 was better than 100 on SciFact train (+0.004 nDCG@10): the statistics of a deep list are steadier.
+    depth: int = 1000
     # Pseudo-relevance feedback (RM3) for the term retriever: expand the query from its best `feedback_docs` chunks
     # (0 turns it off). Embedded store only (PostgreSQL ranks with its own ts_rank). See bm25.Feedback.
     feedback_docs: int = 10
     feedback_terms: int = 20
     feedback_weight: float = 0.7
-    # A chunk longer than this many tokens is also embedded window by window (title and section prepended to each,
-    # `embed_window_overlap` shared); its vector score is its best window's. The default suits models that read
-    # 256 word pieces (MiniLM); 0 embeds each chunk once, truncated by the model.
-    embed_window: int = 200
+    # A chunk longer than `embed_window` tokens is also embedded window by window (title and section prepended to
+    # each, `embed_window_overlap` shared) and scores by its best vector. 200 suits models that read 256 word pieces
+    # (MiniLM). Off by default: on the benchmark it helped SciFact train (+0.012 vector nDCG@10) but not SciFact
+    # test, and it hurt NFCorpus (bench/results/retrieval.md); it is for documents whose chunks must stay long.
+    embed_window: int = 0
     embed_window_overlap: int = 40
     embed_batch: int = 64  # chunk texts per embedding call during ingestion (queries wait at most one call)
     ann_threshold: int = 20_000
@@ -95,6 +98,7 @@ def index_text(title: str, section: str, text: str) -> str:
     return f"{head}\n{text}" if head else text
 
 
+_RECENCY_POOL = 100  # fused chunks a recency preference may reorder (their texts are read)
 _ID = re.compile(r"^[^\x00-\x1f]{1,512}$")
 
 
@@ -231,7 +235,7 @@ class KnowledgeBase:
         if req.mode != "bm25":
             vec = self.shrink(req.vector) if req.vector is not None else await self.query_vector(req.query)
         if req.recency is not None:  # rank a deeper pool, so recent chunks just below the cut can move up
-            keys, scores, parts = await self.rank(replace(req, k=max(req.k, self.options.depth)), vec)
+            keys, scores, parts = await self.rank(replace(req, k=max(req.k, _RECENCY_POOL)), vec)
         else:
             keys, scores, parts = await self.rank(req, vec)
         rows = await self.backend.fetch(keys.tolist())
@@ -267,7 +271,8 @@ class KnowledgeBase:
         if fusion == "sequential":  # term candidates, re-scored by embedding similarity
             sims = await b.vector_scores(vec, bk) if len(bk) else np.zeros(0, dtype=np.float32)
             keys, s = top_k(bk, np.asarray(sims, dtype=np.float32), k)
-            return keys, s, {"bm25": dict(zip(bk.tolist(), bs.tolist(), strict=True))}
+            bm = dict(zip(bk.tolist(), bs.tolist(), strict=True))
+            return keys, s, {"bm25": {key: bm[key] for key in keys.tolist()}}
         vk, vs = await b.vector_search(vec, depth, req.filters)
         if fusion == "rrf":
             keys, s = ranked(rrf([bk, vk], [2 * w, 2 * (1 - w)]), k)
@@ -278,9 +283,11 @@ class KnowledgeBase:
         b_u = np.asarray(await b.term_scores(req.query, union), dtype=np.float64)
         v_u = np.asarray(await b.vector_scores(vec, union), dtype=np.float64)
         fused = w * _normalize_by(b_u, bs, fusion) + (1 - w) * _normalize_by(v_u, vs, fusion)
-        keys, s = ranked(dict(zip(union.tolist(), fused.tolist(), strict=True)), k)
-        return keys, s, {"bm25": dict(zip(union.tolist(), b_u.tolist(), strict=True)),
-                         "vector": dict(zip(union.tolist(), v_u.tolist(), strict=True))}  # fmt: skip
+        top = np.lexsort((union, -fused))[:k]  # ties: lower key (older chunk) first, deterministic
+        keys, ks = union[top], union[top].tolist()
+        parts = {"bm25": dict(zip(ks, b_u[top].tolist(), strict=True)),
+                 "vector": dict(zip(ks, v_u[top].tolist(), strict=True))}  # fmt: skip
+        return keys, fused[top].astype(np.float32), parts
 
 
 def _normalize_by(values: np.ndarray, reference: np.ndarray, how: str) -> np.ndarray:

@@ -84,6 +84,7 @@ class BM25Index:
         self._alive: list[bool] = []
         self._total = 0  # tokens over live chunks
         self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # keys, lengths, alive
+        self._order: np.ndarray | None = None  # rows sorted by key, for mapping keys to rows without a loop
         self._last: tuple[str, np.ndarray] | None = None  # the last query's scores (hybrid asks twice)
 
     def __len__(self) -> int:
@@ -125,6 +126,7 @@ class BM25Index:
 
     def _changed(self) -> None:
         self._arrays = None
+        self._order = None
         self._last = None
 
     def _compact(self) -> None:
@@ -196,7 +198,16 @@ class BM25Index:
         return out
 
     def rows(self, keys: np.ndarray) -> np.ndarray:
-        return np.asarray([self._docs[int(k)][0] for k in keys], dtype=np.int64)
+        """The rows of live chunk keys (a key not indexed is an error)."""
+        all_keys = self._state()[0]
+        if self._order is None:
+            self._order = np.argsort(all_keys, kind="stable")
+        pos = np.searchsorted(all_keys, keys, sorter=self._order)
+        rows = self._order[np.minimum(pos, len(all_keys) - 1)] if len(all_keys) else pos
+        alive = self._state()[2]
+        if len(keys) and (len(all_keys) == 0 or (all_keys[rows] != keys).any() or not alive[rows].all()):
+            raise KeyError("chunk key not in the BM25 index")
+        return rows
 
     def terms(self, key: int) -> list[str]:
         return self._docs[int(key)][1]

@@ -24,6 +24,7 @@ class VectorIndex:
         self._counts = np.zeros(0, dtype=np.int64)  # vectors per chunk
         self._matrix = np.zeros((0, dim), dtype=np.float32)
         self._row: dict[int, int] = {}  # chunk key → index into _keys
+        self._order: np.ndarray | None = None  # indexes into _keys sorted by key (vectorised key lookups)
         self._pending: dict[int, np.ndarray | None] = {}  # key → vectors (add) or None (remove), not yet merged
         self._ann: hnswlib.Index | None = None
         self._ann_deleted = 0  # labels marked deleted in the HNSW graph
@@ -60,6 +61,7 @@ class VectorIndex:
         self._counts = counts
         self._starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) if len(counts) else counts
         self._row = {k: i for i, k in enumerate(self._keys.tolist())}
+        self._order = None
         self._pending.clear()
 
     def _ann_update(self, removed: list[tuple[int, int]], added: list[tuple[int, np.ndarray]]) -> None:
@@ -89,13 +91,19 @@ class VectorIndex:
     def key_scores(self, query: np.ndarray, keys: np.ndarray) -> np.ndarray:
         """Each given chunk's similarity to ``query`` (its best vector's)."""
         self._merge()
+        if not len(keys):
+            return np.zeros(0, dtype=np.float32)
         q = query.astype(np.float32)
-        out = np.empty(len(keys), dtype=np.float32)
-        for i, k in enumerate(keys.tolist()):
-            r = self._row[k]
-            s = int(self._starts[r])
-            out[i] = float((self._matrix[s : s + int(self._counts[r])] @ q).max())
-        return out
+        if self._order is None:
+            self._order = np.argsort(self._keys, kind="stable")
+        idx = self._order[np.minimum(np.searchsorted(self._keys, keys, sorter=self._order), len(self._keys) - 1)]
+        if (self._keys[idx] != keys).any():
+            raise KeyError("chunk key not in the vector index")
+        counts = self._counts[idx]
+        if (counts == 1).all():
+            return self._matrix[self._starts[idx]] @ q
+        rows = np.concatenate([np.arange(s, s + c) for s, c in zip(self._starts[idx], counts, strict=True)])
+        return np.maximum.reduceat(self._matrix[rows] @ q, np.concatenate([[0], np.cumsum(counts)[:-1]]))
 
     def scores(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(chunk keys, cosine similarity) for every chunk, exact."""
