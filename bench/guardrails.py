@@ -9,7 +9,9 @@ Data: $PORTICO_DATA (default ../shared/data). Embeddings are cached under $PORTI
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
+import fcntl
 import json
 import os
 import platform
@@ -27,7 +29,7 @@ import numpy as np
 
 from portico.guardrails import toxicity as tox
 from portico.guardrails.injection import train as inj
-from portico.guardrails.injection.model import FAST_WEIGHTS, InjectionModel, design, ngram_vectorizer
+from portico.guardrails.injection.model import FAST_WEIGHTS, SELECTION, InjectionModel, design, ngram_vectorizer
 from portico.guardrails.injection.step import injection_step
 from portico.guardrails.pii.detector import PIIDetector, load_presidio
 from portico.guardrails.pii.recognizers import regex_hits
@@ -47,7 +49,8 @@ TOPICS = {
         {"name": "medical", "description": "medical diagnosis and treatment"},
     ]
 }
-PRED_MAP = {"DOMAIN_NAME": "URL"}  # Presidio's names → the same canonical types
+PRED_MAP = {"DOMAIN_NAME": "URL"}
+LOCK = os.environ.get("PORTICO_BENCH_LOCK", "/tmp/portico-bench.lock")  # Presidio's names → the same canonical types
 
 
 # ---------------------------------------------------------------------------------------------------- PII
@@ -108,8 +111,14 @@ def pii_eval(docs: list[dict], predict: Any) -> tuple[dict[str, list[int]], list
     return per, total, anyc
 
 
+def is_dev(doc: dict[str, Any]) -> bool:
+    """The dev part of synth_dataset_v2 (a third of its templates, whole templates so no sentence pattern is in
+    both parts): PII rules were tuned on it; every number below is on the other two thirds."""
+    return doc["template_id"] % 3 == 0
+
+
 def bench_pii(lines: list[str]) -> tuple[float, float]:
-    docs = json.loads(PII_TEST.read_text())
+    docs = [d for d in json.loads(PII_TEST.read_text()) if not is_dev(d)]
     ours = PIIDetector(ner="spacy")
     presidio = load_presidio()
     systems = {
@@ -120,9 +129,11 @@ def bench_pii(lines: list[str]) -> tuple[float, float]:
         ],
     }
     results = {name: pii_eval(docs, fn) for name, fn in systems.items()}
-    lines += ["## PII: presidio-research synth_dataset_v2 (1,500 texts), span-level", "",
-              "A predicted span counts when its type equals the gold type (after the mapping below) and its "
-              "character IoU with an unmatched gold span is ≥ 0.5. Micro-averaged. 'any type' ignores types.", "",
+    lines += [f"## PII: presidio-research synth_dataset_v2, test part ({len(docs):,} texts), span-level", "",
+              "The file's templates are split by `template_id % 3`: a third (dev) was used to tune the rules, the "
+              "other two thirds (test) give every number below. A predicted span counts when its type equals the "
+              "gold type (after the mapping below) and its character IoU with an unmatched gold span is ≥ 0.5. "
+              "Micro-averaged. 'any type' ignores types.", "",
               "| system | typed P | typed R | typed F1 | any-type F1 |", "|---|---|---|---|---|"]  # fmt: skip
     for name, (_, total, anyc) in results.items():
         p, r, f = prf(*total)
@@ -137,10 +148,11 @@ def bench_pii(lines: list[str]) -> tuple[float, float]:
         lines.append(f"| {t} | {a[0] + a[2]} | {fa[0]:.2f} / {fa[1]:.2f} / {fa[2]:.2f} | "
                      f"{fb[0]:.2f} / {fb[1]:.2f} / {fb[2]:.2f} |")  # fmt: skip
     lines += ["", "Type mapping: gold STREET_ADDRESS → ADDRESS, GPE → LOCATION, DOMAIN_NAME → URL (Presidio's "
-              "DOMAIN_NAME → URL too); every other type keeps its name, so gold ZIP_CODE and US_DRIVER_LICENSE "
-              "(which Portico does not detect) count as misses, and predicted types absent from the "
-              "gold set (e.g. API_KEY, US_BANK_NUMBER) as false positives. The address rules were written against "
-              "`generated_large.json` (same generator, different file), never this file's errors.", ""]  # fmt: skip
+              "DOMAIN_NAME → URL too); every other type keeps its name, so gold US_DRIVER_LICENSE (which Portico "
+              "does not detect) counts as misses, and predicted types absent from the gold set (e.g. API_KEY, "
+              "US_BANK_NUMBER) as false positives. The address rules were written against `generated_large.json` "
+              "(same generator, different file); the age, ZIP, company, place-cue and vague-date rules against the "
+              "dev part.", ""]  # fmt: skip
     ours_f = prf(*results[next(iter(systems))][1])[2]
     pres_f = prf(*results["Presidio defaults (same spaCy model)"][1])[2]
     return ours_f, pres_f
@@ -177,34 +189,51 @@ def reference_lr(sets: dict, encoder: Any) -> tuple[Any, float]:
 
 def bench_injection(lines: list[str], encoder: Any) -> tuple[float, float]:
     sets = inj.load_sets()
-    model = InjectionModel.load(FAST_WEIGHTS)  # the injection step's default
-    full = InjectionModel.load()
+    selection = json.loads(SELECTION.read_text())
+    variants = {"fast": InjectionModel.load(FAST_WEIGHTS), "full": InjectionModel.load()}
+    default = selection["default"]
+    model, other = variants[default], variants["full" if default == "fast" else "fast"]
     vec = ngram_vectorizer()
     ref, ref_t = reference_lr(sets, encoder)
     lines += ["## Injection / jailbreak", "",
-              "Thresholds chosen on out-of-fold validation scores of the train splits (deepset + jackhhao) at FPR ≤ 5% "
-              f"per source: ours {model.threshold:.3f}, ours full {full.threshold:.3f}, reference {ref_t:.3f}. "
-              "'ours' is the step's default model (`fast`: hashed character n-grams + heuristic families, every "
-              "chunk); 'ours full' adds MiniLM embeddings of every chunk. "
-              "malignant (jailbreak + act_as vs "
-              "conversation) was never used for training or tuning.", "",
-              "| set | n (pos) | ours P / R / F1 / FPR | ours full P / R / F1 / FPR | reference LR P / R / F1 / FPR |",
+              "Every choice is made by a fixed rule on validation data carved from the train splits (5-fold "
+              "out-of-fold scores of deepset train + jackhhao train; the test splits and malignant are never read "
+              f"by the training): {selection['rule']}. Validation (train splits, out-of-fold):", "",
+              "| variant | C | threshold | deepset recall / FPR | jackhhao recall / FPR | mean recall | chosen |",
+              "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, v in selection["variants"].items():
+        for r in v["candidates"]:
+            mark = "yes" if r == v["chosen"] else ""
+            lines.append(f"| {name} | {r['c']:g} | {r['threshold']:.3f} | {r['recall_deepset']:.3f} / "
+                         f"{r['fpr_deepset']:.3f} | {r['recall_jackhhao']:.3f} / {r['fpr_jackhhao']:.3f} | "
+                         f"{r['mean_recall']:.3f} | {mark} |")  # fmt: skip
+    lines += ["", f"Step default by the rule: `{default}` (eligible by the latency budget: "
+              f"{', '.join(inj.DEFAULT_ELIGIBLE)}). Test numbers below, at the thresholds above (reference: "
+              f"{ref_t:.3f}, its own out-of-fold FPR ≤ 5% rule). 'ours' is the default (`fast`: hashed character "
+              "n-grams + heuristic families, every chunk); 'ours full' adds MiniLM embeddings of every chunk. "
+              "malignant (jailbreak + act_as vs conversation) is a source never used for training or tuning.", "",
+              f"| set | n (pos) | ours ({default}) P / R / F1 / FPR | ours {'full' if default == 'fast' else 'fast'} "
+              "P / R / F1 / FPR | reference LR P / R / F1 / FPR |",
               "|---|---|---|---|---|"]  # fmt: skip
     recalls, fprs = [], []
     for name in ("deepset_test", "jackhhao_test", "malignant"):
         texts, y = sets[name]
-        pieces, owner = inj.chunked(texts)
-        rows = design(inj.embed_cached(encoder, pieces), pieces, vec)
-        ours = inj.doc_scores(model.chunk_scores(design(None, pieces, vec)), owner, len(texts))
+        scores = {}
+        for v, m in variants.items():
+            pieces, owner = inj.chunked(texts, m.chunk_words, m.chunk_stride)
+            emb = inj.embed_cached(encoder, pieces) if m.uses_embeddings else None
+            scores[v] = inj.doc_scores(m.chunk_scores(design(emb, pieces, vec)), owner, len(texts))
         refs = ref.predict_proba(inj.embed_cached(encoder, texts))[:, 1]
-        with_emb = inj.doc_scores(full.chunk_scores(rows), owner, len(texts))
-        a, b, c = rates(ours, y, model.threshold), rates(refs, y, ref_t), rates(with_emb, y, full.threshold)
+        a = rates(scores[default], y, model.threshold)
+        c = rates(scores["full" if default == "fast" else "fast"], y, other.threshold)
+        b = rates(refs, y, ref_t)
         recalls.append(a[1])
         fprs.append(a[3])
         lines.append(f"| {name} | {len(y)} ({int(y.sum())}) | {a[0]:.3f} / {a[1]:.3f} / {a[2]:.3f} / {a[3]:.3f} | "
                      f"{c[0]:.3f} / {c[1]:.3f} / {c[2]:.3f} / {c[3]:.3f} | "
                      f"{b[0]:.3f} / {b[1]:.3f} / {b[2]:.3f} / {b[3]:.3f} |")  # fmt: skip
-    lines += ["", f"Mean recall over the three sets: {np.mean(recalls):.3f}; highest FPR: {max(fprs):.3f}.", ""]
+    lines += ["", f"Default model: mean recall over the three sets {np.mean(recalls):.3f}; highest FPR "
+              f"{max(fprs):.3f}.", ""]  # fmt: skip
     return float(np.mean(recalls)), float(max(fprs))
 
 
@@ -222,7 +251,7 @@ def bench_toxicity(lines: list[str], encoder: Any) -> float:
     held_scores, held_y = [], []
     for name in ("davidson_test", "civil_test", "jigsaw"):
         texts, y = sets[name]
-        x, owner = tox.features(encoder, texts, vec)
+        x, owner = tox.features(encoder, texts, vec, model.chunk_words, model.chunk_stride)
         s = inj.doc_scores(model.chunk_scores(x), owner, len(texts))
         if name != "jigsaw":
             held_scores.append(s)
@@ -280,14 +309,18 @@ def pct(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs) * 1000, q))
 
 
-async def timed(steps: list[Any], req: ChatCompletionRequest, runs: int) -> list[float]:
+async def timed(steps: list[Any], req: ChatCompletionRequest, runs: int, cpu: list[float] | None = None) -> list[float]:
+    """Wall seconds per run; ``cpu`` collects the process's CPU seconds per run (all threads), which other
+    processes on the machine do not inflate."""
     out = []
     for i in range(runs + 3):
         ctx = RequestContext(request=req, request_id="b", model="m")
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         await asyncio.gather(*(s.run(ctx) for s in steps))
         if i >= 3:  # warm-up
             out.append(time.perf_counter() - t0)
+            if cpu is not None:
+                cpu.append(time.process_time() - c0)
     return out
 
 
@@ -300,7 +333,26 @@ def timed_sync(fn: Any, runs: int) -> list[float]:
     return out
 
 
+@contextlib.contextmanager
+def bench_lock() -> Any:
+    """The machine's shared timing lock: only one latency measurement runs at a time (quality metrics don't
+    need it)."""
+    with open(LOCK, "a") as f:
+        t0 = time.time()
+        fcntl.flock(f, fcntl.LOCK_EX)
+        print(f"bench lock acquired after {time.time() - t0:.0f} s", file=sys.stderr)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 async def bench_latency(lines: list[str], encoder: Any) -> float:
+    with bench_lock():
+        return await _bench_latency(lines, encoder)
+
+
+async def _bench_latency(lines: list[str], encoder: Any) -> float:
     services = _Services(encoder)
     default = [pii_step({}, services), injection_step({}, services), topics_step(TOPICS, services)]
     full = [pii_step({}, services), injection_step({"model": "full"}, services), topics_step(TOPICS, services)]
@@ -310,24 +362,33 @@ async def bench_latency(lines: list[str], encoder: Any) -> float:
               "heuristics on every chunk of the whole prompt) ∥ `topics` (two denied topics: keywords + "
               "similarity of the shared MiniLM query embedding), run concurrently as in a `use: parallel` group, "
               "in-process, one torch thread, on a prompt built from presidio-research texts. The second column "
-              "uses `injection: {model: full}` (MiniLM on every chunk). Milliseconds, p50 / p99.", "",
-              "| prompt tokens | runs | default input set | with injection model full | regex tier alone | "
-              "Presidio alone |",
-              "|---|---|---|---|---|---|"]  # fmt: skip
+              "uses `injection: {model: full}` (MiniLM on every chunk; 30 runs, 10 at 4k, as for Presidio alone). "
+              "Milliseconds, p50 / p99; 'CPU' is the "
+              f"process's CPU time per run of the default set (median), which other work on the machine does not "
+              f"inflate. Load average when the timings started: {os.getloadavg()[0]:.2f}.", "",
+              "| prompt tokens | runs | default input set | default set CPU | with injection model full | "
+              "regex tier alone | Presidio alone |",
+              "|---|---|---|---|---|---|---|"]  # fmt: skip
     p99_1k = 0.0
-    for tokens, runs in ((100, 100), (1000, 60), (4000, 20)):
+    alone = ""
+    for tokens, runs in ((100, 100), (1000, 120), (4000, 30)):
         text = prompt_of(tokens, encoder)
         req = ChatCompletionRequest(model="m", messages=[{"role": "user", "content": text}])
-        a = await timed(default, req, runs)
-        b = await timed(full, req, runs)
+        cpu: list[float] = []
+        a = await timed(default, req, runs, cpu)
+        b = await timed(full, req, min(runs, 30) if tokens < 4000 else 10)  # a peer column: fewer runs
         r = timed_sync(lambda t=text: regex_hits(t), runs)
-        p = timed_sync(lambda t=text: presidio.analyze(t, language="en"), min(runs, 30))
+        p = timed_sync(lambda t=text: presidio.analyze(t, language="en"), min(runs, 30) if tokens < 4000 else 10)
         if tokens == 1000:
             p99_1k = pct(a, 99)
-        cells = " | ".join(f"{pct(x, 50):.1f} / {pct(x, 99):.1f}" for x in (a, b))
-        lines.append(f"| {tokens} | {runs} | {cells} | {pct(r, 50):.2f} / {pct(r, 99):.2f} | "
+            each = {s.name: await timed([s], req, runs) for s in default}
+            alone = ", ".join(f"`{k}` {pct(v, 50):.1f} / {pct(v, 99):.1f}" for k, v in each.items())
+        lines.append(f"| {tokens} | {runs} | {pct(a, 50):.1f} / {pct(a, 99):.1f} | {pct(cpu, 50):.1f} | "
+                     f"{pct(b, 50):.1f} / {pct(b, 99):.1f} | {pct(r, 50):.2f} / {pct(r, 99):.2f} | "
                      f"{pct(p, 50):.1f} / {pct(p, 99):.1f} |")  # fmt: skip
-    lines.append("")
+    lines += ["", f"Each step of the default set alone at 1k tokens (p50 / p99 ms): {alone}. The topics step's "
+              "cost is the MiniLM query embedding (first 256 tokens), which a pipeline with a semantic cache or "
+              "an embedding router computes anyway (one per request, shared).", ""]  # fmt: skip
     return p99_1k
 
 
