@@ -12,7 +12,11 @@ import numpy as np
 import typer
 from rich.console import Console
 
-cache_app = typer.Typer(no_args_is_help=True, help="Semantic cache: train its pair verifier.")
+from portico.cache.cacheability_cli import train_cacheability
+
+cache_app = typer.Typer(no_args_is_help=True, help="Caches: train the semantic cache's pair verifier and the "
+                        "cacheability classifier.")  # fmt: skip
+cache_app.command("train-cacheability")(train_cacheability)
 console = Console()
 
 
@@ -47,14 +51,14 @@ def train_verifier(
     out: Annotated[Path, typer.Option("--out", help="Directory to write the verifier to")] = Path(".portico/verifier"),
     target_precision: Annotated[float, typer.Option(min=0.5, max=0.999)] = 0.95,
     k: Annotated[int, typer.Option(min=1, max=20, help="Candidates per lookup, as the cache will use")] = 4,
+    pair_model: Annotated[bool, typer.Option(help="Also train the small network over the two embeddings")] = True,
 ) -> None:
     """Fit the verifier on the packaged MiniLM embeddings; its threshold is set for --target-precision in
     cross-validation. Point a semantic_cache step's `verifier:` at --out."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
 
-    from portico.cache.training import training_set
-    from portico.cache.verifier import train
+    from portico.cache.training import fit_verifier
     from portico.gateway.providers.local.paths import default_embedder
 
     q1, q2, y = read_pairs(pairs)
@@ -63,9 +67,8 @@ def train_verifier(
         v1 = model.encode(q1, batch_size=64, normalize_embeddings=True, convert_to_numpy=True).astype(np.float32)
         v2 = model.encode(q2, batch_size=64, normalize_embeddings=True, convert_to_numpy=True).astype(np.float32)
     with console.status("training"):
-        x, labels = training_set(q1, q2, y, v1, v2, k)
-        verifier = train(x, labels, target_precision=target_precision,
-                         meta={"source": str(pairs), "embedder": "all-MiniLM-L6-v2", "k": k})  # fmt: skip
+        verifier = fit_verifier(q1, q2, y, v1, v2, k=k, target_precision=target_precision, pair_model=pair_model,
+                                meta={"source": str(pairs), "embedder": "all-MiniLM-L6-v2", "k": k})  # fmt: skip
     verifier.save(out)
-    console.print(f"verifier: {len(labels)} candidate pairs ({int(labels.sum())} positive), threshold "
-                  f"{verifier.threshold:.3f} for precision {target_precision} → {out}")  # fmt: skip
+    console.print(f"verifier: {verifier.meta['pairs']} candidate pairs, threshold {verifier.threshold:.3f} for "
+                  f"precision {target_precision} → {out}")  # fmt: skip
