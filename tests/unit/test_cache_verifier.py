@@ -76,3 +76,27 @@ def test_numpy_pair_network_matches_sklearn() -> None:
     y = (x[:, 0] > 0).astype(int)
     model = MLPClassifier(hidden_layer_sizes=(16,), max_iter=300, random_state=0).fit(x, y)
     assert np.allclose(PairNet.from_sklearn(model).probability(x), model.predict_proba(x)[:, 1], atol=1e-5)
+
+
+def test_train_verifier_cli_writes_a_loadable_verifier_with_its_pair_network(tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from portico.cache.cli import cache_app
+
+    subjects = ["Python", "Java", "Rust", "Go", "Haskell", "C", "Ruby", "Kotlin", "Swift", "Scala"]
+    rows = []
+    for i, s in enumerate(subjects * 8):
+        n = i // len(subjects)
+        rows.append({"question1": f"How do I learn {s} in {n + 2} weeks?",
+                     "question2": f"What is the best way to learn {s} in {n + 2} weeks?", "is_duplicate": 1})
+        rows.append({"question1": f"How do I learn {s} in {n + 2} weeks?",
+                     "question2": f"How do I learn {subjects[(i + 1) % len(subjects)]} in {n + 2} weeks?",
+                     "is_duplicate": 0})  # fmt: skip
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    result = CliRunner().invoke(cache_app, ["train-verifier", str(data), "--out", str(tmp_path / "v")])
+    assert result.exit_code == 0, result.output
+    v = Verifier.load(tmp_path / "v")
+    assert v.pairnet is not None and len(v.pairnet.members) == 3 and v.n_features == 13

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from portico.cache.pairnet import PairNet, pair_vectors
+from portico.cache.pairnet import PairEnsemble, pair_vectors
 from portico.cache.pairnet import fit as fit_pairnet
 
 _WORD = re.compile(r"[a-z0-9]+")
@@ -43,6 +43,7 @@ QUESTION_WORDS = _words(
 )
 NEGATIONS = _words("not no never nothing none nobody cannot without dont doesnt didnt isnt arent cant wont")
 N_HAND = 12
+PAIR_FLOOR = 0.7  # the matcher's default similarity floor with a verifier
 
 
 def _tokens(text: str) -> list[str]:
@@ -148,7 +149,7 @@ class Verifier:
     trees: Trees
     threshold: float
     meta: dict
-    pairnet: PairNet | None = None
+    pairnet: PairEnsemble | None = None
 
     @property
     def n_features(self) -> int:
@@ -174,7 +175,8 @@ class Verifier:
         (d / "verifier.tmp.npz").replace(d / "verifier.npz")  # a half-written model never replaces a good one
         meta = {"threshold": self.threshold, "baseline": self.trees.baseline, "depth": self.trees.depth,
                 "features": self.n_features, "hand_features": N_HAND, **self.meta,
-                "pairnet_layers": len(self.pairnet.weights) if self.pairnet is not None else 0}  # fmt: skip
+                "pairnet_members": len(self.pairnet.members) if self.pairnet is not None else 0,
+                "pairnet_layers": len(self.pairnet.members[0].weights) if self.pairnet is not None else 0}  # fmt: skip
         (d / "verifier.json").write_text(json.dumps(meta, indent=2))
 
     @classmethod
@@ -186,13 +188,13 @@ class Verifier:
         except FileNotFoundError as e:
             raise ValueError(f"no verifier in {d}: {e.filename} is missing (train one with "
                              "`portico cache train-verifier`)") from None  # fmt: skip
-        layers = int(meta.pop("pairnet_layers", 0))
+        layers, members = int(meta.pop("pairnet_layers", 0)), int(meta.pop("pairnet_members", 0))
         if meta.pop("hand_features", meta.get("features")) != N_HAND:
             raise ValueError(f"the verifier in {d} was trained on other features than this Portico computes: "
                              "train it again")  # fmt: skip
         trees = Trees(arrays["feature"], arrays["threshold"], arrays["left"], arrays["right"], arrays["leaf"],
                       arrays["value"], float(meta.pop("baseline")), int(meta.pop("depth")))  # fmt: skip
-        net = PairNet.from_arrays(arrays, layers) if layers else None
+        net = PairEnsemble.from_arrays(arrays, members, layers) if members else None
         return cls(trees, float(meta.pop("threshold")), meta, net)
 
 
@@ -211,33 +213,41 @@ def _folds(groups: np.ndarray, n: int, seed: int) -> np.ndarray:
 def train(x: np.ndarray, y: np.ndarray, *, target_precision: float = 0.95, seed: int = 0, meta: dict | None = None,
           groups: np.ndarray | None = None, pairs: np.ndarray | None = None,
           extra: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> Verifier:  # fmt: skip
-    """Fit on candidate rows ``x`` (hand features) with labels ``y``; ``groups`` names each row's lookup.
+    """Fit on candidate rows ``x`` (hand features; column 0 is the cosine similarity) with labels ``y``;
+    ``groups`` names each row's lookup.
 
-    With ``pairs`` (each row's ``pair_vectors``), a pair network is trained too and its out-of-fold probability
-    becomes the trees' last feature (stacking: the trees never see a score the network made on its own training
-    rows). ``extra`` = (pair vectors, labels, groups) adds directly labelled pairs to the network's training only
-    — hard negatives the candidate search may not surface. The threshold is the loosest one whose precision, in
-    5-fold cross-validation, reaches ``target_precision``: it is not tuned on the data it will be judged by.
+    With ``pairs`` (each row's ``pair_vectors``), a pair network is cross-fitted too (3 members, each trained
+    without one fold of lookups) and each row's probability from the member that did not see it becomes the
+    trees' last feature: stacking, so the trees never learn to trust a score made on the network's own training
+    rows. The network trains on rows with similarity ≥ ``PAIR_FLOOR`` only (below it the matcher never serves,
+    and cosine alone tells them apart) plus ``extra`` = (pair vectors, labels, groups): directly labelled pairs,
+    the hard negatives a top-k search may not surface. The threshold is the loosest one whose precision, in 5-fold
+    cross-validation, reaches ``target_precision``: it is not tuned on the data it will be judged by.
     """
     groups = np.arange(len(y)) if groups is None else np.asarray(groups)
-    fold = _folds(groups if extra is None else np.concatenate([groups, extra[2]]), 5, seed)
-    fold, extra_fold = fold[: len(y)], fold[len(y) :]
+    all_groups = groups if extra is None else np.concatenate([groups, extra[2]])
     net = None
     if pairs is not None:
+        fold3 = _folds(all_groups, 3, seed)
+        keep = np.concatenate([x[:, 0] >= PAIR_FLOOR, np.ones(len(all_groups) - len(y), dtype=bool)])
         xp = pairs if extra is None else np.concatenate([pairs, extra[0]])
         yp = y if extra is None else np.concatenate([y, extra[1]])
-        fp = np.concatenate([fold, extra_fold])
-        oof_net = np.zeros(len(y), dtype=np.float32)
-        for f in range(5):
-            oof_net[fold == f] = fit_pairnet(xp[fp != f], yp[fp != f], seed=seed).probability(pairs[fold == f])
+        members, oof_net = [], np.zeros(len(y), dtype=np.float32)
+        for f in range(3):
+            member = fit_pairnet(xp[keep & (fold3 != f)], yp[keep & (fold3 != f)], seed=seed + f)
+            held = fold3[: len(y)] == f
+            oof_net[held] = member.probability(pairs[held])
+            members.append(member)
         x = np.hstack([x, oof_net[:, None]])
-        net = fit_pairnet(xp, yp, seed=seed)
+        net = PairEnsemble(members)
+    fold = _folds(groups, 5, seed)
     oof = np.zeros(len(y), dtype=np.float64)
     for f in range(5):
         oof[fold == f] = _model(seed).fit(x[fold != f], y[fold != f]).predict_proba(x[fold == f])[:, 1]
     threshold = threshold_for_precision(oof, y, target_precision)
     trees = Trees.from_sklearn(_model(seed).fit(x, y))
     return Verifier(trees, threshold, {"pairs": len(y), "target_precision": target_precision, **(meta or {})}, net)
+
 
 def threshold_for_precision(scores: np.ndarray, y: np.ndarray, target: float, min_hits: int = 20) -> float:
     """The lowest score threshold at which precision (share of y == 1 among scores ≥ t) is ≥ target."""
