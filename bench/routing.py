@@ -33,9 +33,18 @@ from portico.routing.preference import PairwiseRecord, PreferenceModel, TrainCon
 
 SEED = 0
 OUT = Path(__file__).resolve().parent / "results" / "routing.md"
+LOCK = "/tmp/portico-bench.lock"  # shared by every latency measurement on this machine (one at a time)
 CONFIG = TrainConfig()  # chosen by CV inside the training split (see module docstring)
 # Vicuna-80 has 80 questions: a 150-neighbour kNN would be a constant, so k=10; per-model prompt factors (the
 # RouteLLM-style matrix factorisation) are chosen by inner CV on each fold's training ratings.
+DIFFICULTY = ("log_chars", "log_words", "log_numbers", "math_words", "math_ops", "digit_frac", "options", "option_len")
+# Attempts at the APGR goals, each trained on the MMLU training 80 % only and judged by CV inside it; held-out MMLU
+# and GSM8K are reported for every one, whatever they are (none of them is chosen by a test number).
+ATTEMPTS = {
+    "+ difficulty features (numbers, math words/operators, options)": TrainConfig(features=DIFFICULTY),
+    "difficulty features only (no prompt experts)": TrainConfig(experts=(), features=DIFFICULTY),
+    "kNN k=300": TrainConfig(k=300),
+}
 HUMAN_CANDIDATES = {
     "stack only": TrainConfig(k=10),
     "stack + factors(8)": TrainConfig(k=10, factor_dims=8),
@@ -61,40 +70,111 @@ def embedding_lr(emb: np.ndarray, gain: np.ndarray, folds: int = 5) -> object:
     )
 
 
-def cv_apgr(prompts: list[str], emb: np.ndarray, g: data.Golden, idx: np.ndarray, folds: int = 5) -> float:
-    """Our router's APGR by 5-fold CV inside the training split (what tuning could look at)."""
+def cv_apgr(
+    prompts: list[str], emb: np.ndarray, g: data.Golden, idx: np.ndarray, folds: int = 5, config: TrainConfig = CONFIG
+) -> float:
+    """A router's APGR by 5-fold CV inside the training split (what tuning could look at)."""
     from sklearn.model_selection import KFold
 
     lookup = dict(zip(prompts, emb, strict=True))
     scores = []
     for a, b in KFold(folds, shuffle=True, random_state=SEED).split(idx):
-        m = train(golden_records(g, idx[a]), lambda ps: np.stack([lookup[p] for p in ps]), config=CONFIG)
+        m = train(golden_records(g, idx[a]), lambda ps: np.stack([lookup[p] for p in ps]), config=config)
         p = m.p_strong_wins_batch(emb[idx[b]], [prompts[i] for i in idx[b]])
         scores.append(cost_quality_curve(p, g.weak_ok[idx[b]], g.strong_ok[idx[b]]).apgr)
     return float(np.mean(scores))
 
 
-def unseen_subject_proxy(g: data.Golden, emb: np.ndarray, idx: np.ndarray) -> dict[str, float]:
+BLEND_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0)
+
+
+def percentile_blend(ref_p: np.ndarray, ref_len: np.ndarray, p: np.ndarray, texts: list[str], w: float) -> np.ndarray:
+    """Our score's percentile among training prompts + w x the prompt length's: a fixed per-prompt transform (the
+    sorted training references), not a ranking of the prompts being routed."""
+    lengths = np.asarray([len(t) for t in texts])
+    return np.searchsorted(ref_p, p) / len(ref_p) + w * np.searchsorted(ref_len, lengths) / len(ref_len)
+
+
+def unseen_subject_proxy(g: data.Golden, emb: np.ndarray, idx: np.ndarray) -> dict:
     """Transfer to an unseen domain, measured inside the training split: 5 folds of whole subjects; each held-out
     subject ranked by a router trained on the other subjects. Mean within-subject APGR (subjects with ≥ 50 prompts
-    and a gap ≥ 5 points) for ours and for prompt length: the training-data analogue of the GSM8K transfer."""
+    and a gap ≥ 5 points) for ours, for prompt length and for their percentile blend at each BLEND_WEIGHTS entry:
+    the training-data analogue of the GSM8K transfer."""
     from sklearn.model_selection import GroupKFold
 
     subjects = np.asarray(g.subjects)[idx]
     lookup = dict(zip(g.prompts, emb, strict=True))
     ours, length = [], []
+    blends: dict[float, list[float]] = {w: [] for w in BLEND_WEIGHTS}
     for a, b in GroupKFold(5).split(idx, groups=subjects):
         m = train(golden_records(g, idx[a]), lambda ps: np.stack([lookup[p] for p in ps]), config=CONFIG)
+        fit_texts = [g.prompts[i] for i in idx[a]]
+        ref_p = np.sort(m.p_strong_wins_batch(emb[idx[a]], fit_texts))
+        ref_len = np.sort([len(t) for t in fit_texts])
         texts = [g.prompts[i] for i in idx[b]]
         p = m.p_strong_wins_batch(emb[idx[b]], texts)
         n_chars = np.asarray([len(t) for t in texts], dtype=np.float64)
+        mixed = {w: percentile_blend(ref_p, ref_len, p, texts, w) for w in BLEND_WEIGHTS}
         for s in np.unique(subjects[b]):
             sel = subjects[b] == s
             w, st = g.weak_ok[idx[b]][sel], g.strong_ok[idx[b]][sel]
             if sel.sum() >= 50 and abs(st.mean() - w.mean()) >= 0.05:
                 ours.append(cost_quality_curve(p[sel], w, st).apgr)
                 length.append(cost_quality_curve(n_chars[sel], w, st).apgr)
-    return {"ours": float(np.mean(ours)), "length": float(np.mean(length)), "subjects": len(ours)}
+                for k, v in mixed.items():
+                    blends[k].append(cost_quality_curve(v[sel], w, st).apgr)
+    return {
+        "ours": float(np.mean(ours)),
+        "length": float(np.mean(length)),
+        "subjects": len(ours),
+        "blend": {k: float(np.mean(v)) for k, v in blends.items()},
+    }
+
+
+def attempts(
+    model: PreferenceModel,
+    mmlu: data.Golden,
+    gsm: data.Golden,
+    em: np.ndarray,
+    eg: np.ndarray,
+    tr: np.ndarray,
+    te: np.ndarray,
+    proxy: dict,
+) -> list[tuple[str, str, float, float]]:
+    """(attempt, its number inside the training split, held-out MMLU APGR, GSM8K APGR) for every ATTEMPTS entry
+    (judged by CV inside the training split), and blends of our router with prompt length (the GSM8K baseline):
+    untuned (w = 1) and with w chosen by the unseen-subject proxy inside the training split."""
+    lookup = dict(zip(mmlu.prompts, em, strict=True))
+    te_text = [mmlu.prompts[i] for i in te]
+    rows: list[tuple[str, str, float, float]] = []
+
+    def apgrs(score_m: np.ndarray, score_g: np.ndarray) -> tuple[float, float]:
+        return (
+            cost_quality_curve(score_m, mmlu.weak_ok[te], mmlu.strong_ok[te]).apgr,
+            cost_quality_curve(score_g, gsm.weak_ok, gsm.strong_ok).apgr,
+        )
+
+    for name, cfg in ATTEMPTS.items():
+        m = train(golden_records(mmlu, tr), lambda ps: np.stack([lookup[p] for p in ps]), config=cfg)
+        cv = cv_apgr(mmlu.prompts, em, mmlu, tr, config=cfg)
+        scores = (m.p_strong_wins_batch(em[te], te_text), m.p_strong_wins_batch(eg, gsm.prompts))
+        rows.append((name, f"CV {cv:.3f}", *apgrs(*scores)))
+    tr_text = [mmlu.prompts[i] for i in tr]
+    ref_p = np.sort(model.p_strong_wins_batch(em[tr], tr_text))
+    ref_len = np.sort([len(t) for t in tr_text])
+    p_te, p_g = model.p_strong_wins_batch(em[te], te_text), model.p_strong_wins_batch(eg, gsm.prompts)
+    chosen = max(BLEND_WEIGHTS, key=lambda w: (proxy["blend"][w], -w))
+    grid = ", ".join(f"w={w:g}: {v:.3f}" for w, v in proxy["blend"].items())
+    for w, label, note in (
+        (1.0, "ours + prompt length, percentile blend w=1 (untuned)", f"proxy {proxy['blend'][1.0]:.3f}"),
+        (chosen, f"ours + prompt length, w={chosen:g} chosen by the unseen-subject proxy", f"proxy {grid}"),
+    ):
+        blended = (
+            percentile_blend(ref_p, ref_len, p_te, te_text, w),
+            percentile_blend(ref_p, ref_len, p_g, gsm.prompts, w),
+        )
+        rows.append((label, note, *apgrs(*blended)))
+    return rows
 
 
 def _human_record(r: dict) -> PairwiseRecord:
@@ -170,35 +250,74 @@ def human_accuracy(rows: list[dict], box: list, by_question: bool = True) -> dic
     }
 
 
+def _timed(fn, args: list[tuple], passes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Wall-clock and thread-CPU seconds of ``fn(*a)`` for every a, ``passes`` times over (shape: passes, n)."""
+    wall = np.zeros((passes, len(args)))
+    cpu = np.zeros((passes, len(args)))
+    for k in range(passes):
+        for i, a in enumerate(args):
+            t0, c0 = time.perf_counter(), time.thread_time()
+            fn(*a)
+            wall[k, i] = time.perf_counter() - t0
+            cpu[k, i] = time.thread_time() - c0
+    return wall, cpu
+
+
 def latency(model: PreferenceModel, emb: np.ndarray, texts: list[str], n: int = 2000, passes: int = 5) -> dict:
-    """One decision given the embedding, in ms: wall-clock and thread-CPU p50/p99 of the first pass, and the p99
-    over prompts of each prompt's fastest of ``passes`` passes (its cost without other processes' interference)."""
+    """One decision given the embedding, in ms, over ``n`` prompts, ``passes`` times: wall-clock and thread-CPU p50/p99
+    over all decisions, and the p99 over prompts of each prompt's fastest pass (its cost without other processes'
+    interference); plus each part's p50. Holds the machine's bench lock and runs pinned to one core, so only one
+    timing runs at a time and the scheduler does not move it mid-call."""
+    import fcntl
     import gc
 
     n = min(n, len(texts))
-    for i in range(100):
-        model.p_strong_wins(emb[i], texts[i])
-    wall = np.zeros((passes, n))
-    cpu = np.zeros(n)
-    gc.disable()
-    try:
-        for k in range(passes):
-            for i in range(n):
-                t0, c0 = time.perf_counter(), time.thread_time()
-                model.p_strong_wins(emb[i], texts[i])
-                wall[k, i] = time.perf_counter() - t0
-                if k == 0:
-                    cpu[i] = time.thread_time() - c0
-    finally:
-        gc.enable()
+    args = [(emb[i], texts[i]) for i in range(n)]
+    single = [(emb[i][None, :], [texts[i]]) for i in range(n)]
+    with open(LOCK, "w") as lock:
+        t_wait = time.perf_counter()
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        waited = time.perf_counter() - t_wait
+        before = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {max(before)})  # one core (core 1 on this 2-core machine)
+        gc.disable()
+        try:
+            for a in args[:200]:
+                model.p_strong_wins(*a)  # warm caches and numpy's code paths
+            wall, cpu = _timed(model.p_strong_wins, args, passes)
+            # Paced: a 1 ms sleep before each decision, as when requests arrive one by one, rather than the
+            # back-to-back loop above that makes this process a CPU hog the scheduler preempts every time slice.
+            paced = np.zeros(n)
+            for i, a in enumerate(args):
+                time.sleep(0.001)
+                t0 = time.perf_counter()
+                model.p_strong_wins(*a)
+                paced[i] = time.perf_counter() - t0
+            parts = {
+                "hand-made features and the stack": np.median(_timed(lambda e, t: model.prompt_score(e, t), args, 1)[1])
+                - sum(np.median(_timed(x.score, args, 1)[1]) for x in model.experts),
+                **{f"{x.kind} expert": np.median(_timed(x.score, args, 1)[1]) for x in model.experts},
+                "batch path, 1 prompt (calibration)": np.median(_timed(model.p_strong_wins_batch, single, 1)[1]),
+            }
+            load = os.getloadavg()[0]
+        finally:
+            gc.enable()
+            os.sched_setaffinity(0, before)
     ms = lambda x, q: float(np.percentile(x, q) * 1e3)  # noqa: E731
     return {
-        "p50": ms(wall[0], 50),
-        "p99": ms(wall[0], 99),
+        "n": n * passes,
+        "p50": ms(wall, 50),
+        "p99": ms(wall, 99),
+        "max": float(wall.max() * 1e3),
         "cpu50": ms(cpu, 50),
         "cpu99": ms(cpu, 99),
         "best99": ms(wall.min(axis=0), 99),
-        "load": os.getloadavg()[0],
+        "paced50": ms(paced, 50),
+        "paced99": ms(paced, 99),
+        "parts": {k: float(v * 1e3) for k, v in parts.items()},
+        "load": load,
+        "core": max(before),
+        "lock_wait_s": waited,
     }
 
 
@@ -237,6 +356,7 @@ def main() -> None:
     cv = cv_apgr(mmlu.prompts, em, mmlu, tr)
 
     proxy = unseen_subject_proxy(mmlu, em, tr)
+    tried = attempts(model, mmlu, gsm, em, eg, tr, te, proxy)
     subjects = np.asarray(mmlu.subjects)
     prior = {s: gain[tr][subjects[tr] == s].mean() for s in sorted(set(subjects[tr]))}
     lr = embedding_lr(em[tr], gain[tr])
@@ -295,8 +415,9 @@ def main() -> None:
         f"transfer only. Weak = Mixtral-8x7B, strong = GPT-4-1106. Training took {train_s:.0f} s; our router's APGR by "
         f"5-fold CV inside the training 80 %: {cv:.3f}.",
         "",
-        "Router: Bradley-Terry ratings + a ridge stack of three prompt experts (kNN k=150 on MiniLM embeddings, "
-        "ridge on TF-IDF word uni/bigrams, ridge on the embedding) and the prompt's length (the other hand-made "
+        "Router: Bradley-Terry ratings + a ridge stack of three prompt experts (kNN k=150 on MiniLM embeddings in a "
+        "64-dimensional PCA projection, ridge on TF-IDF word uni/bigrams, ridge on the embedding) and the prompt's "
+        "length (the other hand-made "
         "features — numbers, math and code markers — lowered CV APGR inside the training split, so the default "
         "leaves them out).",
         "",
@@ -313,6 +434,18 @@ def main() -> None:
         f"within-subject APGR over {proxy['subjects']} held-out subjects): ours {proxy['ours']:.3f}, prompt length "
         f"{proxy['length']:.3f}. Ranking inside one unseen domain — what GSM8K asks — is the weak spot of a router "
         "trained on other domains.",
+        "",
+        "## Attempts at the APGR goals (trained on the MMLU training 80 % only)",
+        "",
+        "Each is judged inside the training split only — by 5-fold CV, or for the blends with prompt length by the "
+        "unseen-subject proxy above (mean within-subject APGR on held-out subjects); held-out MMLU and GSM8K are "
+        f"reported for every attempt, whatever they are. For reference, the default router: CV {cv:.3f}, proxy "
+        f"{proxy['ours']:.3f}, held-out MMLU {curves['ours'][0].apgr:.3f}, GSM8K {curves['ours'][1].apgr:.3f}. "
+        "The blends add w x the prompt length's percentile among the training prompts to our score's percentile.",
+        "",
+        "| attempt | inside the training split | held-out MMLU | GSM8K (transfer) |",
+        "|---|---|---|---|",
+        *(f"| {n} | {c} | {m_:.3f} | {g_:.3f} |" for n, c, m_, g_ in tried),
         "",
         "## Cost/quality curves: accuracy at strong-call share 0 %, 10 %, …, 100 %",
         "",
@@ -349,16 +482,31 @@ def main() -> None:
         "",
         "## Decision latency given the query embedding (features + experts + stack, one prompt at a time)",
         "",
-        f"Over 2,000 held-out MMLU prompts, load average {lat['load']:.1f} on {os.cpu_count()} cores (other "
+        f"{lat['n']:,} decisions (2,000 held-out MMLU prompts, 5 passes), pinned to core {lat['core']} under the "
+        f"machine's bench lock (`{LOCK}`), load average {lat['load']:.1f} on {os.cpu_count()} cores (other "
         "engineers' jobs share the machine):",
         "",
         "| measure | p50 ms | p99 ms |",
         "|---|---|---|",
-        f"| wall clock, one pass (the headline p99_ms) | {lat['p50']:.3f} | {lat['p99']:.3f} |",
-        f"| CPU time of the calling thread, same pass | {lat['cpu50']:.3f} | {lat['cpu99']:.3f} |",
+        f"| wall clock, every decision (the headline p99_ms) | {lat['p50']:.3f} | {lat['p99']:.3f} |",
+        f"| CPU time of the calling thread, every decision | {lat['cpu50']:.3f} | {lat['cpu99']:.3f} |",
         f"| wall clock, each prompt's fastest of 5 passes | | {lat['best99']:.3f} |",
+        f"| wall clock, paced: 2,000 decisions, one after each 1 ms sleep | {lat['paced50']:.3f} | "
+        f"{lat['paced99']:.3f} |",
         "",
-        "The gap between wall clock and CPU time is time the OS gave to other processes mid-call.",
+        f"Slowest single decision {lat['max']:.2f} ms. The gap between wall clock and CPU time is time the OS gave "
+        "to other processes mid-call: the back-to-back loop is a CPU hog that the scheduler preempts once per time "
+        "slice whatever the call costs, so its wall p99 measures the machine's load; the paced row is how a "
+        "gateway that wakes for each request sees it. CPU-time p50 per part:",
+        "",
+        "| part | p50 ms |",
+        "|---|---|",
+        *(f"| {k} | {v:.3f} |" for k, v in lat["parts"].items()),
+        "",
+        "Serving is numpy only (no torch, no scikit-learn): the kNN expert is one float32 matrix-vector product "
+        "over the PCA-projected bank and an `argpartition`; the TF-IDF expert maps tokens to ids in one C-level "
+        "`map` and scores with numpy (no Python loop over terms); the stack's feature scaling is folded into its "
+        "weights at load time.",
         "",
     ]
     ours_m, ours_g = curves["ours"][0].apgr, curves["ours"][1].apgr
@@ -369,15 +517,15 @@ def main() -> None:
         f"— {'yes' if ours_g > curves[best_g][1].apgr else 'no'} (best {best_g} {curves[best_g][1].apgr:.3f}); "
         f"p99 ≤ 2 ms — {'met' if p99 <= 2 else 'NOT met'}."
     )
-    lines += ["## Verdict", "", verdict, ""]
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text("\n".join(lines), encoding="utf-8")
-    print("\n".join(lines))
-    print(
+    summary = (
         f"routing apgr_mmlu={ours_m:.3f} apgr_gsm8k={ours_g:.3f} apgr_random={rand_m:.3f} "
         f"apgr_best_baseline_mmlu={curves[best_m][0].apgr:.3f} acc_bt={acc_bt:.3f} acc_prompt={acc_pa:.3f} "
         f"p99_ms={p99:.3f}"
     )
+    lines += ["## Verdict", "", verdict, "", summary, ""]  # the issue's summary line closes the file
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text("\n".join(lines), encoding="utf-8")
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":
