@@ -40,7 +40,7 @@ class KBOptions:
     chunk_overlap: int = 40
     dimensions: int | None = None  # keep the first N embedding dimensions (Matryoshka), re-normalised
     fusion: Fusion = "zscore"
-    bm25_weight: float = 0.65  # BM25's share in weighted fusion (vector: 1 - this); tuned on SciFact train (zscore)
+    bm25_weight: float = 0.4  # BM25's share in weighted fusion (vector: 1 - this); tuned on SciFact train (zscore)
     # Candidates per retriever before fusion; their scores' statistics normalise each retriever (z-score, min-max).
     # 1000 was better than 100 on SciFact train (+0.004 nDCG@10): the statistics of a deep list are steadier.
     depth: int = 1000
