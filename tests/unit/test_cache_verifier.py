@@ -96,7 +96,8 @@ def test_train_verifier_cli_writes_a_loadable_verifier_with_its_pair_network(tmp
                      "is_duplicate": 0})  # fmt: skip
     data = tmp_path / "pairs.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in rows))
-    result = CliRunner().invoke(cache_app, ["train-verifier", str(data), "--out", str(tmp_path / "v")])
+    result = CliRunner().invoke(cache_app, ["train-verifier", str(data), "--out", str(tmp_path / "v"),
+                                              "--pair-model"])
     assert result.exit_code == 0, result.output
     v = Verifier.load(tmp_path / "v")
     assert v.pairnet is not None and len(v.pairnet.members) == 3 and v.n_features == 13

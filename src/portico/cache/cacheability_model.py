@@ -55,7 +55,7 @@ _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'"})
 _CLITICS = {"can't": ["can", "not"], "won't": ["will", "not"], "let's": ["let", "us"]}
 _EXPANSIONS = {"re": "are", "m": "am", "ll": "will", "ve": "have", "d": "would"}
-_IS_BEFORE_S = frozenset("what where who how when why it that there here he she".split())
+_IS_BEFORE_S = frozenset(["what", "where", "who", "how", "when", "why", "it", "that", "there", "here", "he", "she"])
 
 
 def words(text: str) -> list[str]:

@@ -51,7 +51,8 @@ def train_verifier(
     out: Annotated[Path, typer.Option("--out", help="Directory to write the verifier to")] = Path(".portico/verifier"),
     target_precision: Annotated[float, typer.Option(min=0.5, max=0.999)] = 0.95,
     k: Annotated[int, typer.Option(min=1, max=20, help="Candidates per lookup, as the cache will use")] = 4,
-    pair_model: Annotated[bool, typer.Option(help="Also train the small network over the two embeddings")] = True,
+    pair_model: Annotated[bool, typer.Option(help="Also train the small network over the two embeddings (on Quora "
+                          "pairs it added no measurable recall; try it on your own data)")] = False,
 ) -> None:
     """Fit the verifier on the packaged MiniLM embeddings; its threshold is set for --target-precision in
     cross-validation. Point a semantic_cache step's `verifier:` at --out."""

@@ -148,4 +148,6 @@ class AnswerWriter(Step):
 
 
 def upstream_cost(ctx: RequestContext, prices: Any) -> float:
-    return float(prices.request_cost(ctx)) if prices is not None else 0.0
+    # The answer's own call only: a step's model call (a query rewrite) may run before the lookup, and a hit pays
+    # it again, so counting it as saved would overstate what the cache saves.
+    return float(prices.request_cost(ctx, steps=False)) if prices is not None else 0.0

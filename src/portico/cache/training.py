@@ -51,7 +51,7 @@ def labels(meta: list[tuple[int, int, float]], q1: list[str], q2: list[str], dup
 
 
 def fit_verifier(q1: list[str], q2: list[str], dup: np.ndarray, v1: np.ndarray, v2: np.ndarray, *, k: int = 4,
-                 target_precision: float = 0.95, pair_model: bool = True,
+                 target_precision: float = 0.95, pair_model: bool = False,
                  meta: dict | None = None) -> Verifier:  # fmt: skip
     """The verifier for labelled pairs (q1[i], q2[i], dup[i]) with their embeddings: candidate rows from a cache
     filled with the q1 side and searched with the q2 side, plus — for the pair network — the labelled pairs
