@@ -126,9 +126,8 @@ def decide(
     *,
     cache_control: str | None,
     cache_sampled: bool,
-    skip: QueryFilter | re.Pattern[str] | None,
+    skip: QueryFilter | None,
 ) -> Decision:
-    """``skip``: the query filter; a bare compiled pattern (from compile_patterns) means rules only."""
     ext = _extension(req)
     ttl, ns = ext.get("ttl"), ext.get("namespace", "")
     directives = {d.strip().lower() for d in (cache_control or "").split(",")}
@@ -137,8 +136,6 @@ def decide(
     read = "no-cache" not in directives and ext.get("mode") != "refresh"
     if sampled(req) and not cache_sampled:
         return Decision(False, False, "sampled request (temperature > 0 or unset, or n > 1)", ttl, ns)
-    if isinstance(skip, re.Pattern):
-        skip = QueryFilter(skip)
     why = skip.reason(query) if skip is not None else ""
     if why:
         return Decision(False, False, why, ttl, ns)

@@ -97,10 +97,6 @@ class RouteContextStep(Step):
         tokens, method = self._count(model, messages)
         return tokens + out, method
 
-    def _fits(self, ctx: RequestContext, model: str, messages: list[Message]) -> bool:
-        window = self.windows.get(model)
-        return window is None or self._need(ctx, model, messages)[0] <= window
-
     async def run(self, ctx: RequestContext) -> None:
         opts = self.options
         model = ctx.target_model or opts.model or ctx.model
@@ -113,9 +109,10 @@ class RouteContextStep(Step):
             return
         if opts.on_overflow in ("route", "route_then_truncate"):
             for bigger in opts.larger:
-                if self._fits(ctx, bigger, messages):
+                need_big, method_big = self._need(ctx, bigger, messages)  # counted once: tokenizing is not free
+                window_big = self.windows.get(bigger)
+                if window_big is None or need_big <= window_big:
                     ctx.target_model = bigger
-                    need_big, method_big = self._need(ctx, bigger, messages)
                     ctx.note(self.name, **note, decision="route", target_model=bigger, tokens_needed_target=need_big,
                              tokenizer_target=method_big)  # fmt: skip
                     return
