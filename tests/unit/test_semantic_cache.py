@@ -42,6 +42,8 @@ def test_index_scopes_bounds_and_expiry() -> None:
     assert idx.candidates("a", unit(0, 1, 0), 4) == [] and len(idx) == 1  # expired entries are dropped on sight
     with pytest.raises(ValueError, match="dimensions"):
         idx.add("a", "q", unit(1, 0), b"x", ttl=1)
+    with pytest.raises(ValueError, match="dimensions"):  # a search too (hnswlib would read past the vector)
+        idx.candidates("b", unit(1, 0), 4)
 
 
 def test_same_question_replaces_its_answer() -> None:

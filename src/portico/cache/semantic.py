@@ -117,12 +117,6 @@ class SemanticIndex:
             self._remove(i)
         return len(gone)
 
-    def clear(self) -> None:
-        self._indexes.clear()
-        self._live.clear()
-        self._entries.clear()
-        self._by_text.clear()
-
     def add_many(self, scope: str, texts: list[str], vectors: np.ndarray, values: list[bytes], ttl: float) -> None:
         """Bulk load (benchmarks, warm-up): one batched insert into the scope's index."""
         if len(self._entries) + len(texts) > self.max_entries:
@@ -160,6 +154,8 @@ class SemanticIndex:
         live = self._live.get(scope, 0)
         if index is None or live == 0:
             return []
+        if vector.shape[-1] != self.dim:  # hnswlib does not check: a wrong-sized query corrupts memory
+            raise ValueError(f"embedding has {vector.shape[-1]} dimensions; this cache holds {self.dim}")
         keys, dists = index.knn_query(np.ascontiguousarray(vector, dtype=np.float32), k=min(k, live), num_threads=1)
         out = []
         now = self.clock()
