@@ -107,6 +107,9 @@ class LocalDeployment(_Deployment):
     chat_format: str | None = None  # llama.cpp chat handler; default: the GGUF's own template
     # Embedding models: bfloat16 runs ~3x faster on CPUs with AMX/AVX512-BF16 (cosine to float32 ≥ 0.996).
     precision: Literal["float32", "bfloat16"] = "float32"
+    # float32 embedding models run through ONNX Runtime (same vectors, ~20% less CPU per query than torch); the
+    # export is checked against torch at load and falls back to torch when it differs or the model is unusual.
+    runtime: Literal["onnx", "torch"] = "onnx"
     batch_size: int = Field(default=32, ge=1)  # embedding texts per forward pass (length-sorted)
 
 

@@ -34,6 +34,7 @@ class SentenceEmbeddingBackend:
         self.model_id = dep.model or "all-MiniLM-L6-v2"
         self.label = dep.name or f"local/{self.model_id}"
         self._model: Any = None
+        self._onnx: Any = None  # OnnxSentenceEncoder when runtime: onnx applies and passed its check
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="portico-embed")
         self.error: str | None = None
 
@@ -69,17 +70,38 @@ class SentenceEmbeddingBackend:
         self._model = SentenceTransformer(str(self.path), device="cpu", local_files_only=True)
         if self.dep.precision == "bfloat16":
             self._model = self._model.to(torch.bfloat16)
-        log.info("local embedder loaded", extra={"model": self.label, "seconds": round(time.perf_counter() - t0, 2)})
+        elif self.dep.runtime == "onnx":
+            self._onnx = self._onnx_encoder()
+        log.info("local embedder loaded", extra={"model": self.label, "runtime": self.runtime,
+                                                 "seconds": round(time.perf_counter() - t0, 2)})  # fmt: skip
 
-    def _encode(self, texts: list[str]) -> tuple[np.ndarray, int]:
-        model = self._model
-        vectors = model.encode(
+    @property
+    def runtime(self) -> str:
+        return "onnx" if self._onnx is not None else "torch"
+
+    def _onnx_encoder(self) -> Any:
+        from portico.gateway.providers.local.onnx_encoder import OnnxSentenceEncoder, OnnxUnsupported
+
+        try:
+            return OnnxSentenceEncoder(self._model, threads=self.dep.n_threads or 1)
+        except (OnnxUnsupported, ImportError) as exc:
+            log.warning("embedding model stays on torch", extra={"model": self.label, "reason": str(exc)})
+            return None
+
+    def _run(self, texts: list[str]) -> np.ndarray:
+        if self._onnx is not None:
+            return self._onnx.encode(texts, batch_size=self.dep.batch_size)
+        return self._model.encode(
             texts,
             batch_size=self.dep.batch_size,
             normalize_embeddings=True,
             convert_to_numpy=True,
             show_progress_bar=False,
-        )
+        ).astype(np.float32, copy=False)
+
+    def _encode(self, texts: list[str]) -> tuple[np.ndarray, int]:
+        model = self._model
+        vectors = self._run(texts)
         limit = model.max_seq_length
         lengths = model.tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
         tokens = sum(min(len(ids), limit) for ids in lengths)
@@ -92,13 +114,7 @@ class SentenceEmbeddingBackend:
         return await asyncio.get_running_loop().run_in_executor(self._pool, self._vectors, texts)
 
     def _vectors(self, texts: list[str]) -> np.ndarray:
-        return self._model.encode(
-            texts,
-            batch_size=self.dep.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        ).astype(np.float32, copy=False)
+        return self._run(texts)
 
     async def embed(self, req: EmbeddingRequest) -> dict[str, Any]:
         if self._model is None:
