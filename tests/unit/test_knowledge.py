@@ -378,3 +378,36 @@ async def test_query_expansion_finds_documents_without_the_query_words(tmp_path:
         assert ("b" in {h["document_id"] for h in hits}) is expect
         assert hits[0]["document_id"] == "a"
         await kb.close()
+
+
+async def test_hybrid_expands_from_the_best_chunk_of_a_first_fusion(tmp_path: Path) -> None:
+    """The expansion chunk is the first fusion's best (plain BM25 and vector); its words find "b", which shares no
+    word with the query; with expansion off "b" ties with the unrelated documents and comes last (newest key)."""
+    texts = {
+        "a": "Felines purr when content; a purring feline is a calm cat.",
+        "c": "Dogs bark at strangers and fetch sticks.",
+        "d": "Parrots talk and mimic human speech.",
+        "b": "Kittens purr loudly and purring kittens knead blankets.",
+    }
+    for docs, expect in ((10, True), (0, False)):
+        o = KBOptions(feedback_docs=docs, hybrid_feedback_terms=5, feedback_weight=0.5)
+        kb = KnowledgeBase(_name(), EmbeddedCatalog(tmp_path).backend(_name(), o), o, fake_embed)
+        await kb.open()
+        await kb.add([(i, doc(t)) for i, t in texts.items()])
+        hits = await kb.search(SearchRequest("feline", k=2, mode="hybrid"))
+        assert [h["document_id"] for h in hits] == (["a", "b"] if expect else ["a", "c"])
+        await kb.close()
+    # Which chunk: the vector's best when the first fusion weighs only the vector, BM25's best when only BM25 (the
+    # fake embedding matches words exactly, BM25 matches stems: "cat cat cat" is BM25's best for "cats").
+    o = KBOptions(hybrid_feedback_bm25_weight=0.0)
+    kb = KnowledgeBase(_name(), EmbeddedCatalog(tmp_path).backend(_name(), o), o, fake_embed)
+    await kb.open()
+    await kb.add([("x", doc("cat cat cat")), ("y", doc("cats and dogs"))])
+    vec = await kb.query_vector("cats")
+    vk, vs = await kb.backend.vector_search(vec, 10, None)
+    req = SearchRequest("cats", mode="hybrid")
+    for weight, best in ((0.0, "y"), (1.0, "x")):
+        kb.options = KBOptions(hybrid_feedback_bm25_weight=weight)
+        ex = await kb._hybrid_expansion(req, vec, 10, vk, vs)
+        assert await kb.backend.document_ids([k for k, _ in ex.chunks]) == [best]
+    await kb.close()

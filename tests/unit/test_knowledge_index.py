@@ -9,7 +9,7 @@ import bm25s
 import numpy as np
 import pytest
 
-from portico.context.knowledge.bm25 import Analyzer, BM25Index
+from portico.context.knowledge.bm25 import Analyzer, BM25Index, Expansion
 from portico.context.knowledge.vectors import VectorIndex
 
 WORDS = ["protein", "cell", "gene", "cancer", "mouse", "tumor", "immune", "virus", "dose", "blood", "brain",
@@ -114,3 +114,16 @@ def test_a_chunk_with_several_vectors_scores_by_its_best(threshold: int) -> None
     ix.add([4], [vecs[0:3]])
     keys, _ = ix.search(vecs[1], 3)
     assert keys.tolist()[0] == 4 and 1 not in keys.tolist() and len(ix) == 3
+
+
+def test_expansion_from_chunks_the_caller_chose() -> None:
+    idx = BM25Index()
+    for key, text in enumerate(["felines purr when content", "kittens purr loudly", "dogs bark at strangers"]):
+        idx.add(key, text)
+    rows = idx.rows(np.array([0, 1, 2]))
+    _, plain = idx.scores("feline", Expansion(()))  # no chunks: the plain query
+    np.testing.assert_array_equal(plain, idx.term_scores(["felin"]))
+    _, purr = idx.scores("feline", Expansion(((0, 0.0),), terms=5, weight=0.5))
+    assert plain[rows[1]] == 0 and purr[rows[1]] > 0 and purr[rows[2]] == 0  # "purr" came from chunk 0
+    _, bark = idx.scores("feline", Expansion(((2, 0.0),), terms=5, weight=0.5))  # another expansion, not the cache
+    assert bark[rows[2]] > 0 and bark[rows[1]] == 0

@@ -8,11 +8,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from portico.context.knowledge.bm25 import Feedback
+from portico.context.knowledge.bm25 import Expansion, Feedback
 from portico.context.knowledge.store import ChunkRow, DocumentRow
 
 
 class Backend(Protocol):
+    expands: bool  # term_search/term_scores honour an Expansion (the others ignore it)
+
     async def open(self) -> None: ...
     def configure(self, feedback: Feedback | None) -> None: ...  # ranking options a store may support
     async def close(self) -> None: ...
@@ -27,12 +29,12 @@ class Backend(Protocol):
     async def document_ids(self, keys: list[int]) -> list[str]: ...
 
     async def term_search(
-        self, query: str, k: int, filters: dict[str, Any] | None
+        self, query: str, k: int, filters: dict[str, Any] | None, expansion: Expansion | None = None
     ) -> tuple[np.ndarray, np.ndarray]: ...
 
     async def vector_search(
         self, vector: np.ndarray, k: int, filters: dict[str, Any] | None
     ) -> tuple[np.ndarray, np.ndarray]: ...
 
-    async def term_scores(self, query: str, keys: np.ndarray) -> np.ndarray: ...
+    async def term_scores(self, query: str, keys: np.ndarray, expansion: Expansion | None = None) -> np.ndarray: ...
     async def vector_scores(self, vector: np.ndarray, keys: np.ndarray) -> np.ndarray: ...

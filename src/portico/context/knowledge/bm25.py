@@ -45,6 +45,39 @@ class Feedback:
     weight: float = 0.7
 
 
+@dataclass(frozen=True, slots=True)
+class Expansion:
+    """RM3 from feedback chunks the caller chose ((key, logit) pairs, weighted by the softmax of the logits) instead
+    of the index's own first pass: a hybrid search expands from the best chunks of a first fusion with the vector
+    retriever, which are relevant more often than BM25's. No chunks: the plain query, never expanded."""
+
+    chunks: tuple[tuple[int, float], ...] = ()
+    terms: int = 10
+    weight: float = 0.7
+
+
+def rm3(
+    terms: list[str], docs: list[list[str]], logits: np.ndarray, n_terms: int, weight: float
+) -> tuple[list[str], list[float]]:
+    """(terms, weights) of the query expanded with the ``n_terms`` heaviest terms of the feedback ``docs`` (token
+    lists, each weighted by the softmax of its logit); the original terms keep ``weight`` of the total."""
+    model: Counter[str] = Counter()
+    if docs:
+        p = np.exp(logits - logits.max())
+        p /= p.sum()
+        for toks, pd in zip(docs, p.tolist(), strict=True):
+            for t, n in Counter(toks).items():
+                model[t] += pd * n / max(1, len(toks))
+    best = model.most_common(n_terms)
+    total = sum(v for _, v in best) or 1.0
+    q = Counter(terms)
+    # Scaled by the query length, so an expanded query scores on the same scale as the plain one.
+    weights = {t: weight * n for t, n in q.items()}
+    for t, v in best:
+        weights[t] = weights.get(t, 0.0) + (1 - weight) * len(terms) * v / total
+    return list(weights), list(weights.values())
+
+
 class _Postings:
     """Rows and term frequencies of one term; appended to by writes, turned into arrays when a query reads them."""
 
@@ -85,7 +118,7 @@ class BM25Index:
         self._total = 0  # tokens over live chunks
         self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # keys, lengths, alive
         self._order: np.ndarray | None = None  # rows sorted by key, for mapping keys to rows without a loop
-        self._last: tuple[str, np.ndarray] | None = None  # the last query's scores (hybrid asks twice)
+        self._last: tuple[tuple, np.ndarray] | None = None  # the last query's scores (hybrid asks twice)
 
     def __len__(self) -> int:
         return len(self._docs)
@@ -141,19 +174,27 @@ class BM25Index:
                             np.asarray(self._alive, dtype=bool))  # fmt: skip
         return self._arrays
 
-    def scores(self, query: str) -> tuple[np.ndarray, np.ndarray]:
-        """(chunk keys, BM25 scores) for every row; zero where no query term occurs or the chunk was removed."""
+    def scores(self, query: str, expansion: Expansion | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(chunk keys, BM25 scores) for every row; zero where no query term occurs or the chunk was removed. The
+        query is expanded by the index's own feedback, or by ``expansion`` when given."""
         keys = self._state()[0]
         if not self._docs:
             return keys, np.zeros(0, dtype=np.float32)
-        if self._last is not None and self._last[0] == query:
+        if self._last is not None and self._last[0] == (query, expansion):
             return keys, self._last[1]
         terms = self.analyze(query)
         scores = self.term_scores(terms)
-        if self.feedback is not None and self.feedback.docs > 0 and scores.any():
+        if expansion is not None:
+            if expansion.chunks and terms:
+                chunks = [(k, s) for k, s in expansion.chunks if int(k) in self._docs]
+                toks = [self._docs[int(k)][1] for k, _ in chunks]
+                terms, weights = rm3(terms, toks, np.asarray([s for _, s in chunks]), expansion.terms,
+                                     expansion.weight)  # fmt: skip
+                scores = self.term_scores(terms, weights)
+        elif self.feedback is not None and self.feedback.docs > 0 and scores.any():
             terms, weights = self.expand(terms, scores, self.feedback)
             scores = self.term_scores(terms, weights)
-        self._last = (query, scores)
+        self._last = ((query, expansion), scores)
         return keys, scores
 
     def expand(self, terms: list[str], scores: np.ndarray, fb: Feedback) -> tuple[list[str], list[float]]:
@@ -161,21 +202,8 @@ class BM25Index:
         keys = self._state()[0]
         top = np.argpartition(-scores, min(fb.docs, len(scores)) - 1)[: fb.docs]
         top = top[scores[top] > 0]
-        p = np.exp(scores[top] - scores[top].max())
-        p /= p.sum()
-        model: Counter[str] = Counter()
-        for row, pd in zip(top.tolist(), p.tolist(), strict=True):
-            toks = self._docs[int(keys[row])][1]
-            for t, n in Counter(toks).items():
-                model[t] += pd * n / len(toks)
-        best = model.most_common(fb.terms)
-        total = sum(v for _, v in best) or 1.0
-        q = Counter(terms)
-        # Scaled by the query length, so an expanded query scores on the same scale as the plain one.
-        weights = {t: fb.weight * n for t, n in q.items()}
-        for t, v in best:
-            weights[t] = weights.get(t, 0.0) + (1 - fb.weight) * len(terms) * v / total
-        return list(weights), list(weights.values())
+        toks = [self._docs[int(keys[row])][1] for row in top.tolist()]
+        return rm3(terms, toks, scores[top], fb.terms, fb.weight)
 
     def term_scores(self, terms: list[str], weights: list[float] | None = None) -> np.ndarray:
         """Σ weight · idf · tf / (tf + k1 · (1 - b + b · len / avglen)) over the query terms (a term given twice

@@ -9,13 +9,15 @@ from typing import Any
 
 import numpy as np
 
-from portico.context.knowledge.bm25 import BM25Index, Feedback
+from portico.context.knowledge.bm25 import BM25Index, Expansion, Feedback
 from portico.context.knowledge.filters import compile_filter
 from portico.context.knowledge.store import ChunkRow, DocumentRow, SQLiteStore
 from portico.context.knowledge.vectors import VectorIndex, top_k
 
 
 class EmbeddedBackend:
+    expands = True  # the term retriever takes an Expansion (RM3 from chunks the caller chose)
+
     def __init__(self, path: Path, ann_threshold: int = 20_000) -> None:
         self.path = path
         self.ann_threshold = ann_threshold
@@ -111,8 +113,10 @@ class EmbeddedBackend:
         meta = self.chunk_meta
         return np.fromiter((pred(meta.get(int(k), {})) for k in keys), dtype=bool, count=len(keys))
 
-    async def term_search(self, query: str, k: int, filters: dict[str, Any] | None) -> tuple[np.ndarray, np.ndarray]:
-        keys, scores = self.bm25.scores(query)
+    async def term_search(
+        self, query: str, k: int, filters: dict[str, Any] | None, expansion: Expansion | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        keys, scores = self.bm25.scores(query, expansion)
         if not len(scores):
             return keys[:0], scores
         mask = scores > 0
@@ -131,8 +135,8 @@ class EmbeddedBackend:
         keys, sims = self.vectors.scores(vector)  # filtered: exact over the allowed rows, never starved
         return top_k(keys, sims, k, self._allowed(filters, keys))
 
-    async def term_scores(self, query: str, keys: np.ndarray) -> np.ndarray:
-        _, scores = self.bm25.scores(query)
+    async def term_scores(self, query: str, keys: np.ndarray, expansion: Expansion | None = None) -> np.ndarray:
+        _, scores = self.bm25.scores(query, expansion)
         return scores[self.bm25.rows(keys)] if len(scores) else np.zeros(len(keys), dtype=np.float32)
 
     async def vector_scores(self, vector: np.ndarray, keys: np.ndarray) -> np.ndarray:

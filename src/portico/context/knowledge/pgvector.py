@@ -140,6 +140,8 @@ class PgBackend:
         assert self.pool is not None, "the store is not open"
         return self.pool
 
+    expands = False  # PostgreSQL's term retriever is its own ts_rank: no query expansion
+
     def configure(self, feedback: Any) -> None:
         """Query expansion is the embedded store's: PostgreSQL's term retriever is its own ts_rank."""
 
@@ -267,7 +269,9 @@ class PgBackend:
         by = {r["key"]: r["document_id"] for r in rows}
         return [by[k] for k in keys if k in by]
 
-    async def term_search(self, query: str, k: int, filters: dict[str, Any] | None) -> tuple[np.ndarray, np.ndarray]:
+    async def term_search(
+        self, query: str, k: int, filters: dict[str, Any] | None, expansion: Any = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         q = tsquery(query)
         if not q or self.dim is None:
             return _empty()
@@ -304,7 +308,7 @@ class PgBackend:
         order = np.argsort(-scores, kind="stable")  # relaxed order: re-sort the few out-of-place rows
         return keys[order], scores[order]
 
-    async def term_scores(self, query: str, keys: np.ndarray) -> np.ndarray:
+    async def term_scores(self, query: str, keys: np.ndarray, expansion: Any = None) -> np.ndarray:
         q = tsquery(query)
         if not q or self.dim is None or not len(keys):
             return np.zeros(len(keys), dtype=np.float32)
