@@ -278,6 +278,8 @@ async def test_manager_creates_lists_and_reopens(store: Catalog, tmp_path: Path)
         await kbs.create("../x")
     with pytest.raises(ValueError):
         await kbs.create("y", {"chunk_sise": 1})
+    with pytest.raises(ValueError, match="hybrid_feedback"):
+        await kbs.create("z", {"hybrid_feedback_bm25_weight": 1.5})
     with pytest.raises(UnknownKnowledgeBase):
         await kbs.get("nope")
     await kb.add([("a", doc("alpha beta"))])

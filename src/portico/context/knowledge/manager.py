@@ -75,6 +75,10 @@ def parse_options(raw: dict[str, Any]) -> KBOptions:
         raise ValueError("embed_window must be 0 (off) or larger than twice embed_window_overlap")
     if not (0 <= opts.feedback_docs <= 100 and 1 <= opts.feedback_terms <= 200 and 0.0 < opts.feedback_weight <= 1.0):
         raise ValueError("feedback_docs must be 0-100, feedback_terms 1-200 and feedback_weight in (0, 1]")
+    if not (0 <= opts.hybrid_feedback_docs <= 100 and 1 <= opts.hybrid_feedback_terms <= 200
+            and 0.0 <= opts.hybrid_feedback_bm25_weight <= 1.0):  # fmt: skip
+        raise ValueError("hybrid_feedback_docs must be 0-100, hybrid_feedback_terms 1-200 and "
+                         "hybrid_feedback_bm25_weight in [0, 1]")  # fmt: skip
     return opts
 
 
