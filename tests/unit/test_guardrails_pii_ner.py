@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from portico.guardrails.pii.detector import TUNED_NER, PIIDetector, load_spacy
+from portico.guardrails.pii.detector import TUNED_NER, load_spacy
 from portico.guardrails.pii.step import pii_step
 from portico.guardrails.pii.train import DATA, is_test, template
 

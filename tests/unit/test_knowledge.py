@@ -363,6 +363,14 @@ async def test_long_chunks_are_embedded_window_by_window(store: Catalog, window:
     await kb.close()
 
 
+async def _embedded_kb(tmp_path: Path, o: KBOptions, texts: dict[str, str]) -> KnowledgeBase:
+    """An open embedded knowledge base holding ``texts`` (id → text), with the fake embedding."""
+    kb = KnowledgeBase(_name(), EmbeddedCatalog(tmp_path).backend(_name(), o), o, fake_embed)
+    await kb.open()
+    await kb.add([(i, doc(t)) for i, t in texts.items()])
+    return kb
+
+
 async def test_query_expansion_finds_documents_without_the_query_words(tmp_path: Path) -> None:
     """RM3: "feline" is in one document only, next to "purr"; the expanded query finds the other purring one."""
     texts = {
@@ -372,10 +380,7 @@ async def test_query_expansion_finds_documents_without_the_query_words(tmp_path:
         "d": "Parrots talk and mimic human speech.",
     }
     for docs, expect in ((10, True), (0, False)):
-        o = KBOptions(feedback_docs=docs, feedback_terms=5, feedback_weight=0.5)
-        kb = KnowledgeBase(_name(), EmbeddedCatalog(tmp_path).backend(_name(), o), o, fake_embed)
-        await kb.open()
-        await kb.add([(i, doc(t)) for i, t in texts.items()])
+        kb = await _embedded_kb(tmp_path, KBOptions(feedback_docs=docs, feedback_terms=5, feedback_weight=0.5), texts)
         hits = await kb.search(SearchRequest("feline", k=4, mode="bm25"))
         assert ("b" in {h["document_id"] for h in hits}) is expect
         assert hits[0]["document_id"] == "a"
@@ -393,9 +398,7 @@ async def test_hybrid_expands_from_the_best_chunk_of_a_first_fusion(tmp_path: Pa
     }
     for docs, expect in ((10, True), (0, False)):
         o = KBOptions(feedback_docs=docs, hybrid_feedback_terms=5, feedback_weight=0.5)
-        kb = KnowledgeBase(_name(), EmbeddedCatalog(tmp_path).backend(_name(), o), o, fake_embed)
-        await kb.open()
-        await kb.add([(i, doc(t)) for i, t in texts.items()])
+        kb = await _embedded_kb(tmp_path, o, texts)
         hits = await kb.search(SearchRequest("feline", k=2, mode="hybrid"))
         assert [h["document_id"] for h in hits] == (["a", "b"] if expect else ["a", "c"])
         await kb.close()

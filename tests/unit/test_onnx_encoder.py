@@ -11,11 +11,11 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from portico.config.schema import LocalDeployment  # noqa: E402
-from portico.gateway.providers.local import onnx_encoder  # noqa: E402
-from portico.gateway.providers.local.embeddings import SentenceEmbeddingBackend  # noqa: E402
-from portico.gateway.providers.local.onnx_encoder import OnnxSentenceEncoder, OnnxUnsupported  # noqa: E402
-from portico.gateway.providers.local.paths import default_embedder  # noqa: E402
+from portico.config.schema import LocalDeployment
+from portico.gateway.providers.local import onnx_encoder
+from portico.gateway.providers.local.embeddings import SentenceEmbeddingBackend
+from portico.gateway.providers.local.onnx_encoder import OnnxSentenceEncoder, OnnxUnsupported
+from portico.gateway.providers.local.paths import default_embedder
 
 TEXTS = [
     "How do I reset my password?",

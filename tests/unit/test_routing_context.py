@@ -135,14 +135,14 @@ class LocalServices:
         self.cfg, self.gateway = cfg, gateway
 
 
+def local_context_step(cfg: Any, gateway: Any, options: dict[str, Any]) -> Any:
+    return default_registry().get("route_context").factory(options, LocalServices(cfg, gateway))
+
+
 @pytest.mark.slow
 async def test_local_model_is_counted_with_its_own_tokenizer(local_gateway):
     cfg, gw = local_gateway
-    step = (
-        default_registry()
-        .get("route_context")
-        .factory({"model": "tiny", "larger": ["wide"], "reserve_output": 100}, LocalServices(cfg, gw))
-    )
+    step = local_context_step(cfg, gw, {"model": "tiny", "larger": ["wide"], "reserve_output": 100})
     (backend,) = [h.backend for h in gw.models["tiny"].handles]
     # "7 7 7 …": about one token per two characters, so the 4-characters-a-token estimate says it fits
     # (375 + 4 + 100 ≤ 512) while the real tokenizer says it does not.
@@ -165,11 +165,7 @@ async def test_local_model_is_counted_with_its_own_tokenizer(local_gateway):
 @pytest.mark.slow
 async def test_truncation_under_a_tokenizer_fits_the_window(local_gateway):
     cfg, gw = local_gateway
-    step = (
-        default_registry()
-        .get("route_context")
-        .factory({"model": "tiny", "on_overflow": "truncate", "reserve_output": 100}, LocalServices(cfg, gw))
-    )
+    step = local_context_step(cfg, gw, {"model": "tiny", "on_overflow": "truncate", "reserve_output": 100})
     ctx = ctx_for([{"role": "user", "content": "7 " * 2000 + "THE QUESTION"}])
     await step.run(ctx)
     note = ctx.state["trace.notes"]["route_context"]
@@ -182,7 +178,7 @@ async def test_a_local_model_not_loaded_yet_falls_back_to_the_estimate():
     from portico.gateway.gateway import Gateway
 
     cfg = validate({"models": [{"name": "tiny", "deployments": [{"provider": "local", "n_ctx": 512}]}]})
-    step = default_registry().get("route_context").factory({"model": "tiny"}, LocalServices(cfg, Gateway(cfg)))
+    step = local_context_step(cfg, Gateway(cfg), {"model": "tiny"})
     ctx = ctx_for([user(40)])
     await step.run(ctx)
     note = ctx.state["trace.notes"]["route_context"]

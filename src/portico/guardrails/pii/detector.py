@@ -155,7 +155,7 @@ class PIIDetector:
                     continue
                 s, e = _trim(text, ent.start_char, ent.end_char)
                 if any(s < b and a < e for a, b in exact):
-                    continue  # a name or an address that swallowed a phone number or a card: the NER ran on
+                    continue  # a name or an address that ran on over a phone number or a card the regex tier owns
                 typ, score = mapped
                 if typ == "DATE_TIME" and _NUMBERS_ONLY.fullmatch(text[s:e]) and len(text[s:e]) != 4:
                     continue  # postcodes and digit groups, not dates (a lone 4-digit year stays)

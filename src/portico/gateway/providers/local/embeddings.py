@@ -84,8 +84,9 @@ class SentenceEmbeddingBackend:
 
         try:
             return OnnxSentenceEncoder(self._model, threads=self.dep.n_threads or 1)
-        except (OnnxUnsupported, ImportError) as exc:
-            log.warning("embedding model stays on torch", extra={"model": self.label, "reason": str(exc)})
+        except Exception as exc:  # unsupported, or the exporter/ORT failed on this model: torch still serves it
+            reason = str(exc) if isinstance(exc, OnnxUnsupported) else repr(exc)[:300]
+            log.warning("embedding model stays on torch", extra={"model": self.label, "reason": reason})
             return None
 
     def _run(self, texts: list[str]) -> np.ndarray:
