@@ -122,3 +122,58 @@ def test_backend_runtimes(cache_dir: Path, monkeypatch) -> None:
     v = asyncio.run(run())
     assert np.abs(v["onnx"] - v["torch"]).max() < 1e-5
     assert (v["bf16"] * v["torch"]).sum(axis=1).min() > 0.99
+
+
+def test_int8_is_close_to_float32_and_cached_apart(model, encoder, cache_dir: Path, monkeypatch) -> None:
+    monkeypatch.setenv("PORTICO_CACHE_DIR", str(cache_dir))
+    before = set((cache_dir / "onnx").glob("*.onnx"))
+    int8 = OnnxSentenceEncoder(model, quantize=True)
+    assert int8.quantized and not encoder.quantized
+    new = set((cache_dir / "onnx").glob("*.onnx")) - before
+    assert len(new) == 1  # its own file; the float32 graph was reused, not exported again
+    (path,) = new
+    assert path.stat().st_size < next(iter(before)).stat().st_size / 2  # int8 weights: a quarter, plus scales
+    want = encoder.encode(TEXTS)
+    got = int8.encode(TEXTS, batch_size=2)
+    assert got.dtype == np.float32 and got.shape == want.shape
+    cos = (want * got).sum(axis=1)
+    # quantized for real, still the same space (very short texts move most: 'ok' ~0.97)
+    assert cos.min() > 0.95 and cos.mean() > 0.98 and not np.allclose(got, want, atol=1e-4)
+    assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    # reproducible: a text's vector does not depend on what it was sent with (activation scales are per tensor)
+    alone = np.stack([int8.encode([t])[0] for t in TEXTS])
+    assert np.abs(alone - got).max() < 1e-6 and np.abs(int8.encode(TEXTS[::-1], batch_size=4)[::-1] - got).max() < 1e-6
+
+    def no_work(*a, **k):
+        raise AssertionError("the cached int8 graph should have been used")
+
+    monkeypatch.setattr(onnx_encoder, "_export", no_work)
+    monkeypatch.setattr(onnx_encoder, "_quantize", no_work)
+    again = OnnxSentenceEncoder(model, quantize=True)
+    assert np.abs(again.encode(TEXTS) - got).max() < 1e-6
+
+
+def test_int8_backend_and_its_fallback(cache_dir: Path, monkeypatch, caplog) -> None:
+    monkeypatch.setenv("PORTICO_CACHE_DIR", str(cache_dir))
+
+    async def vectors(dep: LocalDeployment) -> tuple[str, np.ndarray]:
+        be = SentenceEmbeddingBackend(dep)
+        await be.start()
+        try:
+            return be.runtime, await be.vectors(TEXTS)
+        finally:
+            await be.close()
+
+    runtime, v8 = asyncio.run(vectors(LocalDeployment(provider="local", name="e", precision="int8", runtime="torch")))
+    assert runtime == "onnx-int8"  # int8 exists only on ONNX Runtime, whatever runtime says
+    _, v32 = asyncio.run(vectors(LocalDeployment(provider="local", name="e", runtime="torch")))
+    assert (v8 * v32).sum(axis=1).min() > 0.95
+
+    def broken(graph: bytes) -> bytes:
+        raise RuntimeError("quantizer failed")
+
+    monkeypatch.setattr(onnx_encoder, "_quantize", broken)
+    monkeypatch.setattr(onnx_encoder, "_cache_file", lambda *a, **k: None)  # no cached int8 graph to fall back on
+    runtime, v = asyncio.run(vectors(LocalDeployment(provider="local", name="e", precision="int8")))
+    assert runtime == "torch" and np.abs(v - v32).max() < 1e-5
+    assert any("stays on torch" in r.getMessage() for r in caplog.records)

@@ -70,23 +70,27 @@ class SentenceEmbeddingBackend:
         self._model = SentenceTransformer(str(self.path), device="cpu", local_files_only=True)
         if self.dep.precision == "bfloat16":
             self._model = self._model.to(torch.bfloat16)
-        elif self.dep.runtime == "onnx":
+        elif self.dep.runtime == "onnx" or self.dep.precision == "int8":
             self._onnx = self._onnx_encoder()
         log.info("local embedder loaded", extra={"model": self.label, "runtime": self.runtime,
                                                  "seconds": round(time.perf_counter() - t0, 2)})  # fmt: skip
 
     @property
     def runtime(self) -> str:
-        return "onnx" if self._onnx is not None else "torch"
+        if self._onnx is None:
+            return "torch"
+        return "onnx-int8" if self._onnx.quantized else "onnx"
 
     def _onnx_encoder(self) -> Any:
         from portico.gateway.providers.local.onnx_encoder import OnnxSentenceEncoder, OnnxUnsupported
 
         try:
-            return OnnxSentenceEncoder(self._model, threads=self.dep.n_threads or 1)
+            return OnnxSentenceEncoder(
+                self._model, threads=self.dep.n_threads or 1, quantize=self.dep.precision == "int8"
+            )
         except Exception as exc:  # unsupported, or the exporter/ORT failed on this model: torch still serves it
             reason = str(exc) if isinstance(exc, OnnxUnsupported) else repr(exc)[:300]
-            log.warning("embedding model stays on torch", extra={"model": self.label, "reason": reason})
+            log.warning("embedding model stays on torch (float32)", extra={"model": self.label, "reason": reason})
             return None
 
     def _run(self, texts: list[str]) -> np.ndarray:

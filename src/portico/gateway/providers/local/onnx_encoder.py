@@ -8,12 +8,19 @@ downloaded. The export takes seconds, so the graph is kept in a cache folder (``
 is not writable the export runs at every start. Only the plain form is handled — a BERT-style encoder, then mean
 or CLS pooling, then optional L2 normalisation — and the result is checked against torch on probe texts before
 it is used; anything else stays on torch.
+
+``quantize=True`` (the deployment option ``precision: int8``) stores the weights of the graph's matrix products as
+int8, one scale per output channel, and quantizes activations on the fly. For documents this runs ~3.5x faster
+than sentence-transformers' float32 batches on CPUs with VNNI (SciFact abstracts), at a cosine of ~0.995 to the
+float32 vectors: meant for ingesting documents on CPUs without bfloat16 units, not for the query embedder whose
+vectors the cache verifier was fitted on. Per-tensor scales were tried and lose too much (cosine ~0.94).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import tempfile
 import warnings
@@ -46,7 +53,7 @@ def _layout(model: Any) -> tuple[str, bool]:
 
 
 class OnnxSentenceEncoder:
-    def __init__(self, model: Any, threads: int = 1) -> None:
+    def __init__(self, model: Any, threads: int = 1, quantize: bool = False) -> None:
         self.mode, self.normalize = _layout(model)
         self.tokenizer = model.tokenizer
         self.max_len = int(model.max_seq_length)
@@ -55,24 +62,26 @@ class OnnxSentenceEncoder:
             raise OnnxUnsupported(f"model type {getattr(hf.config, 'model_type', None)!r}")
         sample = self.tokenizer(["hello world"], return_tensors="pt")
         self.inputs = tuple(k for k in _INPUTS if k in sample)
-        cached = _cache_file(model, self.inputs)
-        graph = _read(cached)
-        try:
-            self.session = _session(graph, threads) if graph is not None else None
-        except Exception:  # a damaged cache file (ORT raises its own types): export again
-            self.session = None
+        self.quantized = quantize
+        self.session = _cached_session(_cache_file(model, self.inputs, "int8" if quantize else ""), threads)
         if self.session is None:
-            graph = _export(hf, self.inputs, sample)
-            _write(cached, graph)
+            graph = _float_graph(model, hf, self.inputs, sample)
+            if quantize:
+                graph = _quantize(graph)
+                _write(_cache_file(model, self.inputs, "int8"), graph)
             self.session = _session(graph, threads)
         self._check(model)
 
     def _check(self, model: Any) -> None:
         want = model.encode(list(_PROBES), normalize_embeddings=True, convert_to_numpy=True)
         got = self.encode(list(_PROBES), batch_size=2)
-        if not self.normalize:
-            want = want / np.linalg.norm(want, axis=1, keepdims=True)
-            got = got / np.linalg.norm(got, axis=1, keepdims=True)
+        want = want / np.linalg.norm(want, axis=1, keepdims=True)
+        got = got / np.linalg.norm(got, axis=1, keepdims=True)
+        if self.quantized:  # int8 cannot match exactly; a broken quantization (saturation on an old CPU) shows here
+            worst = float((want * got).sum(axis=1).min())
+            if worst < 0.98:
+                raise OnnxUnsupported(f"int8 vectors reach only cosine {worst:.3f} to torch's")
+            return
         worst = float(np.abs(want - got).max())
         if worst > 1e-4:
             raise OnnxUnsupported(f"ONNX vectors differ from torch by {worst:.2e}")
@@ -92,6 +101,11 @@ class OnnxSentenceEncoder:
 
     def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
         """Vectors in input order; batches are length-sorted so padding stays small."""
+        if self.quantized:
+            # Activations are quantized with one scale per tensor, so a text's vector would depend on its batch-mates
+            # and their padding; one text per run keeps it reproducible, and was also the fastest (54 vs 42 docs/s
+            # at batch 16 on SciFact abstracts).
+            batch_size = 1
         if len(texts) <= 1:
             return self._batch(texts) if texts else np.zeros((0, 0), dtype=np.float32)
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
@@ -99,6 +113,46 @@ class OnnxSentenceEncoder:
         out = np.empty((len(texts), parts[0].shape[1]), dtype=np.float32)
         out[np.asarray(order)] = np.concatenate(parts)
         return out
+
+
+def _cached_session(path: Path | None, threads: int) -> Any:
+    graph = _read(path)
+    try:
+        return _session(graph, threads) if graph is not None else None
+    except Exception:  # a damaged cache file (ORT raises its own types): the caller exports again
+        return None
+
+
+def _float_graph(model: Any, hf: Any, inputs: tuple[str, ...], sample: Any) -> bytes:
+    """The float32 graph from the cache when it loads, else exported now and cached."""
+    path = _cache_file(model, inputs)
+    graph = _read(path)
+    if graph is not None and _cached_session(path, 1) is not None:
+        return graph
+    graph = _export(hf, inputs, sample)
+    _write(path, graph)
+    return graph
+
+
+class _Quiet(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:  # the quantizer's advice to pre-process: not for operators
+        return record.levelno > logging.WARNING
+
+
+def _quantize(graph: bytes) -> bytes:
+    """Dynamic int8 quantization of the matrix products, per output channel (per tensor loses too much)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root, quiet = logging.getLogger(), _Quiet()
+    root.addFilter(quiet)
+    try:
+        with tempfile.TemporaryDirectory() as td:
+            out = Path(td) / "int8.onnx"
+            quantize_dynamic(onnx.load_from_string(graph), out, weight_type=QuantType.QInt8, per_channel=True)
+            return out.read_bytes()
+    finally:
+        root.removeFilter(quiet)
 
 
 def _export(hf: Any, inputs: tuple[str, ...], sample: Any) -> bytes:
@@ -148,12 +202,12 @@ def _positional(hf: Any, inputs: tuple[str, ...]) -> Any:
     return Wrapped().eval()
 
 
-def _cache_file(model: Any, inputs: tuple[str, ...]) -> Path | None:
+def _cache_file(model: Any, inputs: tuple[str, ...], variant: str = "") -> Path | None:
     import onnxruntime
     import torch
 
     root = model[0].auto_model.config.name_or_path or ""
-    h = hashlib.sha256(f"{torch.__version__}|{onnxruntime.__version__}|{inputs}|{root}".encode())
+    h = hashlib.sha256(f"{torch.__version__}|{onnxruntime.__version__}|{inputs}|{root}|{variant}".encode())
     weights = sorted(p for p in Path(root).glob("*") if p.suffix in (".safetensors", ".bin", ".json")) if root else []
     if not weights:
         return None  # no files to key on: export every time rather than risk a stale graph
