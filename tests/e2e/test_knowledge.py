@@ -27,7 +27,11 @@ def server(katan: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
             {"name": "oai", "deployments": [{"provider": "openai", "model": "echo", "base_url": f"{katan}/v1", **key,
                                              "context_window": 4096}]},
             {"name": "local-embed", "type": "embedding", "deployments": [{"provider": "local"}]},
+            # documents through the same model at int8 (ingestion speed), queries stay float32
+            {"name": "local-embed-int8", "type": "embedding",
+             "deployments": [{"provider": "local", "precision": "int8"}]},
         ],
+        "knowledge": {"document_embedder": "local-embed-int8"},
         "applications": [
             {"name": "docs-bot", "model": "oai", "steps": [
                 {"use": "rewrite", "model": "oai", "on_unresolved": "keep"},

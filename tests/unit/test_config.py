@@ -277,6 +277,19 @@ def test_application_on_embedding_model() -> None:
     assert "applications[0].model: 'e' is not a chat model" in msg
 
 
+def test_document_embedder_must_be_an_embedding_model() -> None:
+    embed = {"name": "e", "type": "embedding", "deployments": [{"provider": "local"}]}
+    int8 = {"name": "e8", "type": "embedding", "deployments": [{"provider": "local", "precision": "int8"}]}
+    assert "knowledge.document_embedder: 'a' is not an embedding model" in error_of(
+        {"models": [chat("a"), embed], "knowledge": {"document_embedder": "a"}}
+    )
+    msg = error_of({"models": [embed], "knowledge": {"document_embedder": "nope"}})
+    assert "'nope' is not an embedding model" in msg
+    cfg = validate({"models": [embed, int8], "knowledge": {"document_embedder": "e8"}})
+    assert cfg.knowledge.document_embedder == "e8" and cfg.embedder_model == "e"
+    assert "precision" in error_of({"models": [{**int8, "deployments": [{"provider": "local", "precision": "int4"}]}]})
+
+
 def test_duplicate_application_names_are_not_called_model_names() -> None:
     apps = [{"name": "app", "model": "a"}, {"name": "app", "model": "a"}]
     msg = error_of({"models": [chat("a")], "applications": apps})

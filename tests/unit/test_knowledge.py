@@ -22,6 +22,8 @@ from portico.context.knowledge.fusion import ranked, rrf
 from portico.context.knowledge.loaders import LoadedDocument, Section, UnsupportedFormat, from_text, load_bytes
 from portico.context.knowledge.manager import (
     Catalog,
+    DocumentEmbedder,
+    DocumentEmbedderMismatch,
     EmbeddedCatalog,
     KnowledgeBaseExists,
     KnowledgeBases,
@@ -294,6 +296,42 @@ async def test_manager_creates_lists_and_reopens(store: Catalog, tmp_path: Path)
     assert json.loads(json.dumps(await kb2.info()))["id"] == "docs"
     await kbs2.close()
     await other.close()
+
+
+async def test_documents_through_another_embedder_queries_through_the_first(tmp_path: Path) -> None:
+    calls = {"documents": 0, "queries": 0}
+
+    def counted(kind: str, fn=fake_embed):
+        async def embed(texts: list[str]) -> np.ndarray:
+            calls[kind] += len(texts)
+            return await fn(texts)
+
+        return embed
+
+    queries = counted("queries")
+    kbs = KnowledgeBases(EmbeddedCatalog(tmp_path / "a"), queries, "fake",
+                         DocumentEmbedder(counted("documents"), queries, "fake-int8", "fake"))  # fmt: skip
+    kb = await kbs.create("docs")
+    await kb.add([("cats", doc("Cats purr when they are content.")), ("dogs", doc("Dogs bark at strangers."))])
+    probes = 3  # the space check, once
+    assert calls == {"documents": probes + 2, "queries": probes}
+    await kb.add([("fish", doc("Fish swim in schools."))])
+    assert calls == {"documents": probes + 3, "queries": probes}
+    hits = await kb.search(SearchRequest("do cats purr", k=1, mode="vector"))
+    assert hits[0]["document_id"] == "cats" and calls["queries"] == probes + 1
+    await kbs.close()
+
+    async def elsewhere(texts: list[str]) -> np.ndarray:  # another model: another space
+        return np.roll(await fake_embed(texts), 7, axis=1)
+
+    kbs = KnowledgeBases(EmbeddedCatalog(tmp_path / "b"), fake_embed, "fake",
+                         DocumentEmbedder(elsewhere, fake_embed, "other-model", "fake"))  # fmt: skip
+    kb = await kbs.create("docs")
+    with pytest.raises(DocumentEmbedderMismatch, match=r"other-model.*same space") as err:
+        await kb.add([("cats", doc("Cats purr when they are content."))])
+    assert err.value.status == 500 and err.value.code == "document_embedder_mismatch"
+    assert (await kb.info())["documents"] == 0  # refused before anything was written
+    await kbs.close()
 
 
 def _same(store: Catalog) -> Catalog:

@@ -258,6 +258,10 @@ class KnowledgeConfig(BaseModel):
     model_config = _STRICT
     store: Literal["embedded", "postgres"] = "embedded"
     url: str | None = None  # postgres: postgresql://user@host/db (default: storage.url when it is PostgreSQL)
+    # The embedding model for documents when it is not the runtime's embedder, which still embeds the queries: e.g.
+    # the same weights at precision int8 for ~3x faster ingestion while queries stay float32. It must embed into the
+    # same space (checked on probe texts at the first ingestion).
+    document_embedder: str | None = None
 
 
 class PorticoConfig(BaseModel):
@@ -308,6 +312,9 @@ class PorticoConfig(BaseModel):
             names[a.name] = "application"
         if self.embedder is not None and names.get(self.embedder) != "embedding":
             raise ValueError(f"embedder: '{self.embedder}' is not an embedding model")
+        doc = self.knowledge.document_embedder
+        if doc is not None and names.get(doc) != "embedding":
+            raise ValueError(f"knowledge.document_embedder: '{doc}' is not an embedding model")
         return self
 
     @field_validator("state")

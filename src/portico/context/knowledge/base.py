@@ -110,10 +110,13 @@ _ID = re.compile(r"^[^\x00-\x1f]{1,512}$")
 
 
 class KnowledgeBase:
-    def __init__(self, name: str, backend: Backend, options: KBOptions, embed: Embed | None) -> None:
+    def __init__(
+        self, name: str, backend: Backend, options: KBOptions, embed: Embed | None, embed_documents: Embed | None = None
+    ) -> None:
         self.name = name
         self.options = options
-        self.embed_fn = embed
+        self.embed_fn = embed  # queries
+        self.embed_documents = embed_documents or embed  # chunks (another precision of the same model, if set)
         self.backend = backend
         self.chunking = ChunkingOptions(size=options.chunk_size, overlap=options.chunk_overlap)
         self.analyze = Analyzer()
@@ -138,13 +141,14 @@ class KnowledgeBase:
         return await self.backend.documents(limit, after)
 
     # -- writes -----------------------------------------------------------------------------------------------
-    async def _embed(self, texts: list[str]) -> np.ndarray:
-        if self.embed_fn is None:
+    async def _embed(self, texts: list[str], documents: bool = False) -> np.ndarray:
+        fn = self.embed_documents if documents else self.embed_fn
+        if fn is None:
             raise RuntimeError(f"knowledge base '{self.name}' has no embedding model")
         out = []
         step = self.options.embed_batch
         for i in range(0, len(texts), step):
-            out.append(np.asarray(await self.embed_fn(texts[i : i + step]), dtype=np.float32))
+            out.append(np.asarray(await fn(texts[i : i + step]), dtype=np.float32))
         return self.shrink(np.concatenate(out)) if out else np.zeros((0, 0), dtype=np.float32)
 
     def shrink(self, vectors: np.ndarray) -> np.ndarray:
@@ -202,7 +206,7 @@ class KnowledgeBase:
                 crow.append(ChunkRow(doc_id, c.position, c.section, c.text, c.tokens, meta, self.analyze(it),
                                      np.zeros(0, dtype=np.float32), it))  # fmt: skip
             rows.append((DocumentRow(doc_id, doc.source, doc.title, h, doc.metadata), crow))
-        vecs = await self._embed(texts)
+        vecs = await self._embed(texts, documents=True)
         at = 0
         chunk_no = 0
         for (i, doc_id, _, h), (drow, crow) in zip(group, rows, strict=True):

@@ -9,8 +9,11 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
+
 from portico.context.knowledge.backend import Backend
 from portico.context.knowledge.base import FUSIONS, Embed, KBOptions, KnowledgeBase
+from portico.protocol.errors import PorticoError
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -82,10 +85,57 @@ def parse_options(raw: dict[str, Any]) -> KBOptions:
     return opts
 
 
+_PROBES = [
+    "How do I reset my password?",
+    "Quarterly revenue rose 12% to 4.2 million euros, mostly from the new region.",
+    "Mitochondrial DNA mutations accumulate with age in human muscle fibres.",
+]
+
+
+class DocumentEmbedderMismatch(PorticoError):
+    """The operator's configuration, not the client's request: a 500 that says what to fix."""
+
+    status = 500
+    code = "document_embedder_mismatch"
+
+
+class DocumentEmbedder:
+    """Documents through another model than the queries (``knowledge.document_embedder``). Before its first use it
+    must agree with the query embedder on probe texts, so a knowledge base never mixes two vector spaces."""
+
+    MIN_COSINE = 0.95  # the packaged MiniLM at int8 vs float32: ≥ 0.98; a different model: far below
+
+    def __init__(self, documents: Embed, queries: Embed, name: str, query_name: str | None) -> None:
+        self.documents, self.queries = documents, queries
+        self.name, self.query_name = name, query_name
+        self._checked = False
+
+    async def __call__(self, texts: list[str]) -> np.ndarray:
+        if not self._checked:
+            a = np.asarray(await self.documents(_PROBES), dtype=np.float32)
+            b = np.asarray(await self.queries(_PROBES), dtype=np.float32)
+            cos = float((a * b).sum(axis=1).min()) if a.shape == b.shape else -1.0
+            if cos < self.MIN_COSINE:
+                raise DocumentEmbedderMismatch(
+                    f"knowledge.document_embedder '{self.name}' does not embed into the same space as the embedder "
+                    f"'{self.query_name}' (cosine {cos:.2f} on probe texts; the same model at another precision "
+                    f"reaches ≥ {self.MIN_COSINE}): no document was written"
+                )
+            self._checked = True
+        return await self.documents(texts)
+
+
 class KnowledgeBases:
-    def __init__(self, catalog: Catalog | Path, embed: Embed | None, embedding_model: str | None) -> None:
+    def __init__(
+        self,
+        catalog: Catalog | Path,
+        embed: Embed | None,
+        embedding_model: str | None,
+        embed_documents: Embed | None = None,
+    ) -> None:
         self.catalog: Catalog = EmbeddedCatalog(catalog) if isinstance(catalog, Path) else catalog
         self.embed = embed
+        self.embed_documents = embed_documents  # None: documents go through ``embed`` too
         self.embedding_model = embedding_model
         self._open: dict[str, KnowledgeBase] = {}
         self._lock = asyncio.Lock()
@@ -101,7 +151,7 @@ class KnowledgeBases:
             if name in self._open or await self.catalog.exists(name):
                 raise KnowledgeBaseExists(f"knowledge base '{name}' already exists")
             opts = KBOptions(**{**opts.public(), "embedding_model": self.embedding_model})
-            kb = KnowledgeBase(name, self.catalog.backend(name, opts), opts, self.embed)
+            kb = KnowledgeBase(name, self.catalog.backend(name, opts), opts, self.embed, self.embed_documents)
             await kb.open()
             self._open[name] = kb
             return kb
@@ -128,7 +178,7 @@ class KnowledgeBases:
             await backend.close()
             raise ValueError(f"knowledge base '{name}' was embedded with '{opts.embedding_model}', but the "
                              f"configured embedder is '{self.embedding_model}'")  # fmt: skip
-        kb = KnowledgeBase(name, backend, opts, self.embed)
+        kb = KnowledgeBase(name, backend, opts, self.embed, self.embed_documents)
         await kb.open()
         return kb
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from portico.context.knowledge.manager import Catalog, EmbeddedCatalog, KnowledgeBases
+from portico.context.knowledge.manager import Catalog, DocumentEmbedder, EmbeddedCatalog, KnowledgeBases
 
 _ATTR = "knowledge"
 
@@ -31,7 +31,12 @@ def knowledge_of(services: Any) -> KnowledgeBases:
         cfg = services.cfg
         model = cfg.embedder_model
         embed = services.embedder.embed if model is not None else None
-        kbs = KnowledgeBases(catalog_for(cfg), embed, model)
+        doc_model = getattr(getattr(cfg, "knowledge", None), "document_embedder", None)
+        documents = None
+        if embed is not None and doc_model is not None and doc_model != model:
+            documents = DocumentEmbedder(type(services.embedder)(services.gateway, doc_model).embed, embed,
+                                         doc_model, model)  # fmt: skip
+        kbs = KnowledgeBases(catalog_for(cfg), embed, model, documents)
         setattr(services, _ATTR, kbs)
         services.on_close(kbs.close)
     return kbs
