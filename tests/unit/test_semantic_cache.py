@@ -188,6 +188,27 @@ def test_factory_validates_options() -> None:
         semantic_cache_step({"colour": "red"}, S())  # type: ignore[arg-type]
 
 
+def test_a_lower_precision_embedder_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    from portico.config.loader import validate
+    from portico.observability.metrics import Metrics
+
+    def services(precision: str):
+        class S:
+            embedder = FakeEmbedder({})
+            metrics = Metrics([], [], set)
+            prices = None
+            cfg = validate({"models": [{"name": "emb", "type": "embedding",
+                                        "deployments": [{"provider": "local", "precision": precision}]}]})  # fmt: skip
+
+        return S()
+
+    with caplog.at_level("WARNING", logger="portico.cache"):
+        semantic_cache_step({}, services("float32"))  # type: ignore[arg-type]
+        assert not caplog.records
+        semantic_cache_step({}, services("int8"))  # type: ignore[arg-type]
+    assert "precision int8" in caplog.records[0].getMessage() and "document_embedder" in caplog.records[0].getMessage()
+
+
 def test_numpy_trees_match_sklearn_exactly() -> None:
     from portico.cache.verifier import Trees, _model
 

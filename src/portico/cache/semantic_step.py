@@ -195,9 +195,23 @@ class SemanticCacheStep(Step):
             log.warning("semantic cache write failed (%s): %s", self.opts.store, e)
 
 
+def _lower_precision(cfg: Any, model: str) -> str | None:
+    """The precision of a local embedder below float32, if any (its vectors move the verifier's inputs)."""
+    m = cfg.model(model) if cfg is not None and hasattr(cfg, "model") else None
+    for d in getattr(m, "deployments", None) or []:
+        if getattr(d, "precision", "float32") != "float32":
+            return str(d.precision)
+    return None
+
+
 def semantic_cache_step(options: dict[str, Any], services: Services) -> SemanticCacheStep:
     opts = parse_options(SemanticOptions, options)
-    services.embedder.require("semantic_cache")
+    model = services.embedder.require("semantic_cache")
+    low = _lower_precision(getattr(services, "cfg", None), model)
+    if low is not None:
+        log.warning("semantic_cache: the embedder '%s' runs at precision %s, but the verifier and min_similarity were "
+                    "fitted on float32 vectors, so hit precision may differ; for faster ingestion set "
+                    "knowledge.document_embedder instead", model, low)  # fmt: skip
     store = make_store(opts, getattr(getattr(services, "cfg", None), "state", None))
     if opts.store != "memory":
         services.on_close(store.close)
