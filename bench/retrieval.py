@@ -440,15 +440,16 @@ async def main() -> None:
             dmat = np.asarray(await CachedEmbedder(slow, CACHE / f"{name}-{MODEL}-docs-f32.npz")(dtexts))
             r["sentence-transformers exact (peer)"] = evaluate(exact_peer(ids, dmat, qvecs, qids), test)
             # What lower-precision document vectors cost: the same exact search over the same texts embedded so.
-            bf16_docs = CachedEmbedder(bf16, CACHE / f"{name}-{MODEL}-docs-bf16.npz")
-            for label, cache in {PRECISION: doc_cache, "bfloat16": bf16_docs}.items():
+            fmat = np.asarray(await doc_cache(dtexts))
+            bmat = np.asarray(await CachedEmbedder(bf16, CACHE / f"{name}-{MODEL}-docs-bf16.npz")(dtexts))
+            for label, mat in {PRECISION: fmat, "bfloat16": bmat}.items():
                 r[f"sentence-transformers exact, {label} document vectors"] = evaluate(
-                    exact_peer(ids, np.asarray(await cache(dtexts)), qvecs, qids), test
+                    exact_peer(ids, mat, qvecs, qids), test
                 )
             # A knowledge base configured with one lower-precision model embeds its queries with it as well.
             fq = dict(zip(qids, await fast.vectors([queries[q] for q in qids]), strict=True))
             r[f"sentence-transformers exact, {PRECISION} document and query vectors"] = evaluate(
-                exact_peer(ids, np.asarray(await doc_cache(dtexts)), fq, qids), test
+                exact_peer(ids, fmat, fq, qids), test
             )
             with bench_lock(slow, fast, bf16):  # the peer's timings under the same conditions as ours
                 hay, hay_lat = haystack_peer(corpus, dict(zip(ids, dmat, strict=True)), queries, qvecs, qids)

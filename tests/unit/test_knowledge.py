@@ -333,6 +333,17 @@ async def test_documents_through_another_embedder_queries_through_the_first(tmp_
     assert (await kb.info())["documents"] == 0  # refused before anything was written
     await kbs.close()
 
+    async def smaller(texts: list[str]) -> np.ndarray:
+        return (await fake_embed(texts))[:, :64]
+
+    kbs = KnowledgeBases(EmbeddedCatalog(tmp_path / "c"), fake_embed, "fake",
+                         DocumentEmbedder(smaller, fake_embed, "small-model", "fake"))  # fmt: skip
+    kb = await kbs.create("docs")
+    with pytest.raises(DocumentEmbedderMismatch, match="vectors of 64 and 256 dimensions"):
+        await kb.add([("cats", doc("Cats purr when they are content."))])
+    assert (await kb.info())["documents"] == 0
+    await kbs.close()
+
 
 def _same(store: Catalog) -> Catalog:
     """A second catalog over the same storage (as after a restart)."""

@@ -153,6 +153,25 @@ def test_int8_is_close_to_float32_and_cached_apart(model, encoder, cache_dir: Pa
     assert np.abs(again.encode(TEXTS) - got).max() < 1e-6
 
 
+def test_int8_from_a_damaged_float_cache_exports_again(model, encoder, cache_dir: Path, tmp_path: Path, monkeypatch):
+    float_graph = onnx_encoder._read(onnx_encoder._cache_file(model, encoder.inputs))
+    assert float_graph is not None
+    monkeypatch.setenv("PORTICO_CACHE_DIR", str(tmp_path))
+    path = onnx_encoder._cache_file(model, encoder.inputs)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(float_graph[: len(float_graph) // 2])
+    calls = []
+
+    def export(*a, **k):
+        calls.append(1)
+        return float_graph
+
+    monkeypatch.setattr(onnx_encoder, "_export", export)
+    int8 = OnnxSentenceEncoder(model, quantize=True)
+    assert calls == [1] and path.read_bytes() == float_graph
+    assert int8.quantized and (int8.encode(TEXTS[:1]) * encoder.encode(TEXTS[:1])).sum() > 0.95
+
+
 def test_int8_backend_and_its_fallback(cache_dir: Path, monkeypatch, caplog) -> None:
     monkeypatch.setenv("PORTICO_CACHE_DIR", str(cache_dir))
 

@@ -24,6 +24,10 @@ class QueryEmbedder:
         self.gateway = gateway
         self.model = model  # None: the config has no embedding model; steps that need one fail at build time
 
+    def for_model(self, model: str) -> QueryEmbedder:
+        """The same service over another embedding model (e.g. ``knowledge.document_embedder``)."""
+        return QueryEmbedder(self.gateway, model)
+
     def require(self, who: str) -> str:
         """For step factories: fail at start-up, not per request, when no embedding model is configured."""
         if self.model is None:

@@ -114,15 +114,24 @@ class DocumentEmbedder:
         if not self._checked:
             a = np.asarray(await self.documents(_PROBES), dtype=np.float32)
             b = np.asarray(await self.queries(_PROBES), dtype=np.float32)
-            cos = float((a * b).sum(axis=1).min()) if a.shape == b.shape else -1.0
-            if cos < self.MIN_COSINE:
+            seen = _disagreement(a, b, self.MIN_COSINE)
+            if seen:
                 raise DocumentEmbedderMismatch(
                     f"knowledge.document_embedder '{self.name}' does not embed into the same space as the embedder "
-                    f"'{self.query_name}' (cosine {cos:.2f} on probe texts; the same model at another precision "
-                    f"reaches ≥ {self.MIN_COSINE}): no document was written"
+                    f"'{self.query_name}' ({seen}): no document was written"
                 )
             self._checked = True
         return await self.documents(texts)
+
+
+def _disagreement(a: np.ndarray, b: np.ndarray, min_cosine: float) -> str:
+    """Why two embedders' vectors of the same texts are not one space ("" when they are)."""
+    if a.shape != b.shape:
+        return f"vectors of {a.shape[-1]} and {b.shape[-1]} dimensions"
+    cos = float((a * b).sum(axis=1).min())
+    if cos < min_cosine:
+        return f"cosine {cos:.2f} on probe texts; the same model at another precision reaches ≥ {min_cosine}"
+    return ""
 
 
 class KnowledgeBases:

@@ -34,8 +34,7 @@ def knowledge_of(services: Any) -> KnowledgeBases:
         doc_model = getattr(getattr(cfg, "knowledge", None), "document_embedder", None)
         documents = None
         if embed is not None and doc_model is not None and doc_model != model:
-            documents = DocumentEmbedder(type(services.embedder)(services.gateway, doc_model).embed, embed,
-                                         doc_model, model)  # fmt: skip
+            documents = DocumentEmbedder(services.embedder.for_model(doc_model).embed, embed, doc_model, model)
         kbs = KnowledgeBases(catalog_for(cfg), embed, model, documents)
         setattr(services, _ATTR, kbs)
         services.on_close(kbs.close)

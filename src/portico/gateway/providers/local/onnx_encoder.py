@@ -63,12 +63,18 @@ class OnnxSentenceEncoder:
         sample = self.tokenizer(["hello world"], return_tensors="pt")
         self.inputs = tuple(k for k in _INPUTS if k in sample)
         self.quantized = quantize
-        self.session = _cached_session(_cache_file(model, self.inputs, "int8" if quantize else ""), threads)
-        if self.session is None:
-            graph = _float_graph(model, hf, self.inputs, sample)
+        float_path = _cache_file(model, self.inputs)
+        own_path = _cache_file(model, self.inputs, "int8") if quantize else float_path
+        self.session = _cached_session(own_path, threads)
+        if self.session is None:  # no cache, or a damaged one
+            # int8 starts from the cached float32 graph when that parses; float32 only gets here when it did not
+            graph = _parsed(_read(float_path)) if quantize else None
+            if graph is None:
+                graph = _export(hf, self.inputs, sample)
+                _write(float_path, graph)
             if quantize:
                 graph = _quantize(graph)
-                _write(_cache_file(model, self.inputs, "int8"), graph)
+                _write(own_path, graph)
             self.session = _session(graph, threads)
         self._check(model)
 
@@ -123,14 +129,16 @@ def _cached_session(path: Path | None, threads: int) -> Any:
         return None
 
 
-def _float_graph(model: Any, hf: Any, inputs: tuple[str, ...], sample: Any) -> bytes:
-    """The float32 graph from the cache when it loads, else exported now and cached."""
-    path = _cache_file(model, inputs)
-    graph = _read(path)
-    if graph is not None and _cached_session(path, 1) is not None:
-        return graph
-    graph = _export(hf, inputs, sample)
-    _write(path, graph)
+def _parsed(graph: bytes | None) -> bytes | None:
+    """``graph`` when it is a whole ONNX model (a parse, cheaper than a session), else None."""
+    if graph is None:
+        return None
+    import onnx
+
+    try:
+        onnx.load_from_string(graph)
+    except Exception:  # protobuf's DecodeError and friends: a half-written file
+        return None
     return graph
 
 
