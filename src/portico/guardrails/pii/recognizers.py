@@ -15,6 +15,7 @@ Hit = tuple[int, int, str, float]
 ENTITY_TYPES = (
     "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "US_SSN", "IP_ADDRESS", "URL", "API_KEY",
     "ADDRESS", "ZIP_CODE", "DATE_TIME", "PERSON", "LOCATION", "ORGANIZATION", "NRP", "TITLE", "AGE",
+    "US_DRIVER_LICENSE",
 )  # fmt: skip
 
 
@@ -223,6 +224,19 @@ def _zips(text: str) -> Iterator[Hit]:
         yield m.start(1), m.end(1), "ZIP_CODE", 0.85
 
 
+# US licence numbers have no checksum and a format per state (1-2 letters and 4-16 digits, mostly): only after a
+# "driver's license (number) (is|:)" label.
+_DRIVER_LICENSE = re.compile(
+    r"(?i:\bdriver'?s?'? licen[cs]e(?:\s+(?:number|no\.?|#|id))?(?:\s+is|\s*[:#])?)\s+"
+    r"([A-Za-z]{0,2}\d[A-Za-z0-9-]{4,15})\b"
+)
+
+
+def _driver_licenses(text: str) -> Iterator[Hit]:
+    for m in _DRIVER_LICENSE.finditer(text):
+        yield m.start(1), m.end(1), "US_DRIVER_LICENSE", 0.85
+
+
 def _companies(text: str) -> Iterator[Hit]:
     for m in _COMPANY.finditer(text):
         start = m.start()
@@ -239,7 +253,7 @@ def _dates(text: str) -> Iterator[Hit]:
 
 RECOGNIZERS: tuple[Callable[[str], Iterator[Hit]], ...] = (
     _emails, _cards, _ibans, _ssns, _phones, _ips, _urls, _secrets, _addresses, _dates, _titles, _ages, _zips,
-    _companies,
+    _companies, _driver_licenses,
 )  # fmt: skip
 
 

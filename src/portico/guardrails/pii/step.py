@@ -5,6 +5,7 @@ Options (in an application's ``steps:``)::
     - use: pii
       ner: spacy                 # spacy | presidio | none (regex/checksum tier only)
       ner_weights: null          # null (the spaCy model's own NER) | tuned (the shipped fine-tuned one) | a directory
+      lexicon: true              # name and place lists check and complete the spaCy NER (guardrails/pii/lexicon.py)
       default: mask              # action for detected types not listed below: mask | block | allow
       entities: {CREDIT_CARD: block, DATE_TIME: allow, NRP: allow}
       min_score: 0.5
@@ -51,6 +52,7 @@ class PIIOptions(BaseModel):
     # portico.guardrails.pii.train writes such a directory); it only fits the packaged spacy_model. Not the
     # default: +0.01 typed F1 on the benchmark, but it drifts from the packaged NER on everyday text.
     ner_weights: str | None = None
+    lexicon: bool = True
     default: Action = "mask"
     entities: dict[str, Action] = Field(default_factory=dict)
     min_score: float = Field(default=0.5, ge=0, le=1)
@@ -202,5 +204,7 @@ def pii_step(options: dict[str, Any], services: Services) -> PIIStep:
     weights = TUNED_NER if opts.ner_weights == "tuned" else opts.ner_weights
     if opts.ner_weights == "tuned" and opts.spacy_model != SPACY_MODEL:
         raise ValueError(f"ner_weights: 'tuned' fits only spacy_model {SPACY_MODEL!r}, not {opts.spacy_model!r}")
-    detector = PIIDetector(ner=opts.ner, model=opts.spacy_model, min_score=opts.min_score, ner_weights=weights)
+    detector = PIIDetector(
+        ner=opts.ner, model=opts.spacy_model, min_score=opts.min_score, ner_weights=weights, lexicon=opts.lexicon
+    )
     return PIIStep(opts, detector, GuardMetrics(getattr(services, "metrics", None)))

@@ -229,7 +229,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     examples = [Example(nlp.make_doc(d["full_text"]), gold_doc(nlp, base, d)) for d in tr]
     examples += [Example(nlp.make_doc(t), base(t)) for t in rehearse]
     print(f"{len(examples)} examples ({len(rehearse)} rehearsal)", flush=True)
-    baseline = PIIDetector(ner="spacy")
+    baseline = PIIDetector(ner="spacy", lexicon=False)
     base_f1, base_per = typed_f1(baseline, dev)
     print(f"hold-out typed F1, packaged NER: {base_f1:.3f}", flush=True)
 
@@ -244,7 +244,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         for batch in minibatch(examples, size=compounding(4.0, 32.0, 1.001)):
             nlp.update(batch, sgd=optimizer, drop=args.dropout, losses=losses)
         with nlp.select_pipes(enable=["ner"]):
-            f1, _ = typed_f1(PIIDetector(ner="spacy", nlp=nlp), dev)
+            f1, _ = typed_f1(PIIDetector(ner="spacy", nlp=nlp, lexicon=False), dev)
         log.append({"epoch": epoch + 1, "loss": round(float(losses.get("ner", 0.0)), 1), "holdout_f1": round(f1, 4)})
         print(f"epoch {epoch + 1}: loss {losses.get('ner', 0):.1f} hold-out typed F1 {f1:.3f} "
               f"({time.process_time() - t0:.0f} s CPU)", flush=True)  # fmt: skip
@@ -253,7 +253,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         elif epoch + 1 - best[1] >= args.patience:
             break
     ner.from_bytes(best[2])
-    tuned = PIIDetector(ner="spacy", nlp=nlp)
+    tuned = PIIDetector(ner="spacy", nlp=nlp, lexicon=False)
     f1, per = typed_f1(tuned, dev)
     drift = agreement(nlp, base, rehearse_dev)
     print(f"best epoch {best[1]}: hold-out typed F1 {f1:.3f} (packaged {base_f1:.3f}); agreement with the "
