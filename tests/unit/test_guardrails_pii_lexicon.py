@@ -50,13 +50,14 @@ def test_places_and_licences(detectors: tuple[PIIDetector, PIIDetector]) -> None
     assert "US_DRIVER_LICENSE" not in found(lexicon, "A license for 12345678 drivers")
 
 
-def test_organisation_needs_evidence(detectors: tuple[PIIDetector, PIIDetector]) -> None:
-    plain, lexicon = detectors
+def test_organisations_with_evidence_only(detectors: tuple[PIIDetector, PIIDetector]) -> None:
+    _, lexicon = detectors
     text = "Are there any charges to withdraw money from ATM with my card?"
-    assert found(plain, text).get("ATM") == "ORGANIZATION"
-    assert "ATM" not in found(lexicon, text)  # the small model's bare ORG: scored under the default min_score
-    assert PIIDetector(min_score=0.4).detect(text)[0].type == "ORGANIZATION"  # min_score 0.4 keeps every ORG
-    assert found(lexicon, "Russell Investments is a design agency")["Russell Investments"] == "ORGANIZATION"
+    assert found(lexicon, text).get("ATM") == "ORGANIZATION"  # default: every NER organisation is masked
+    strict = PIIDetector(organizations="evidence")
+    assert "ATM" not in found(strict, text)  # a bare ORG: scored under the default min_score
+    assert found(strict, "He worked at Google for years").get("Google") == "ORGANIZATION"  # an employer cue
+    assert found(strict, "Russell Investments is a design agency")["Russell Investments"] == "ORGANIZATION"
     assert org_evidence("I work for Acme", 11, 15) and not org_evidence("Acme is big", 0, 4)
 
 

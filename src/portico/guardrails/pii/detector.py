@@ -137,12 +137,16 @@ class PIIDetector:
         ner_weights: str | Path | None = None,
         nlp: Any = None,
         lexicon: bool = True,
+        organizations: Literal["all", "evidence"] = "all",
     ) -> None:
         """``nlp``: an already loaded pipeline to use as is (the trainer scores the one it is training).
-        ``lexicon``: check and complete the spaCy tier's entities with name and place lists (see lexicon.py)."""
+        ``lexicon``: check and complete the spaCy tier's entities with name and place lists (see lexicon.py).
+        ``organizations: evidence``: an NER organisation counts only with a legal form or an employer cue (fewer
+        prompts garbled by masked acronyms, but a person's name the model calls an ORG then goes unmasked)."""
         self.ner = ner
         self.min_score = min_score
         self._lexicon = Lexicon.load() if lexicon and ner == "spacy" else None
+        self._org_evidence = organizations == "evidence"
         self._nlp = (nlp or load_spacy(model, ner_weights)) if ner == "spacy" else None
         # OpenBLAS would otherwise spin up a thread per core for these small products (2x the CPU on 2 cores).
         self._blas = ThreadpoolController() if ner == "spacy" else None
@@ -173,14 +177,14 @@ class PIIDetector:
                     typ, score = "LOCATION", 0.8  # "grew up in KNIVSTA", "I am in Rohod": a place, whatever its form
                 out.append((s, e, typ, score))
             if self._lexicon is not None:
-                out = self._with_lexicon(text, out, self._lexicon)
+                out = self._with_lexicon(text, out, self._lexicon, self._org_evidence)
         elif self._presidio is not None:
             for r in self._presidio.analyze(text, language="en"):
                 out.append((r.start, r.end, _PRESIDIO_TYPES.get(r.entity_type, r.entity_type), float(r.score)))
         return [h for h in out if h[3] >= self.min_score]
 
     @staticmethod
-    def _with_lexicon(text: str, hits: list[Hit], lex: Lexicon) -> list[Hit]:
+    def _with_lexicon(text: str, hits: list[Hit], lex: Lexicon, need_evidence: bool) -> list[Hit]:
         out: list[Hit] = []
         for s, e, typ, score in hits:
             if typ == "ORGANIZATION" and legal_form(text, s, e):
@@ -189,8 +193,8 @@ class PIIDetector:
                 text[s:e]
             ):
                 typ, score = "PERSON", 0.85
-            elif typ == "ORGANIZATION" and not org_evidence(text, s, e):
-                score = 0.45  # below the default min_score: an ORG needs a legal form or an employer cue
+            elif need_evidence and typ == "ORGANIZATION" and not org_evidence(text, s, e):
+                score = 0.45  # under the default min_score: the ORG needs a legal form or an employer cue
             out.append((s, e, typ, score))
         out += lex.hits(text)
         return out + lex.firms(text, out)
