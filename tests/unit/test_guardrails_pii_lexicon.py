@@ -28,6 +28,7 @@ def test_lists_are_read_from_faker() -> None:
     ("text", "value", "typ"),
     [
         ("Maybe it's under Miklós Hajdu", "Miklós Hajdu", "PERSON"),  # the NER says ORG
+        ("What's your last name? Turgeon", "Turgeon", "PERSON"),  # an ORG with a known surname, no company sign
         ("They had 6: Gaetane, Hannah, Anthony, Derek, Anna and Andrew.", "Derek", "PERSON"),  # the NER misses it
         ("We moved here from Tjæreborg", "Tjæreborg", "LOCATION"),  # the NER says ORG
         ("Aristóteles spent a year at Weeks-Rivas as the assistant", "Weeks-Rivas", "ORGANIZATION"),

@@ -193,8 +193,11 @@ class PIIDetector:
                 text[s:e]
             ):
                 typ, score = "PERSON", 0.85
-            elif need_evidence and typ == "ORGANIZATION" and not org_evidence(text, s, e):
-                score = 0.45  # under the default min_score: the ORG needs a legal form or an employer cue
+            elif typ == "ORGANIZATION" and not org_evidence(text, s, e):
+                if lex.has_name(text[s:e]):
+                    typ = "PERSON"  # no sign of a company and a known name in it: more often a person (still masked)
+                elif need_evidence:
+                    score = 0.45  # under the default min_score: the ORG needs a legal form or an employer cue
             out.append((s, e, typ, score))
         out += lex.hits(text)
         return out + lex.firms(text, out)

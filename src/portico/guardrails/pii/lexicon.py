@@ -8,10 +8,11 @@ names of 60-odd locales), read once when a detector loads (~0.2 s); nothing down
 - places: country and city names, and the capitalised words after a place cue ("based in", "I am in");
 - companies: two known surnames joined by a hyphen ("Weeks-Rivas").
 
-And they check what the NER says: an ORG or a multi-word place made only of known names is a person; with
-``organizations: evidence`` an ORG counts only with a legal form or an employment cue before it (the small model's
-ORG label was right a quarter of the time on presidio-research's dev third, but dropping the rest also unmasks the
-people it calls ORG). How each rule was chosen is in bench/results/guardrails.md.
+And they check what the NER says: an ORG or a multi-word place made only of known names is a person, and so is
+an ORG with a known name in it and no sign of a company (a legal form, an employer cue before it). With
+``organizations: evidence`` any other ORG without such a sign is dropped (the small model's ORG label was right a
+quarter of the time on presidio-research's dev third, but some of the rest are people's names left unmasked).
+How each rule was chosen is in bench/results/guardrails.md.
 """
 
 from __future__ import annotations
@@ -115,6 +116,14 @@ class Lexicon:
             return False
         return self._known(words[0], self.first) and all(
             self._known(w, self.first) or self._known(w, self.last) for w in words
+        )
+
+    def has_name(self, text: str) -> bool:
+        """Whether any word of an NER span is a known first or last name."""
+        return any(
+            w not in _STOP and (self._known(w, self.first) or self._known(w, self.last))
+            for w in _WORD.findall(text)
+            if len(w) > 1
         )
 
     def hits(self, text: str) -> list[Hit]:
