@@ -219,3 +219,14 @@ def test_intersections_and_second_units() -> None:
     )
     found = types("It went to 2035 Gewerbepark 45 Apt. 815 Suite 979, Brú, Iceland 82407 last night")
     assert found["2035 Gewerbepark 45 Apt. 815 Suite 979, Brú, Iceland 82407"] == "ADDRESS"
+
+
+def test_labelled_card_without_checksum_and_job_titles() -> None:
+    # A card number after its label is masked as one even when its checksum fails (a typo is still a card).
+    assert types("card number 630427373398 is lost")["630427373398"] == "CREDIT_CARD"
+    assert "CREDIT_CARD" not in types("call 630427373398 tomorrow").values()
+    assert types("I used to work for Usaa Group as Rolling machine operator, but quit")["Rolling machine operator"] == (
+        "TITLE"
+    )
+    assert "TITLE" not in types("He worked for us as well, and for them as a result of the merger.").values()
+    assert types("My driver's license number is A56319335")["A56319335"] == "US_DRIVER_LICENSE"

@@ -119,6 +119,16 @@ def _cards(text: str) -> Iterator[Hit]:
             yield m.start(), m.end(), "CREDIT_CARD", 1.0
 
 
+# A card number after its label even when the checksum fails: a mistyped card number is still one, and it is
+# better masked than sent on (or taken for a phone number).
+_LABELLED_CARD = re.compile(r"(?i:\bcard\s*(?:number|no\.?|#)?\s*(?:is|:|#)?\s*)((?:\d[ -]?){11,18}\d)(?![\d-])")
+
+
+def _labelled_cards(text: str) -> Iterator[Hit]:
+    for m in _LABELLED_CARD.finditer(text):
+        yield m.start(1), m.end(1), "CREDIT_CARD", 0.92
+
+
 def _ibans(text: str) -> Iterator[Hit]:
     for m in _IBAN.finditer(text):
         if iban_ok(m.group()):
@@ -237,6 +247,20 @@ def _driver_licenses(text: str) -> Iterator[Hit]:
         yield m.start(1), m.end(1), "US_DRIVER_LICENSE", 0.85
 
 
+# "I work for Acme as Dairy scientist, but ...": the words after "as" name a job.
+_JOB_AFTER_EMPLOYER = re.compile(
+    r"(?i:\bwork(?:ed|s|ing)? (?:for|at) [^,.;\n]{1,60}? as (?:an? )?)"
+    r"(?!(?i:well|usual|long|soon|much|many|part|such|expected|planned|needed|before|always|result|far|good|"
+    r"if|though|of|to|it|they|we|i|you|he|she)\b)([A-Za-z][\w-]*(?: [\w-]+){0,3}?)"
+    r"(?=\s*(?:[,.;!?\n]|$|\bbut\b|\band\b|\bfor\b|\buntil\b|\bsince\b))"
+)
+
+
+def _jobs(text: str) -> Iterator[Hit]:
+    for m in _JOB_AFTER_EMPLOYER.finditer(text):
+        yield m.start(1), m.end(1), "TITLE", 0.8
+
+
 def _companies(text: str) -> Iterator[Hit]:
     for m in _COMPANY.finditer(text):
         start = m.start()
@@ -253,7 +277,7 @@ def _dates(text: str) -> Iterator[Hit]:
 
 RECOGNIZERS: tuple[Callable[[str], Iterator[Hit]], ...] = (
     _emails, _cards, _ibans, _ssns, _phones, _ips, _urls, _secrets, _addresses, _dates, _titles, _ages, _zips,
-    _companies, _driver_licenses,
+    _companies, _driver_licenses, _labelled_cards, _jobs,
 )  # fmt: skip
 
 
