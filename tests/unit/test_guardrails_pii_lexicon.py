@@ -66,3 +66,12 @@ def test_everyday_words_stay_unlabelled(detectors: tuple[PIIDetector, PIIDetecto
     _, lexicon = detectors
     got = found(lexicon, "We live and love. The US and America, Muslim or Christian: it is where we live.")
     assert not any(t == "PERSON" for t in got.values()), got
+
+
+def test_entities_end_at_the_line_and_legal_forms_are_companies(detectors: tuple[PIIDetector, PIIDetector]) -> None:
+    _, lexicon = detectors
+    got = found(lexicon, "Cormac Allan\nEchocardiographer\nPlaceilivecom")
+    assert got.get("Cormac Allan") == "PERSON" and not any("\n" in k for k in got)  # not "Allan\nEchocardiographer"
+    assert found(lexicon, "Maika van de Noort\nEmployment manager\nOpportunityspace Inc")["Opportunityspace Inc"] == (
+        "ORGANIZATION"
+    )

@@ -164,6 +164,8 @@ class PIIDetector:
                 if mapped is None or ent.text.upper() in _NOT_NAMES:
                     continue
                 s, e = _trim(text, ent.start_char, ent.end_char)
+                if mapped[0] != "ADDRESS" and (nl := text.find("\n", s, e)) > s:
+                    s, e = _trim(text, s, nl)  # a name or a place ends at the line's end ("Allan\nEchocardiographer")
                 if any(s < b and a < e for a, b in exact):
                     continue  # a name or an address that ran on over a phone number or a card the regex tier owns
                 typ, score = mapped
@@ -187,8 +189,8 @@ class PIIDetector:
     def _with_lexicon(text: str, hits: list[Hit], lex: Lexicon, need_evidence: bool) -> list[Hit]:
         out: list[Hit] = []
         for s, e, typ, score in hits:
-            if typ == "ORGANIZATION" and legal_form(text, s, e):
-                pass  # "Russell Investments" is a company whatever its words
+            if typ in ("ORGANIZATION", "PERSON") and legal_form(text, s, e):
+                typ = "ORGANIZATION"  # "Russell Investments", "Opportunityspace Inc": a company whatever its words
             elif (typ == "ORGANIZATION" or (typ == "LOCATION" and len(text[s:e].split()) >= 2)) and lex.is_person(
                 text[s:e]
             ):
