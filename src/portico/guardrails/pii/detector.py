@@ -191,10 +191,11 @@ class PIIDetector:
         for s, e, typ, score in hits:
             if typ in ("ORGANIZATION", "PERSON") and legal_form(text, s, e):
                 typ = "ORGANIZATION"  # "Russell Investments", "Opportunityspace Inc": a company whatever its words
-            elif (typ == "ORGANIZATION" or (typ == "LOCATION" and len(text[s:e].split()) >= 2)) and lex.is_person(
-                text[s:e]
-            ):
-                typ, score = "PERSON", 0.85
+            elif (
+                typ == "ORGANIZATION"
+                or (typ == "LOCATION" and len(text[s:e].split()) >= 2 and not lex.is_place(text[s:e]))
+            ) and lex.is_person(text[s:e]):
+                typ, score = "PERSON", 0.85  # "Bekbolat Musliyevich" called an ORG; but "Sierra Leone" stays a place
             elif typ == "ORGANIZATION" and not org_evidence(text, s, e):
                 if lex.has_name(text[s:e]):
                     typ = "PERSON"  # no sign of a company and a known name in it: more often a person (still masked)

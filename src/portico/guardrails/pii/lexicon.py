@@ -119,6 +119,9 @@ class Lexicon:
             self._known(w, self.first) or self._known(w, self.last) for w in words
         )
 
+    def is_place(self, text: str) -> bool:
+        return text.casefold() in self.places
+
     def has_name(self, text: str) -> bool:
         """Whether any word of an NER span is a known first or last name."""
         return any(
