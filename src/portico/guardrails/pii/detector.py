@@ -189,15 +189,15 @@ class PIIDetector:
     def _with_lexicon(text: str, hits: list[Hit], lex: Lexicon, need_evidence: bool) -> list[Hit]:
         out: list[Hit] = []
         for s, e, typ, score in hits:
+            span = text[s:e]
             if typ in ("ORGANIZATION", "PERSON") and legal_form(text, s, e):
                 typ = "ORGANIZATION"  # "Russell Investments", "Opportunityspace Inc": a company whatever its words
-            elif (
-                typ == "ORGANIZATION"
-                or (typ == "LOCATION" and len(text[s:e].split()) >= 2 and not lex.is_place(text[s:e]))
-            ) and lex.is_person(text[s:e]):
-                typ, score = "PERSON", 0.85  # "Bekbolat Musliyevich" called an ORG; but "Sierra Leone" stays a place
+            elif typ in ("ORGANIZATION", "LOCATION") and lex.is_place(span):
+                typ, score = "LOCATION", max(score, 0.8)  # a listed country or city ("Sierra Leone" called an ORG)
+            elif (typ == "ORGANIZATION" or (typ == "LOCATION" and len(span.split()) >= 2)) and lex.is_person(span):
+                typ, score = "PERSON", 0.85  # "Bekbolat Musliyevich" called an ORG
             elif typ == "ORGANIZATION" and not org_evidence(text, s, e):
-                if lex.has_name(text[s:e]):
+                if lex.has_name(span):
                     typ = "PERSON"  # no sign of a company and a known name in it: more often a person (still masked)
                 elif need_evidence:
                     score = 0.45  # under the default min_score: the ORG needs a legal form or an employer cue
