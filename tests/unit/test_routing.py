@@ -357,3 +357,27 @@ def test_word_expert_serving_matches_scikit_learns_tfidf():
     got = [expert.score(None, t) for t in probes]
     np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
     assert got[2] == got[3] == expert.intercept  # nothing known: the intercept alone
+
+
+def test_domain_calibration_learns_what_the_prompt_cannot_show(tmp_path):
+    """The same kind of prompt in two applications: the strong model wins in 'legal' and ties in 'support'. Only the
+    domain tells them apart; an unknown or absent domain gets the overall mean, and save/load keeps the table."""
+    rng = np.random.default_rng(1)
+    recs = []
+    for i in range(100, 200):  # prompts of one kind and length in both domains
+        recs.append(PairwiseRecord(chat_prompt(i), "big", "small", "model_a" if rng.random() < 0.9 else "tie", "legal"))
+        recs.append(PairwiseRecord(chat_prompt(i + 100), "big", "small", "tie", "support"))
+    m = train(recs, embed, config=CFG)
+    e, t = embed([chat_prompt(500)])[0], chat_prompt(500)
+    legal, support, unknown = (m.p_strong_wins(e, t, d) for d in ("legal", "support", "elsewhere"))
+    assert legal > unknown > support and legal - support > 0.2, (legal, unknown, support)
+    assert m.p_strong_wins(e, t) == unknown  # no domain: the overall mean
+    assert m.p_strong_wins_batch(e[None], [t], ["legal"])[0] == pytest.approx(legal)
+    save(m, tmp_path, "d")
+    assert load(tmp_path, "d").p_strong_wins(e, t, "legal") == legal
+    assert (
+        PairwiseRecord.from_dict({"prompt": "q", "model_a": "x", "model_b": "y", "winner": "x", "domain": 7}).domain
+        == "7"
+    )
+    # Records without domains train the router as before: no domain column in the stack.
+    assert train(synthetic(), embed, config=CFG).domain_means is None

@@ -4,12 +4,13 @@ Reads the query embedding shared by every step (``services.embedder.query(ctx)``
 asks the trained preference router for P(strong answer beats weak answer | prompt), and sets
 ``ctx.target_model`` to ``strong`` when it is at or above the threshold, else to ``weak``. The threshold is given
 directly or looked up for a ``strong_share`` calibrated with ``portico router calibrate``. A model an earlier step
-already chose (an intent's route) is kept.
+already chose (an intent's route) is kept. A router trained on records with a ``domain`` is told the request's
+application as its domain (``domain: none`` leaves it out).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -31,6 +32,7 @@ class RoutePreferenceOptions(BaseModel):
     # The router's own names for the pair, when its training data used other names than the config's models.
     router_strong: str | None = None
     router_weak: str | None = None
+    domain: Literal["application", "none"] = "application"
 
     @model_validator(mode="after")
     def _one_threshold(self) -> RoutePreferenceOptions:
@@ -75,7 +77,8 @@ class RoutePreferenceStep(Step):
                 f"route_preference: router '{self.options.router}' was trained on {dim}-dimensional embeddings but "
                 f"the embedding model gives {emb.shape[-1]}; train it with the application's embedding model"
             )
-        p = self.model.p_wins(self.pair[0], self.pair[1], emb, ctx.query_text())
+        domain = ctx.application if self.options.domain == "application" else None
+        p = self.model.p_wins(self.pair[0], self.pair[1], emb, ctx.query_text(), domain)
         strong = p >= self.threshold
         ctx.target_model = self.options.strong if strong else self.options.weak
         ctx.note(
