@@ -378,7 +378,7 @@ def router_train(
 
 @router_app.command("calibrate")
 def router_calibrate(
-    prompts: Annotated[str, typer.Argument(help="JSONL of typical prompts: strings, {prompt} or {messages}")],
+    prompts: Annotated[str, typer.Argument(help="JSONL of typical prompts: strings, {prompt[, domain]} or {messages}")],
     name: Annotated[str, typer.Option(help="Router name")] = "default",
     strong_share: Annotated[float, typer.Option("--strong-share", help="Target share of strong-model calls")] = 0.3,
     out: RouterDirOpt = ".portico/routers",
@@ -387,14 +387,14 @@ def router_calibrate(
     """Pick the threshold that sends --strong-share of these prompts to the strong model; stored with the router."""
     from portico.routing.calibration import strong_share as share_of
     from portico.routing.calibration import threshold_for_share
-    from portico.routing.datafiles import load_prompts
+    from portico.routing.datafiles import load_prompts_with_domains
     from portico.routing.local_embed import local_embed_fn
     from portico.routing.store import load, save_threshold
 
     try:
         model = load(out, name, version)
-        texts = load_prompts(prompts)
-        p = model.p_strong_wins_batch(local_embed_fn()(texts), texts)
+        texts, domains = load_prompts_with_domains(prompts)  # a row's "domain": as route_preference will pass it
+        p = model.p_strong_wins_batch(local_embed_fn()(texts), texts, domains)
         threshold = threshold_for_share(p, strong_share)
     except (OSError, ValueError) as e:
         err.print(f"[red]error:[/red] {e}", highlight=False)

@@ -381,3 +381,16 @@ def test_domain_calibration_learns_what_the_prompt_cannot_show(tmp_path):
     )
     # Records without domains train the router as before: no domain column in the stack.
     assert train(synthetic(), embed, config=CFG).domain_means is None
+
+
+def test_calibration_prompts_carry_their_domain(tmp_path):
+    from portico.routing.datafiles import load_prompts_with_domains
+
+    path = tmp_path / "prompts.jsonl"
+    rows = [
+        '"plain"',
+        '{"prompt": "with a domain", "domain": "legal"}',
+        '{"messages": [{"role": "user", "content": "m"}]}',
+    ]
+    path.write_text("\n".join(rows) + "\n")
+    assert load_prompts_with_domains(path) == (["plain", "with a domain", "m"], [None, "legal", None])

@@ -46,11 +46,15 @@ def prompt_of(row: Any) -> str:
     raise ValueError('expected a string, {"prompt": ...} or {"messages": [...]}')
 
 
-def load_prompts(path: str | Path) -> list[str]:
-    out = []
+def load_prompts_with_domains(path: str | Path) -> tuple[list[str], list[str | None]]:
+    """Prompts and, for ``{"prompt": …, "domain": …}`` rows, their domain (None elsewhere)."""
+    texts: list[str] = []
+    domains: list[str | None] = []
     for n, row in _rows(path):
         try:
-            out.append(prompt_of(row))
+            texts.append(prompt_of(row))
         except ValueError as e:
             raise ValueError(f"{path}:{n}: {e}") from None
-    return out
+        domain = row.get("domain") if isinstance(row, dict) else None
+        domains.append(None if domain is None else str(domain))
+    return texts, domains
