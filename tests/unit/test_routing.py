@@ -394,3 +394,20 @@ def test_calibration_prompts_carry_their_domain(tmp_path):
     ]
     path.write_text("\n".join(rows) + "\n")
     assert load_prompts_with_domains(path) == (["plain", "with a domain", "m"], [None, "legal", None])
+
+
+async def test_step_passes_the_application_as_domain(tmp_path):
+    rng = np.random.default_rng(1)
+    recs = []
+    for i in range(100, 200):
+        recs.append(PairwiseRecord(chat_prompt(i), "big", "small", "model_a" if rng.random() < 0.9 else "tie", "app"))
+        recs.append(PairwiseRecord(chat_prompt(i + 100), "big", "small", "tie", "other"))
+    m = train(recs, embed, config=CFG)
+    save(m, tmp_path, "r")
+    e, t = embed([chat_prompt(500)])[0], chat_prompt(500)
+    cut = (m.p_strong_wins(e, t, "app") + m.p_strong_wins(e, t)) / 2
+    opts = {"strong": "gpt-big", "weak": "gpt-small", "router": "r", "dir": str(tmp_path), "threshold": cut}
+    with_domain, without = make_ctx(t), make_ctx(t)  # both come through the application "app"
+    await build(opts).run(with_domain)
+    await build({**opts, "domain": "none"}).run(without)
+    assert (with_domain.target_model, without.target_model) == ("gpt-big", "gpt-small")
