@@ -407,13 +407,13 @@ def train(
                 oof[pred_idx, j] = e.score_batch(emb[pred_idx], sub)
             if with_domains:
                 means, overall = _domain_means(prompt_domain, y, counts, fit_idx, cfg.domain_shrink)
-                oof[pred_idx, n_exp] = [means.get(prompt_domain[i], overall) if prompt_domain[i] else overall
-                                        for i in pred_idx]  # fmt: skip
-    domain_means, domain_default = (
-        _domain_means(prompt_domain, y, counts, np.arange(n), cfg.domain_shrink) if with_domains else (None, 0.0)
-    )
-    if with_domains and n < 2 * cfg.folds:
-        oof[:, n_exp] = [domain_means.get(d, domain_default) if d else domain_default for d in prompt_domain]  # type: ignore[union-attr]
+                oof[pred_idx, n_exp] = [means.get(prompt_domain[i], overall) for i in pred_idx]  # type: ignore[arg-type]
+    domain_means: dict[str, float] | None = None
+    domain_default = 0.0
+    if with_domains:
+        domain_means, domain_default = _domain_means(prompt_domain, y, counts, np.arange(n), cfg.domain_shrink)
+        if n < 2 * cfg.folds:  # too few prompts for folds: the in-sample means
+            oof[:, n_exp] = [domain_means.get(d, domain_default) for d in prompt_domain]  # type: ignore[arg-type]
     stack_x = np.column_stack([oof, z])
     stacker = Ridge(alpha=cfg.stack_alpha).fit(stack_x, y, sample_weight=counts)
     h_oof = stack_x @ stacker.coef_ + stacker.intercept_

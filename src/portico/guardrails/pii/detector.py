@@ -179,14 +179,13 @@ class PIIDetector:
                     typ, score = "LOCATION", 0.8  # "grew up in KNIVSTA", "I am in Rohod": a place, whatever its form
                 out.append((s, e, typ, score))
             if self._lexicon is not None:
-                out = self._with_lexicon(text, out, self._lexicon, self._org_evidence)
+                out = self._with_lexicon(text, out, self._lexicon)
         elif self._presidio is not None:
             for r in self._presidio.analyze(text, language="en"):
                 out.append((r.start, r.end, _PRESIDIO_TYPES.get(r.entity_type, r.entity_type), float(r.score)))
         return [h for h in out if h[3] >= self.min_score]
 
-    @staticmethod
-    def _with_lexicon(text: str, hits: list[Hit], lex: Lexicon, need_evidence: bool) -> list[Hit]:
+    def _with_lexicon(self, text: str, hits: list[Hit], lex: Lexicon) -> list[Hit]:
         out: list[Hit] = []
         for s, e, typ, score in hits:
             span = text[s:e]
@@ -199,7 +198,7 @@ class PIIDetector:
             elif typ == "ORGANIZATION" and not org_evidence(text, s, e):
                 if lex.has_name(span):
                     typ = "PERSON"  # no sign of a company and a known name in it: more often a person (still masked)
-                elif need_evidence:
+                elif self._org_evidence:
                     score = 0.45  # under the default min_score: the ORG needs a legal form or an employer cue
             out.append((s, e, typ, score))
         out += lex.hits(text)

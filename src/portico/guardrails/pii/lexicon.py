@@ -33,14 +33,13 @@ _STOP = frozenset(
      "St", "Road", "Avenue", "Suite", "Apt")
 )  # fmt: skip
 _TITLES = frozenset(("Professor", "Prof", "Doctor", "Mister", "Miss", "Madam", "Sir", "Lady", "Lord", "Saint", "St"))
-_UPPER = "A-ZÀ-ÞĀ-ž"
+_CAP = "A-ZÀ-Þ\u0100-\u017f"  # Latin capitals (Latin Extended-A mixes cases; names start capitalised anyway)
 _NAME_RUN = re.compile(
-    rf"\b([{_UPPER}][a-zà-ÿā-ž'-]+)(?:\s+([A-Z])\.)?\s+"
-    rf"((?:(?:van|von|de|der|den|ten|ter|da|di|le|la|del)\s+)?[{_UPPER}][\w'-]+)\b"
+    rf"\b([{_CAP}][a-zà-ÿā-ž'-]+)(?:\s+([A-Z])\.)?\s+"
+    rf"((?:(?:van|von|de|der|den|ten|ter|da|di|le|la|del)\s+)?[{_CAP}][\w'-]+)\b"
 )
 _WORD = re.compile(r"[^\W\d_][\w'-]*")
 _LIST = re.compile(r"\b[^\W\d_][\w'-]*(?:, [^\W\d_][\w'-]*)+,? and [^\W\d_][\w'-]*\b")
-_CAP = "A-ZÀ-Þ\u0100-\u017f"  # Latin capitals (Latin Extended-A mixes cases; names start capitalised anyway)
 _CAP_GREEK = _CAP + "\u0391-\u03a9"
 _PLACE_RUN = re.compile(rf"\b[{_CAP}][\w'-]+(?:[ -][{_CAP}][\w'-]+){{0,2}}\b")
 _PLACE_CUE = re.compile(
