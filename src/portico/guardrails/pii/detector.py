@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from threadpoolctl import ThreadpoolController
 
+from portico.guardrails.pii.addresses import components
 from portico.guardrails.pii.lexicon import Lexicon, legal_form, org_evidence
 from portico.guardrails.pii.recognizers import Hit, regex_hits
 
@@ -183,7 +184,10 @@ class PIIDetector:
         elif self._presidio is not None:
             for r in self._presidio.analyze(text, language="en"):
                 out.append((r.start, r.end, _PRESIDIO_TYPES.get(r.entity_type, r.entity_type), float(r.score)))
-        return [h for h in out if h[3] >= self.min_score]
+        out = [h for h in out if h[3] >= self.min_score]
+        names = [(h[0], h[1]) for h in out if h[2] == "PERSON"]
+        common = self._lexicon.is_english if self._lexicon is not None else None
+        return components(text, out, lambda s, e: any(a <= s and e <= b for a, b in names), common)
 
     def _with_lexicon(self, text: str, hits: list[Hit], lex: Lexicon) -> list[Hit]:
         out: list[Hit] = []

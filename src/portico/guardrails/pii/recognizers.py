@@ -10,6 +10,8 @@ import ipaddress
 import re
 from collections.abc import Callable, Iterator
 
+from portico.guardrails.pii.addresses import addresses
+
 Hit = tuple[int, int, str, float]
 
 ENTITY_TYPES = (
@@ -61,54 +63,6 @@ _SECRETS = re.compile(
 )
 _ASSIGNED_SECRET = re.compile(
     r"(?i)\b(?:api[_-]?key|secret|token|password|passwd|pwd|access[_-]?key)\b\s*[:=]\s*[\"']?([^\s\"',;]{8,})"
-)
-_STREET_WORDS = (  # common USPS street suffixes and their abbreviations, plus European street words
-    r"street|st|avenue|ave|road|rd|lane|ln|drive|dr|boulevard|blvd|court|ct|courts|way|ways|place|pl|square|sq|"
-    r"squares|terrace|ter|highway|hwy|parkway|pkwy|circle|cir|circles|trail|trl|crescent|close|row|alley|aly|"
-    r"plaza|plz|path|crossing|xing|crossroad|loop|run|ridge|ridges|park|gardens|gdns|garden|green|hill|hills|"
-    r"mews|village|vlg|villages|mission|msn|port|ports|prt|light|lights|ramp|union|unions|mountain|mountains|mtn|"
-    r"island|islands|isle|forge|forges|flat|flats|fort|ft|harbor|harbors|hbr|haven|heights|hts|junction|jct|"
-    r"junctions|key|keys|knoll|knolls|lake|lakes|landing|lndg|manor|manors|meadow|meadows|mill|mills|motorway|"
-    r"orchard|oval|pass|pike|pine|pines|plain|plains|point|points|pt|prairie|ranch|rapid|rapids|rest|river|shoal|"
-    r"shoals|shore|shores|skyway|spring|springs|spur|station|sta|stravenue|stream|summit|throughway|trace|"
-    r"track|trafficway|tunnel|turnpike|underpass|valley|valleys|via|viaduct|view|views|ville|vista|walk|walks|"
-    r"wall|well|wells|estate|estates|expressway|expy|extension|ext|falls|ferry|field|fields|freeway|fwy|glen|"
-    r"glens|grove|groves|burg|burgs|branch|brook|brooks|bypass|camp|canyon|cape|causeway|center|centers|cliff|"
-    r"cliffs|club|common|commons|corner|corners|course|cove|coves|creek|crest|curve|dale|dam|divide|"
-    r"rue|calle|strasse|straße|weg|gasse|platz|rua|avenida|allee|laan|straat|vej|gatan|vägen|katu|tie|ulica"
-)
-_APT = r"(?:,?\s*(?i:apt\.?|apartment|suite|ste\.?|unit|flat|#)\s*\w+)"
-# Capitalised, as in addresses ("Crown St", "Rua Diadema"): "top 10 ways" or "3 points" are not streets.
-_SW = "(?:" + "|".join(w[0].upper() + w[1:] + "|" + w.upper() for w in _STREET_WORDS.split("|")) + ")"
-_SW_INITIALS = "".join(sorted({w[0].upper() for w in _STREET_WORDS.split("|")}))
-_CAP = r"[A-ZÀ-Ý][\w'-]*\.?"
-_NAME = rf"(?:{_CAP}|de|du|des|da|do|dos|del|della|la|le|di|van|von|der|den|y)"
-_H = r"[ \t]+"  # words of one address line
-_LINE = (  # a further line or comma-separated part: apartment, city, region, country, postcode
-    rf"(?:(?i:apt\.?|apartment|suite|ste\.?|unit|flat|p\.?o\.? box)[ \t]*\w+|{_CAP}(?:{_H}{_NAME}){{0,3}}"
-    r"|[A-Z]{2}|\d{4,6}(?:[ \t]+[A-Z]{2})?|[A-Z]\d[A-Z] ?\d[A-Z]\d)(?:[ \t]+\d{4,6}|[ \t]+[A-Z]{2})?"
-)
-# "<number> <Name words> <street word> [Name words] [number]", "<street word> <Name words> <number>" (European
-# order) or "<number> <Name> <number>"; an optional apartment; then up to five further lines or parts.
-_ADDRESS = re.compile(
-    # The lookahead first: every form starts with a digit or a capitalised street word, so the engine skips the
-    # other positions at once instead of trying each street word there (4x faster, the same matches).
-    rf"(?=[\d{_SW_INITIALS}])"
-    rf"(?:\b\d{{1,6}}[A-Za-z]?{_H}(?:{_NAME}{_H}){{1,4}}{_SW}\b\.?(?:{_H}{_NAME}){{0,4}}(?:{_H}\d{{1,5}}[A-Za-z]?\b)?"
-    rf"|\b{_SW}{_H}(?:{_NAME}{_H}){{1,3}}\d{{1,5}}[A-Za-z]?\b"
-    rf"|\b\d{{1,6}}[A-Za-z]?{_H}{_CAP}(?:{_H}{_NAME}){{0,2}}{_H}\d{{1,5}}\b)"
-    + _APT
-    + rf"{{0,2}}(?:[ \t]*(?:,|\n)[ \t]*,?[ \t]*{_LINE}){{0,5}}"
-)
-_CORNER = re.compile(  # an intersection: "the corner of Pachergasse 64 and Radolič Harbor"
-    r"\b(?i:the corner of)\s+[^\n.,;:!?]{3,60}?\s+and\s+[A-ZÀ-Ý0-9][^\n.,;:!?]{1,40}?(?=\s*(?:[\n.,;:!?]|$))"
-)
-_DAY_MONTH_YEAR = re.compile(
-    r"\d{1,2}\s+(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)[a-z]*\.?\s+\d{2,4}", re.IGNORECASE
-)
-_ADDRESS_BARE = re.compile(  # "1234 Name Name" after an address cue ("lives at", "address is")
-    r"(?i:\b(?:address(?: is|:)?|lives? at|located at|ship(?:ped)? to|deliver(?:ed)? to|moved to|reside at))\s+"
-    r"(\d{1,6}[A-Za-z]?(?:\s+[A-ZÀ-Ý][\w'.-]*){1,4}\b(?:\s+\d{1,5})?" + _APT + r"?)"
 )
 _DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2})?)?\b|\b\d{1,2}/\d{1,2}/\d{2,4}\b")
 
@@ -195,25 +149,6 @@ def _secrets(text: str) -> Iterator[Hit]:
         yield m.start(1), m.end(1), "API_KEY", 0.9
 
 
-_MILITARY = re.compile(  # US military mail: "PSC 7300, Box 8726\nAPO AP 95612", "USNS Lee\nFPO AE 05609"
-    r"\b(?:(?:PSC|Unit|CMR) \d{3,5},? Box \d{3,5}|US(?:NS|NV|S|CGC|COP) [A-ZÀ-Ý][\w'-]+)[ \t]*[,\n]?[ \t]*"
-    r"[AFD]PO A[AEP] \d{5}\b"
-)
-
-
-def _addresses(text: str) -> Iterator[Hit]:
-    for m in _MILITARY.finditer(text):
-        yield m.start(), m.end(), "ADDRESS", 0.95
-    for m in _ADDRESS.finditer(text):
-        s = m.group().rstrip(" ,\n\t")
-        if not _DAY_MONTH_YEAR.fullmatch(s):  # "12 March 1980" has the shape of "12 Baker 5"
-            yield m.start(), m.start() + len(s), "ADDRESS", 0.75
-    for m in _CORNER.finditer(text):
-        yield m.start(), m.end(), "ADDRESS", 0.8
-    for m in _ADDRESS_BARE.finditer(text):
-        yield m.start(1), m.end(1), "ADDRESS", 0.6
-
-
 _TITLE = re.compile(r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Madam|Mme|Mlle|Herr|Frau)\b\.?(?=\s+[A-ZÀ-Ý])")
 _AGE = re.compile(
     r"(?i:\b(?:aged?|age of|age:)\s+(\d{1,3})\b|\b(\d{1,3})[ -](?:years?|yrs?)[ -]old\b|\b(\d{1,3})[ -]year[ -]old\b"
@@ -288,7 +223,7 @@ def _dates(text: str) -> Iterator[Hit]:
 
 
 RECOGNIZERS: tuple[Callable[[str], Iterator[Hit]], ...] = (
-    _emails, _cards, _ibans, _ssns, _phones, _ips, _urls, _secrets, _addresses, _dates, _titles, _ages, _zips,
+    _emails, _cards, _ibans, _ssns, _phones, _ips, _urls, _secrets, addresses, _dates, _titles, _ages, _zips,
     _companies, _driver_licenses, _labelled_cards, _jobs,
 )  # fmt: skip
 
