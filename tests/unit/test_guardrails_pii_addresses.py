@@ -96,3 +96,19 @@ def test_components_without_the_ner() -> None:
     text = "Dataweave\n\n" + text
     parts = components(text, regex_hits(text), lambda s, e: False)
     assert [(text[s:e], t) for s, e, t, _ in parts] == [(text[11:], "ADDRESS")]
+
+
+def test_the_line_above_a_signatures_address_names_the_company(detector: PIIDetector) -> None:
+    text = "Julcsa Kárpáthy\nMhealthcoach\n50668 Kiannonkatu 98 Apt. 105, ISHAM, United Kingdom"
+    got = spans(detector, text)
+    assert ("Mhealthcoach", "ORGANIZATION") in got and ("Julcsa Kárpáthy", "PERSON") in got
+    quoted = ">Ella H. Snider\n>Otc Markets\n>Ella H. Snider\n>228 Ringvej 144\n>Apt. 902\n>Qaqortoq\n>Greenland 96817"
+    assert ("Otc Markets", "ORGANIZATION") in spans(detector, quoted)  # names above it are skipped
+    # A field label above the address is no company, and neither is anything above an address inside a sentence.
+    assert "ORGANIZATION" not in {t for _, t in spans(detector, "Ship to:\n50668 Kiannonkatu 98 Apt. 105, ISHAM")}
+    assert "ORGANIZATION" not in {t for _, t in spans(detector, "Hello there\nI live at 221 Baker Street, London")}
+
+
+def test_po_boxes() -> None:
+    text = "Meet me at P.O. Box 149 Monika Union\n Apt. 485\n Pituffik\n Greenlander 52888"
+    assert [text[s:e] for s, e, _, _ in addresses(text)] == [text[11:]]

@@ -56,7 +56,8 @@ _ADDRESS = re.compile(
     rf"(?:\b\d{{1,6}}{_H}(?=\d|{_SW}))?"
     rf"(?:\b\d{{1,6}}[A-Za-z]?{_H}(?:{_NAME}{_H}){{1,4}}{_SW}\b\.?(?:{_H}{_NAME}){{0,4}}(?:{_H}\d{{1,5}}[A-Za-z]?\b)?"
     rf"|\b{_SW}{_H}(?:{_NAME}{_H}){{1,5}}\d{{1,5}}[A-Za-z]?\b"
-    rf"|\b\d{{1,6}}[A-Za-z]?{_H}(?:{_CAP}|{_LOWER})(?:{_H}{_NAME}){{0,2}}{_H}\d{{1,5}}\b\.?)"
+    rf"|\b\d{{1,6}}[A-Za-z]?{_H}(?:{_CAP}|{_LOWER})(?:{_H}{_NAME}){{0,2}}{_H}\d{{1,5}}\b\.?"
+    rf"|\bP\.?[ \t]?O\.?{_H}Box{_H}\d{{1,6}}(?:{_H}{_NAME}){{0,3}})"  # "P.O. Box 149 Monika Union"
     # On the apartment's line, the place may follow without a comma ("Apt. 085 BODØ nan", "Suite 979 BIBER Upper
     # Austria") when nothing but the line's end or punctuation comes after it.
     + rf"(?:{_APT}{{1,2}}(?:(?:{_H}(?:{_CAP}|nan)){{1,3}}(?=[ \t]*(?:\n|$|[,.?!])))?)?"
@@ -214,3 +215,36 @@ def components(
         return hits
     kept = [h for h in hits if not any(h[0] < e and s < h[1] for s, e, _ in spans)]
     return kept + [p for _, _, parts in spans for p in parts]
+
+
+_ORG_LINE = re.compile(rf"[{_CAPS}a-z0-9][^:;!?\d\n]{{1,60}}")  # a name line: no digits, no field label
+
+
+def letterhead_organizations(text: str, hits: list[Hit], is_person: Callable[[int, int], bool]) -> list[Hit]:
+    """In a letterhead or signature (names, a company, then the address on lines of their own), the nearest line
+    above the address that is not a person's name names the company: "Julcsa Kárpáthy\nMhealthcoach\n50668
+    Kiannonkatu 98 ...", ">Otc Markets\n>Ella H. Snider\n>228 Ringvej 144"."""
+    found: list[Hit] = []
+    for start, _, typ, _ in hits:
+        line_start = text.rfind("\n", 0, start) + 1
+        if typ != "ADDRESS" or _PREFIX.fullmatch(text, line_start, start) is None or line_start == 0:
+            continue
+        pos = line_start - 1  # the newline ending the line above
+        while pos > 0:
+            above = text.rfind("\n", 0, pos) + 1
+            s = _PREFIX.match(text, above, pos).end()  # type: ignore[union-attr]
+            e = pos
+            while e > s and text[e - 1] in " \t":
+                e -= 1
+            pos = above - 1
+            if e == s:
+                continue  # a blank line
+            if is_person(s, e):
+                continue  # a name above the address: look further up
+            if _ORG_LINE.fullmatch(text, s, e) and len(text[s:e].split()) <= 6:
+                found.append((s, e, "ORGANIZATION", 0.8))
+            break
+    if not found:
+        return hits
+    kept = [h for h in hits if not any(h[0] < e and s < h[1] for s, e, _, _ in found)]
+    return kept + found

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from threadpoolctl import ThreadpoolController
 
-from portico.guardrails.pii.addresses import components
+from portico.guardrails.pii.addresses import components, letterhead_organizations
 from portico.guardrails.pii.lexicon import Lexicon, legal_form, org_evidence
 from portico.guardrails.pii.recognizers import Hit, regex_hits
 
@@ -187,7 +187,11 @@ class PIIDetector:
         out = [h for h in out if h[3] >= self.min_score]
         names = [(h[0], h[1]) for h in out if h[2] == "PERSON"]
         common = self._lexicon.is_english if self._lexicon is not None else None
-        return components(text, out, lambda s, e: any(a <= s and e <= b for a, b in names), common)
+
+        def is_person(s: int, e: int) -> bool:
+            return any(a <= s and e <= b for a, b in names)
+
+        return letterhead_organizations(text, components(text, out, is_person, common), is_person)
 
     def _with_lexicon(self, text: str, hits: list[Hit], lex: Lexicon) -> list[Hit]:
         out: list[Hit] = []
