@@ -32,7 +32,8 @@ from portico.guardrails import toxicity as tox
 from portico.guardrails.injection import train as inj
 from portico.guardrails.injection.model import FAST_WEIGHTS, SELECTION, InjectionModel, design, ngram_vectorizer
 from portico.guardrails.injection.step import injection_step
-from portico.guardrails.pii.detector import TUNED_NER, PIIDetector, load_presidio
+from portico.guardrails.pii.detector import PIIDetector, load_presidio
+from portico.guardrails.pii.ner import TUNED_NER
 from portico.guardrails.pii.recognizers import regex_hits
 from portico.guardrails.pii.step import pii_step
 from portico.guardrails.topics import topics_step
@@ -99,8 +100,12 @@ TRIED_LATENCY = (
     "a side-by-side run; now the default). Measured and not used: ONNX Runtime's BERT graph fusions (no further "
     "gain), int8 (ONNX dynamic int8: 40 ms, mean cosine 0.993 to float32; torch dynamic int8: 27 ms, cosine "
     "0.94) and bfloat16 (58 ms, cosine ≥ 0.998): the embedder is shared with the semantic cache, whose verifier "
-    "was trained on float32 vectors. The steps overlap on two cores, so the floor is the topics embedding plus "
-    "what other work on the machine takes."
+    "was trained on float32 vectors. Then the NER in a worker process (`ner_process: true`, now the default; "
+    "`guardrails/pii/ner.py`): spaCy's tokenizer and NER hold the GIL for nearly all of their time, so in the "
+    "server's process the `pii` step ran one at a time with the injection model and the topics step's tokenizer "
+    "(two PII scans of the 1k-token prompt in two threads took 120 ms per pair, one after the other 91): in a "
+    "child process it runs beside them, and the parent runs the regex tier meanwhile (the in-process figure is "
+    "the last one above). The floor is then the slowest step plus what other work on the machine takes."
 )
 LOCK = os.environ.get("PORTICO_BENCH_LOCK", "/tmp/portico-bench.lock")  # Presidio's names → the same canonical types
 
@@ -374,6 +379,10 @@ class _Services:
     def __init__(self, backend: SentenceEmbeddingBackend) -> None:
         self.embedder = _Embedder(backend)
         self.metrics = None
+        self.closers: list[Any] = []
+
+    def on_close(self, close: Any) -> None:
+        self.closers.append(close)
 
 
 async def _backend(runtime: str) -> SentenceEmbeddingBackend:
@@ -443,6 +452,7 @@ async def _bench_latency(lines: list[str], encoder: Any) -> float:
     services = _Services(backend)
     default = [pii_step({}, services), injection_step({}, services), topics_step(TOPICS, services)]
     full = [pii_step({}, services), injection_step({"model": "full"}, services), topics_step(TOPICS, services)]
+    in_process = [pii_step({"ner_process": False}, services), *default[1:]]
     presidio = load_presidio()
     lines += ["## Latency", "",
               "Default input set = `pii` (regex/checksum + spaCy NER) ∥ `injection` (default model: n-grams + "
@@ -474,12 +484,18 @@ async def _bench_latency(lines: list[str], encoder: Any) -> float:
             torch_topics = topics_step(TOPICS, _Services(await _backend("torch")))
             v = await timed([torch_topics], req, runs)
             alone += f"; `topics` with the embedder on torch (`runtime: torch`) {pct(v, 50):.1f} / {pct(v, 99):.1f}"
+            in_cpu: list[float] = []
+            v = await timed(in_process, req, runs, in_cpu)
+            alone += (f". The default set with the NER in the server's process (`ner_process: false`, as before): "
+                      f"{pct(v, 50):.1f} / {pct(v, 99):.1f}, CPU {pct(in_cpu, 50):.1f}")  # fmt: skip
         lines.append(f"| {tokens} | {runs} | {pct(a, 50):.1f} / {pct(a, 99):.1f} | {pct(cpu, 50):.1f} | "
                      f"{pct(b, 50):.1f} / {pct(b, 99):.1f} | {pct(r, 50):.2f} / {pct(r, 99):.2f} | "
                      f"{pct(p, 50):.1f} / {pct(p, 99):.1f} |")  # fmt: skip
     lines += ["", f"Each step of the default set alone at 1k tokens (p50 / p99 ms): {alone}. The topics step's "
               "cost is the MiniLM query embedding (first 256 tokens), which a pipeline with a semantic cache or "
               "an embedding router computes anyway (one per request, shared).", "", TRIED_LATENCY, ""]  # fmt: skip
+    for close in services.closers:
+        await close()
     return p99_1k
 
 

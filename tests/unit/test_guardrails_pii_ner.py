@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from portico.guardrails.pii.detector import TUNED_NER, load_spacy
+from portico.guardrails.pii.ner import TUNED_NER, load_spacy
 from portico.guardrails.pii.step import pii_step
 from portico.guardrails.pii.train import DATA, is_test, template
 
@@ -17,6 +17,12 @@ MANIFEST = TUNED_NER.parent / "pii_ner_data.json"
 
 class _Services:
     metrics = None
+
+    def __init__(self) -> None:
+        self.closers: list = []
+
+    def on_close(self, close) -> None:  # type: ignore[no-untyped-def]
+        self.closers.append(close)
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +48,13 @@ def test_tuned_ner_keeps_generic_entities(nlp) -> None:  # type: ignore[no-untyp
     assert found.get("Paris") == "GPE" and found.get("Airbus") == "ORG"
 
 
-def test_pii_step_option_uses_the_tuned_ner() -> None:
-    step = pii_step({"ner_weights": "tuned"}, _Services())
+async def test_pii_step_option_uses_the_tuned_ner() -> None:
+    services = _Services()
+    step = pii_step({"ner_weights": "tuned"}, services)  # in the worker process (ner_process: true, the default)
     text = "Send it to Oluwaseun Adeyemi, 88 Harrow Crescent Apt. 4, Dunedin, New Zealand 9016"
     spans = {s.text: s.type for s in step.detector.detect(text)}
+    for close in services.closers:
+        await close()
     assert spans["Oluwaseun Adeyemi"] == "PERSON"
     assert spans["88 Harrow Crescent Apt. 4, Dunedin, New Zealand 9016"] == "ADDRESS"
     with pytest.raises(ValueError, match="fits only spacy_model"):

