@@ -458,12 +458,13 @@ async def _bench_latency(lines: list[str], encoder: Any) -> float:
               "Default input set = `pii` (regex/checksum + spaCy NER) ∥ `injection` (default model: n-grams + "
               "heuristics on every chunk of the whole prompt) ∥ `topics` (two denied topics: keywords + "
               "similarity of the shared MiniLM query embedding), run concurrently as in a `use: parallel` group, "
-              "in-process, one thread each (the embedder on ONNX Runtime, the product default), on a prompt built "
-              "from presidio-research texts. The second column "
+              "in-process, one thread each (the embedder on ONNX Runtime, the product default; the spaCy NER in its "
+              "worker process, also the default), on a prompt built from presidio-research texts. The second column "
               "uses `injection: {model: full}` (MiniLM on every chunk; 30 runs, 10 at 4k, as for Presidio alone). "
               "Milliseconds, p50 / p99; 'CPU' is the "
-              f"process's CPU time per run of the default set (median), which other work on the machine does not "
-              f"inflate. Load average when the timings started: {os.getloadavg()[0]:.2f}.", "",
+              "server process's CPU time per run of the default set (median; the NER worker's is not in it), which "
+              "other work on the machine does not inflate. Load average when the timings started: "
+              f"{os.getloadavg()[0]:.2f}.", "",
               "| prompt tokens | runs | default input set | default set CPU | with injection model full | "
               "regex tier alone | Presidio alone |",
               "|---|---|---|---|---|---|---|"]  # fmt: skip
