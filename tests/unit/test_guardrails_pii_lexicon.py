@@ -62,6 +62,15 @@ def test_organisations_with_evidence_only(detectors: tuple[PIIDetector, PIIDetec
     assert org_evidence("I work for Acme", 11, 15) and not org_evidence("Acme is big", 0, 4)
 
 
+def test_the_words_after_an_employer_cue_are_the_employer(detectors: tuple[PIIDetector, PIIDetector]) -> None:
+    _, lexicon = detectors
+    text = "Alvir spent a year at Weeks-Rivas, and the following year at Poweradvocate in Bremen."
+    got = found(lexicon, text)
+    assert got["Weeks-Rivas"] == got["Poweradvocate"] == "ORGANIZATION" and got.get("Bremen") == "LOCATION"
+    assert found(lexicon, "I work for Flightstats")["Flightstats"] == "ORGANIZATION"
+    assert "ORGANIZATION" not in found(lexicon, "I worked for The weekend only").values()  # a stop word first
+
+
 def test_everyday_words_stay_unlabelled(detectors: tuple[PIIDetector, PIIDetector]) -> None:
     _, lexicon = detectors
     got = found(lexicon, "We live and love. The US and America, Muslim or Christian: it is where we live.")

@@ -185,6 +185,8 @@ class PIIDetector:
             span = text[s:e]
             if typ in ("ORGANIZATION", "PERSON") and legal_form(text, s, e):
                 typ = "ORGANIZATION"  # "Russell Investments", "Opportunityspace Inc": a company whatever its words
+            elif typ == "PERSON" and org_evidence(text, s, e) and not lex.has_name(span):
+                typ = "ORGANIZATION"  # "I work for Flightstats": an employer, and no known name in it
             elif typ in ("ORGANIZATION", "LOCATION") and lex.is_place(span):
                 typ, score = "LOCATION", max(score, 0.8)  # a listed country or city ("Sierra Leone" called an ORG)
             elif (typ == "ORGANIZATION" or (typ == "LOCATION" and len(span.split()) >= 2)) and lex.is_person(span):

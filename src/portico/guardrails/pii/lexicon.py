@@ -54,6 +54,12 @@ _LEGAL_FORM = re.compile(
     r"(?i:\b(?:inc|corp|corporation|incorporated|llc|ltd|limited|gmbh|ag|sa|plc|group|holdings|company|co|partners|"
     r"associates|bank|university|institute|foundation|labs?|technologies|systems|solutions|investments)\b\.?)$"
 )
+# The capitalised words right after an employer cue name the employer: "I work for Flightstats", "spent a year at
+# Weeks-Rivas", "the following year at Poweradvocate".
+_EMPLOYER = re.compile(
+    r"(?i:\b(?:work(?:ed|s|ing)? (?:for|at)|employed (?:by|at)|hired by|(?:year|years|internship|job) at))\s+"
+    rf"((?:[{_CAP}][\w&'-]*)(?:[ -](?:[{_CAP}][\w&'-]*|of|and|&)){{0,3}})"
+)
 _EMPLOYER_CUE = re.compile(
     r"(?i:\b(?:work(?:ed|s|ing)? (?:for|at|with)|employed (?:by|at)|hired by|joined|founded|"
     r"(?:ceo|cto|cfo|director|manager|president|head|founder|employee|member)s? (?:of|at)|"
@@ -154,6 +160,10 @@ class Lexicon:
             first = m.group(1).split(maxsplit=1)[0].rstrip(".")
             if first not in _STOP and first not in _TITLES:  # "visiting Professor Smith" is no place
                 out.append((m.start(1), m.end(1), "LOCATION", 0.81))
+        for m in _EMPLOYER.finditer(text):
+            first = m.group(1).split(maxsplit=1)[0]
+            if first not in _STOP and first not in _TITLES and not self.is_place(m.group(1)):
+                out.append((m.start(1), m.end(1), "ORGANIZATION", 0.82))
         for m in _LIST.finditer(text):
             items = [(m.start() + w.start(), m.start() + w.end()) for w in _WORD.finditer(m.group())]
             items = [(a, b) for a, b in items if text[a:b] != "and"]
