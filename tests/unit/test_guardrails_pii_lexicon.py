@@ -94,3 +94,10 @@ def test_lists_and_cues_defer_to_places_and_titles(detectors: tuple[PIIDetector,
     assert "LOCATION" not in found(lexicon, "We are visiting Professor Smith tomorrow").values()
     got = found(lexicon, "They had 6: Hleb, Sheila, Donna and Shane.")
     assert all(got.get(n) == "PERSON" for n in ("Hleb", "Sheila", "Shane")), got
+
+
+def test_a_job_before_a_full_name_is_left_out(detectors: tuple[PIIDetector, PIIDetector]) -> None:
+    _, lexicon = detectors
+    got = found(lexicon, "Producer Liviana Palerma explained to Fuse TV why.")
+    assert got.get("Liviana Palerma") == "PERSON" and "Producer Liviana Palerma" not in got
+    assert found(lexicon, "Will Smith arrived.").get("Will Smith") == "PERSON"  # a first name that is also a word

@@ -39,6 +39,7 @@ _SPACY_TYPES = {
 # Regex-tier types that no NER entity contains.
 _STRUCTURED = frozenset({"PHONE_NUMBER", "EMAIL_ADDRESS", "CREDIT_CARD", "IBAN_CODE", "US_SSN", "IP_ADDRESS", "URL"})
 _FIELD_LABEL = re.compile(r"\n[ \t]*[^\W\d][\w .-]{0,20}$")  # "...\nMobile" before ": 0490 39 07 81"
+_LEAD_WORD = re.compile(r"([A-Z][a-z]+)\s+(?=[A-ZÀ-ÖØ-Þ\u0100-\u017f])")  # a capitalised word before another
 _NOT_NAMES = frozenset({"IBAN", "SSN", "IP", "API", "URL", "ID", "PIN", "CVV", "DOB", "VIN", "IBAN CODE", "EMAIL"})
 _NUMBERS_ONLY = re.compile(r"[\d\s]+")
 _CONCRETE_DATE = re.compile(
@@ -182,6 +183,9 @@ class PIIDetector:
     def _with_lexicon(self, text: str, hits: list[Hit], lex: Lexicon) -> list[Hit]:
         out: list[Hit] = []
         for s, e, typ, score in hits:
+            lead = _LEAD_WORD.match(text, s, e) if typ == "PERSON" else None
+            if lead and " " in text[lead.end() : e] and lex.is_english(lead[1]) and not lex.is_first_name(lead[1]):
+                s = lead.end()  # "Producer Liviana Palerma": the job before a full name is no part of it
             span = text[s:e]
             if typ in ("ORGANIZATION", "PERSON") and legal_form(text, s, e):
                 typ = "ORGANIZATION"  # "Russell Investments", "Opportunityspace Inc": a company whatever its words

@@ -128,6 +128,9 @@ class Lexicon:
             self._known(w, self.first) or self._known(w, self.last) for w in words
         )
 
+    def is_first_name(self, word: str) -> bool:
+        return self._known(word, self.first)
+
     def is_english(self, word: str) -> bool:
         return word.casefold() in self.english
 
