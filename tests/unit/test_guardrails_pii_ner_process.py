@@ -50,3 +50,15 @@ def test_close_stops_the_process() -> None:
 def test_a_model_that_does_not_load_is_a_clear_error() -> None:
     with pytest.raises(RuntimeError, match=r"NER worker did not start.*no_such_spacy_model.*E050"):
         NerProcess("no_such_spacy_model", start_timeout=60)
+
+
+def test_concurrent_callers_each_get_their_own_entities(worker: NerProcess) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = [f"{name} met Emmanuel Macron in {city}." for name, city in
+             [("Angela Merkel", "Paris"), ("Olaf Scholz", "Berlin"), ("Pedro Sánchez", "Madrid")] * 4]  # fmt: skip
+    nlp = load_spacy()
+    want = [[(e.start_char, e.end_char, e.label_) for e in nlp(t).ents] for t in texts]
+    with ThreadPoolExecutor(6) as pool:
+        got = list(pool.map(lambda t: [(e.start_char, e.end_char, e.label_) for e in worker(t).ents], texts))
+    assert got == want
