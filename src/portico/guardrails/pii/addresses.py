@@ -117,17 +117,37 @@ _ONE_LINE = re.compile(
 )
 
 
-def _lines(text: str, pos: int) -> Iterator[tuple[int, int, bool]]:
-    """(start, end, blank) of the content of each line from ``pos`` on, its quote or indent prefix left out."""
+def _content(text: str, start: int, end: int) -> tuple[int, int]:
+    """The line ``text[start:end]`` without its quote or indent prefix and its trailing blanks."""
+    s = _PREFIX.match(text, start, end).end()  # type: ignore[union-attr]
+    while end > s and text[end - 1] in " \t":
+        end -= 1
+    return s, end
+
+
+def _lines(text: str, pos: int) -> Iterator[tuple[int, int]]:
+    """The content (see ``_content``) of each line from ``pos`` on; a blank line is an empty range."""
     while pos < len(text):
         end = text.find("\n", pos)
         end = len(text) if end < 0 else end
-        start = _PREFIX.match(text, pos, end).end()  # type: ignore[union-attr]
-        stop = end
-        while stop > start and text[stop - 1] in " \t":
-            stop -= 1
-        yield start, stop, stop == start
+        yield _content(text, pos, end)
         pos = end + 1
+
+
+def _lines_above(text: str, line_start: int) -> Iterator[tuple[int, int]]:
+    """The content of each non-blank line above the line that starts at ``line_start``, nearest first."""
+    pos = line_start - 1  # the newline ending the line above
+    while pos > 0:
+        above = text.rfind("\n", 0, pos) + 1
+        s, e = _content(text, above, pos)
+        if e > s:
+            yield s, e
+        pos = above - 1
+
+
+def _replace(hits: list[Hit], spans: list[tuple[int, int]], new: list[Hit]) -> list[Hit]:
+    """``hits`` without those overlapping any of ``spans``, plus ``new``."""
+    return [h for h in hits if not any(h[0] < e and s < h[1] for s, e in spans)] + new
 
 
 def _block(text: str, m: re.Match[str]) -> tuple[int, list[Hit]] | None:
@@ -136,8 +156,8 @@ def _block(text: str, m: re.Match[str]) -> tuple[int, list[Hit]] | None:
     parts: list[Hit] = []
     places = 0
     end = m.end()
-    for s, e, blank in _lines(text, m.end() + 1):
-        if blank:
+    for s, e in _lines(text, m.end() + 1):
+        if e == s:  # a blank line
             if places == 2:
                 break
             continue
@@ -193,11 +213,9 @@ def components(
             continue
         end, rest = found
         start = m.start(1)
-        prefix = text[text.rfind("\n", 0, start) + 1 : start]
-        before = text[:start].rstrip()
-        prev = before[before.rfind("\n") + 1 :]
-        prev_start = len(before) - len(prev.lstrip(" \t>?|"))
-        if not before or prefix.strip() or (prev.strip() and is_person(prev_start, len(before))):
+        line_start = text.rfind("\n", 0, start) + 1
+        above = next(_lines_above(text, line_start), None)
+        if above is None or text[line_start:start].strip() or is_person(*above):
             number, street = (m.start(1), m.end(1), "ADDRESS", 0.8), (m.start(2), m.end(2), "ADDRESS", 0.8)
             spans.append((start, end, [number, street, *rest]))
         else:
@@ -211,10 +229,7 @@ def components(
         if m.group(3):
             parts.append((m.start(3), m.end(3), "LOCATION", 0.8))
         spans.append((m.start(), m.end(), parts))
-    if not spans:
-        return hits
-    kept = [h for h in hits if not any(h[0] < e and s < h[1] for s, e, _ in spans)]
-    return kept + [p for _, _, parts in spans for p in parts]
+    return _replace(hits, [(s, e) for s, e, _ in spans], [p for _, _, parts in spans for p in parts])
 
 
 _ORG_LINE = re.compile(rf"[{_CAPS}a-z0-9][^:;!?\d\n]{{1,60}}")  # a name line: no digits, no field label
@@ -227,24 +242,12 @@ def letterhead_organizations(text: str, hits: list[Hit], is_person: Callable[[in
     found: list[Hit] = []
     for start, _, typ, _ in hits:
         line_start = text.rfind("\n", 0, start) + 1
-        if typ != "ADDRESS" or _PREFIX.fullmatch(text, line_start, start) is None or line_start == 0:
+        if typ != "ADDRESS" or _PREFIX.fullmatch(text, line_start, start) is None:
             continue
-        pos = line_start - 1  # the newline ending the line above
-        while pos > 0:
-            above = text.rfind("\n", 0, pos) + 1
-            s = _PREFIX.match(text, above, pos).end()  # type: ignore[union-attr]
-            e = pos
-            while e > s and text[e - 1] in " \t":
-                e -= 1
-            pos = above - 1
-            if e == s:
-                continue  # a blank line
+        for s, e in _lines_above(text, line_start):
             if is_person(s, e):
                 continue  # a name above the address: look further up
             if _ORG_LINE.fullmatch(text, s, e) and len(text[s:e].split()) <= 6:
                 found.append((s, e, "ORGANIZATION", 0.8))
             break
-    if not found:
-        return hits
-    kept = [h for h in hits if not any(h[0] < e and s < h[1] for s, e, _, _ in found)]
-    return kept + found
+    return _replace(hits, [(h[0], h[1]) for h in found], found)
