@@ -110,7 +110,7 @@ class PIIDetector:
         ner_process: bool = False,
     ) -> None:
         """``nlp``: an already loaded pipeline to use as is (the trainer scores the one it is training).
-        ``ner_process``: run the spaCy NER in a worker process (ner_process.py): it holds the GIL, so in-process
+        ``ner_process``: run the spaCy NER in a worker process (ner.py): it holds the GIL, so in-process
         it serialises with every other Python step; call ``close()`` to stop the worker.
         ``lexicon``: check and complete the spaCy tier's entities with name and place lists (see lexicon.py).
         ``organizations: evidence``: an NER organisation counts only with a legal form or an employer cue (fewer
@@ -120,9 +120,9 @@ class PIIDetector:
         self._lexicon = Lexicon.load() if lexicon and ner == "spacy" else None
         self._org_evidence = organizations == "evidence"
         self._worker = NerProcess(model, ner_weights) if ner == "spacy" and ner_process and nlp is None else None
-        self._nlp = (nlp or self._worker or load_spacy(model, ner_weights)) if ner == "spacy" else None
+        self._nlp = (nlp or load_spacy(model, ner_weights)) if ner == "spacy" and self._worker is None else None
         # OpenBLAS would otherwise spin up a thread per core for these small products (2x the CPU on 2 cores).
-        self._blas = ThreadpoolController() if ner == "spacy" else None
+        self._blas = ThreadpoolController() if self._nlp is not None else None
         self._presidio = load_presidio(model) if ner == "presidio" else None
 
     def close(self) -> None:

@@ -141,25 +141,30 @@ class NerProcess:
     def send(self, text: str) -> None:
         """Start a call (the caller holds ``lock`` until ``receive``)."""
         try:
-            assert self._conn is not None
-            self._conn.send(text)
-        except (OSError, AssertionError, ValueError):
+            self._connection().send(text)
+        except (OSError, ValueError):  # the worker is gone: a new one
             self._restart()
-            assert self._conn is not None
-            self._conn.send(text)
+            self._connection().send(text)
 
     def receive(self, text: str) -> Entities:
         try:
-            assert self._conn is not None
-            got = self._conn.recv()
-        except (EOFError, OSError, AssertionError):
-            self._restart()  # the worker died mid-call: once more in a new one
-            assert self._conn is not None
-            self._conn.send(text)
-            got = self._conn.recv()
+            got = self._connection().recv()
+        except (EOFError, OSError):  # the worker died mid-call: once more in a new one
+            self._restart()
+            try:
+                self._connection().send(text)
+                got = self._connection().recv()
+            except (EOFError, OSError) as exc:
+                raise RuntimeError(f"the NER worker died twice on one text ({len(text)} characters)") from exc
         if isinstance(got, str):
             raise RuntimeError(f"the NER worker failed: {got}")
         return Entities([Entity(s, e, label, text[s:e]) for s, e, label in got])
+
+    def _connection(self) -> Connection:
+        if self._conn is None:  # closed, or a restart that failed: start again
+            self._start()
+        assert self._conn is not None
+        return self._conn
 
     @property
     def lock(self) -> threading.Lock:
