@@ -350,16 +350,25 @@ def router_train(
     out: RouterDirOpt = ".portico/routers",
     strong: Annotated[str | None, typer.Option(help="Strong model of the pair (default: highest rated)")] = None,
     weak: Annotated[str | None, typer.Option(help="Weak model of the pair (default: lowest rated)")] = None,
+    domain_correction_min: Annotated[
+        int,
+        typer.Option(
+            "--domain-correction-min",
+            min=0,
+            help="A domain with at least this many prompts gets its own score correction (0: off)",
+        ),
+    ] = 0,
 ) -> None:
     """Train a preference router (Bradley-Terry + prompt-aware predictor) on the packaged MiniLM embeddings."""
     from portico.routing.datafiles import load_pairwise
     from portico.routing.local_embed import EMBEDDER_NAME, local_embed_fn
-    from portico.routing.preference import train
+    from portico.routing.preference import TrainConfig, train
     from portico.routing.store import save
 
     try:
         records = load_pairwise(data)
-        model = train(records, local_embed_fn(), strong=strong, weak=weak)
+        config = TrainConfig(domain_correction_min=domain_correction_min)
+        model = train(records, local_embed_fn(), strong=strong, weak=weak, config=config)
     except (OSError, ValueError) as e:
         err.print(f"[red]error:[/red] {e}", highlight=False)
         raise typer.Exit(2) from None

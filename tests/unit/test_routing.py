@@ -411,3 +411,48 @@ async def test_step_passes_the_application_as_domain(tmp_path):
     await build(opts).run(with_domain)
     await build({**opts, "domain": "none"}).run(without)
     assert (with_domain.target_model, without.target_model) == ("gpt-big", "gpt-small")
+
+
+def _numbers_prompt(i: int, n: int) -> str:
+    prices = " and ".join(str((i * 7 + j * 13) % 90 + 10) for j in range(n))
+    return f"Order {i}: a shop sells items at prices {prices}."
+
+
+def _length_records() -> list[PairwiseRecord]:
+    """Two applications with opposite difficulty signs: in 'chat' (three times the records) the strong model wins
+    the short prompts; in 'math' it wins the long ones (more numbers, more steps). Same words in both."""
+    rng = np.random.default_rng(2)
+    recs = []
+    for i in range(300):
+        n = int(rng.integers(2, 13))
+        recs.append(PairwiseRecord(_numbers_prompt(i, n), "big", "small", "model_a" if n <= 5 else "tie", "chat"))
+    for i in range(300, 400):
+        n = int(rng.integers(2, 13))
+        recs.append(PairwiseRecord(_numbers_prompt(i, n), "big", "small", "model_a" if n >= 8 else "tie", "math"))
+    return recs
+
+
+def test_per_domain_correction_reweighs_a_domain_whose_difficulty_shows_differently(tmp_path):
+    """The shared stack learns 'long = easy' from the larger domain; a per-domain correction lets 'math' rank its
+    long prompts first again, leaves a domain below the threshold alone, and survives save/load."""
+    from scipy.stats import spearmanr
+
+    recs = _length_records()
+    cfg = TrainConfig(k=7, features=("log_chars", "log_words"), domain_correction_min=90, domain_correction_alpha=10)
+    shared, corrected = train(recs, embed, config=CFG), train(recs, embed, config=cfg)
+    assert shared.domain_corrections is None and set(corrected.domain_corrections) == {"chat", "math"}
+    texts = [_numbers_prompt(1000 + i, n) for i, n in enumerate(range(2, 13))]
+    e = embed(texts)
+    rho = {
+        name: spearmanr(range(2, 13), m.p_strong_wins_batch(e, texts, ["math"] * len(texts))).statistic
+        for name, m in (("shared", shared), ("corrected", corrected))
+    }
+    assert rho["shared"] < 0 < 0.8 < rho["corrected"], rho
+    single = [corrected.p_strong_wins(e[i], t, "math") for i, t in enumerate(texts)]
+    assert single == pytest.approx(list(corrected.p_strong_wins_batch(e, texts, ["math"] * len(texts))))
+    # An unknown domain gets no correction: the same score as with no domain at all.
+    assert corrected.p_strong_wins(e[0], texts[0], "elsewhere") == corrected.p_strong_wins(e[0], texts[0])
+    save(corrected, tmp_path, "c")
+    assert load(tmp_path, "c").p_strong_wins(e[3], texts[3], "math") == single[3]
+    few = TrainConfig(k=7, domain_correction_min=150)  # 'math' has 100 prompts: below it, only 'chat' is corrected
+    assert set(train(recs, embed, config=few).domain_corrections) == {"chat"}

@@ -59,3 +59,19 @@ def test_train_rejects_bad_rows(tmp_path):
     res = CliRunner().invoke(app, ["router", "train", data, "--out", str(tmp_path)])
     assert res.exit_code == 2
     assert "bad.jsonl:1" in res.output
+
+
+def test_train_with_per_domain_corrections(tmp_path):
+    from tests.unit.test_routing import _length_records
+
+    rows = [
+        {"prompt": r.prompt, "model_a": r.model_a, "model_b": r.model_b, "winner": r.winner, "domain": r.domain}
+        for r in _length_records()
+    ]
+    data = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    out = str(tmp_path / "routers")
+    res = CliRunner().invoke(app, ["router", "train", data, "--out", out, "--domain-correction-min", "150"])
+    assert res.exit_code == 0, res.output
+    assert set(load(out, "default").domain_corrections) == {"chat"}  # 'math' has 100 prompts
+    res = CliRunner().invoke(app, ["router", "train", data, "--out", out, "--domain-correction-min", "-1"])
+    assert res.exit_code == 2 and "--domain-correction-min" in res.output, res.output
