@@ -60,7 +60,11 @@ class PairwiseRecord:
             raise ValueError(f"winner must be one of {', '.join(WINNERS)} (or a model's name), not {row['winner']!r}")
         domain = row.get("domain")
         return cls(
-            prompt=str(row["prompt"]), model_a=a, model_b=b, winner=w, domain=None if domain is None else str(domain)
+            prompt=str(row["prompt"]),
+            model_a=a,
+            model_b=b,
+            winner=w,
+            domain=None if domain is None or domain == "" else str(domain),
         )
 
     @property
@@ -146,6 +150,12 @@ class PreferenceModel:
         self._feat_w = (np.asarray(self.stack_coef[n:], dtype=np.float64) / self.feat_std).astype(np.float64)
         self._bias = float(self.stack_intercept - np.dot(self._feat_w, self.feat_mean))
         self._corr = {d: np.asarray(c, dtype=np.float64) for d, c in (self.domain_corrections or {}).items()}
+        # The same corrections with the feature standardisation folded in, for one prompt at a time:
+        # (bias, weight of h - center, weights on the raw features).
+        self._corr_raw = {
+            d: (float(c[0] - np.dot(c[2:] / self.feat_std, self.feat_mean)), float(c[1]), c[2:] / self.feat_std)
+            for d, c in self._corr.items()
+        }
 
     def _index(self, name: str) -> int:
         try:
@@ -166,9 +176,9 @@ class PreferenceModel:
         for w, e in zip(self._expert_w, self.experts, strict=True):
             h += w * e.score(emb, prompt_text)
         h += self._domain_w * self.domain_mean(domain)
-        corr = self._corr.get(domain) if domain is not None and self._corr else None
+        corr = self._corr_raw.get(domain) if domain is not None and self._corr_raw else None
         if corr is not None:
-            h += corr[0] + corr[1] * (h - self.center) + float(np.dot(corr[2:], (f - self.feat_mean) / self.feat_std))
+            h += corr[0] + corr[1] * (h - self.center) + float(np.dot(corr[2], f))
         return h
 
     def prompt_scores(
