@@ -222,9 +222,7 @@ def main() -> None:
     box: list = []
     mmlu, gsm = data.load_golden("mmlu"), data.load_golden("gsm8k")
     em, eg = data.embed_cached("mmlu", mmlu.prompts, box), data.embed_cached("gsm8k", gsm.prompts, box)
-    perm = np.random.default_rng(SEED).permutation(len(mmlu.prompts))
-    cut = int(0.8 * len(perm))
-    tr, te = np.sort(perm[:cut]), np.sort(perm[cut:])
+    tr, te = ex.split(len(mmlu.prompts))
     sp = ex.Split(mmlu, gsm, em, eg, tr, te)
     te_text = sp.texts(te)
     gain = mmlu.strong_ok - mmlu.weak_ok
@@ -239,11 +237,10 @@ def main() -> None:
     few = ex.few_shot_gsm8k(sp, model)
     splits = ex.other_splits(sp)
     subjects = sp.subjects
-    prior = {s: gain[tr][subjects[tr] == s].mean() for s in sorted(set(subjects[tr]))}
     lr = embedding_lr(em[tr], gain[tr])
     scores = {
         "ours": (sp.score_mmlu(model, te), sp.score_gsm(model)),
-        "per-subject prior": (np.asarray([prior.get(s, 0.0) for s in subjects[te]]), np.zeros(len(gsm.prompts))),
+        "per-subject prior": (ex.subject_prior(sp, tr, te), np.zeros(len(gsm.prompts))),
         "prompt length": (
             np.asarray([prompt_features(t)[0] for t in te_text]),
             np.asarray([prompt_features(t)[0] for t in gsm.prompts]),

@@ -193,11 +193,7 @@ class PreferenceModel:
         x = np.column_stack([*cols, z]) if cols else z
         h = x @ self.stack_coef + self.stack_intercept
         if self._corr and domains is not None:
-            doms = np.asarray([d if d in self._corr else "" for d in domains], dtype=object)
-            for d, corr in self._corr.items():
-                sel = doms == d
-                if sel.any():
-                    h[sel] += corr[0] + corr[1] * (h[sel] - self.center) + z[sel] @ corr[2:]
+            _apply_corrections(h, z, domains, self._corr, self.center)
         return h
 
     @property
@@ -366,6 +362,17 @@ def _fit_corrections(
     return out
 
 
+def _apply_corrections(
+    h: np.ndarray, z: np.ndarray, domains: Sequence[str | None], corr: dict[str, np.ndarray], center: float
+) -> None:
+    """Adds each domain's correction to its rows of ``h`` in place (z: the standardised prompt features)."""
+    doms = np.asarray([d if d in corr else "" for d in domains], dtype=object)
+    for d, c in corr.items():
+        sel = doms == d
+        if sel.any():
+            h[sel] += c[0] + c[1] * (h[sel] - center) + z[sel] @ c[2:]
+
+
 def _fit_scale(gap: np.ndarray, h: np.ndarray, target: np.ndarray, iters: int = 50) -> float:
     """c ≥ 0 maximising the likelihood of sigmoid(gap + c·h) for soft targets (1-D Newton)."""
     c = 0.0
@@ -479,9 +486,8 @@ def train(
     corrections = None
     if with_domains and cfg.domain_correction_min > 0:
         corrections = _fit_corrections(cfg, prompt_domain, h_oof, center, z, y, counts)
-        for d, c in corrections.items():  # the scale below is fitted on the corrected scores
-            sel = np.asarray([pd == d for pd in prompt_domain])
-            h_oof[sel] += c[0] + c[1] * (h_oof[sel] - center) + z[sel] @ np.asarray(c[2:])
+        # The scale below is fitted on the corrected scores.
+        _apply_corrections(h_oof, z, prompt_domain, {d: np.asarray(c) for d, c in corrections.items()}, center)
     gap = np.abs(ratings[a] - ratings[b])
     target_hi = np.where(a_hi, t, 1 - t)
     scale = _fit_scale(gap, h_oof[rec_prompt] - center, target_hi)
