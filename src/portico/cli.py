@@ -355,9 +355,9 @@ def router_train(
         typer.Option(
             "--domain-correction-min",
             min=0,
-            help="A domain with at least this many prompts gets its own score correction (0: off)",
+            help="A domain with at least this many prompts gets its own score correction when it helps by CV (0: off)",
         ),
-    ] = 0,
+    ] = 100,
 ) -> None:
     """Train a preference router (Bradley-Terry + prompt-aware predictor) on the packaged MiniLM embeddings."""
     from portico.routing.datafiles import load_pairwise

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import zlib
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -439,7 +440,7 @@ def test_per_domain_correction_reweighs_a_domain_whose_difficulty_shows_differen
 
     recs = _length_records()
     cfg = TrainConfig(k=7, features=("log_chars", "log_words"), domain_correction_min=90, domain_correction_alpha=10)
-    shared, corrected = train(recs, embed, config=CFG), train(recs, embed, config=cfg)
+    shared, corrected = train(recs, embed, config=replace(CFG, domain_correction_min=0)), train(recs, embed, config=cfg)
     assert shared.domain_corrections is None and set(corrected.domain_corrections) == {"chat", "math"}
     texts = [_numbers_prompt(1000 + i, n) for i, n in enumerate(range(2, 13))]
     e = embed(texts)
@@ -456,3 +457,18 @@ def test_per_domain_correction_reweighs_a_domain_whose_difficulty_shows_differen
     assert load(tmp_path, "c").p_strong_wins(e[3], texts[3], "math") == single[3]
     few = TrainConfig(k=7, domain_correction_min=150)  # 'math' has 100 prompts: below it, only 'chat' is corrected
     assert set(train(recs, embed, config=few).domain_corrections) == {"chat"}
+
+
+def test_a_domain_whose_residual_is_noise_keeps_the_shared_score():
+    """A correction is kept only when it lowers the domain's squared error out of fold: where the winners are coin
+    flips (nothing in the prompt predicts them) no domain gets one, though both are above the size threshold."""
+    rng = np.random.default_rng(5)
+    recs = [
+        PairwiseRecord(
+            _numbers_prompt(i, int(rng.integers(2, 13))), "big", "small", str(rng.choice(["model_a", "tie"])), d
+        )
+        for d, start in (("a", 0), ("b", 1000))
+        for i in range(start, start + 150)
+    ]
+    cfg = TrainConfig(k=7, features=("log_chars", "log_words"), domain_correction_min=90, domain_correction_alpha=10)
+    assert train(recs, embed, config=cfg).domain_corrections == {}
