@@ -24,7 +24,7 @@ ATTEMPTS = {
     "+ difficulty features (numbers, math words/operators, options)": TrainConfig(features=DIFFICULTY),
     "difficulty features only (no prompt experts)": TrainConfig(experts=(), features=DIFFICULTY),
     "kNN k=300": TrainConfig(k=300),
-    "+ per-subject corrections (domains with ≥ 100 prompts)": TrainConfig(domain_correction_min=100),
+    "without per-domain corrections (domain_correction_min 0)": TrainConfig(domain_correction_min=0),
 }
 BLEND_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0)
 GSM_DEV = 0.3  # share of GSM8K that per-domain calibration may learn from (the rest is its test part)
@@ -182,28 +182,79 @@ def attempts(sp: Split, model: PreferenceModel, proxy: dict) -> list[tuple[str, 
     return rows
 
 
-def few_shot_gsm8k(sp: Split, model: PreferenceModel) -> dict:
+def embedding_lr(emb: np.ndarray, gain: np.ndarray, folds: int = 5) -> object:
+    """Logistic regression on the embedding predicting "the strong model wins"; C by CV inside the training set."""
+    from sklearn.linear_model import LogisticRegressionCV
+
+    return LogisticRegressionCV(Cs=[0.01, 0.1, 1.0, 10.0], cv=folds, scoring="roc_auc", max_iter=2000).fit(
+        emb, (gain > 0).astype(int)
+    )
+
+
+FEW_SHOT_ROWS = {
+    "random (mean of 20)": "random",
+    "prompt length": "length",
+    "embedding LR trained on the dev part": "lr_dev",
+    "ours, transfer (no GSM8K label)": "transfer",
+    "ours + dev part as domain records, no correction": "plain",
+    "ours + dev part, per-domain correction (the default)": "corrected",
+}
+
+
+def few_shot_gsm8k(sp: Split, model: PreferenceModel, partitions: int = 5) -> dict:
     """Per-domain calibration from a few labelled prompts of the new domain, as a deployment would collect them as
     feedback: the router trained on the MMLU training 80 % plus a random 30 % of GSM8K (domain "gsm8k"), with and
-    without per-domain corrections, against the transfer router and prompt length on the other 70 %."""
+    without its per-domain correction, against the transfer router, prompt length and an embedding LR fitted on
+    the same 30 %, all scored on the other 70 %; over ``partitions`` random dev/test partitions (seeds 0, 1, …)."""
     n = len(sp.gsm.prompts)
-    perm = np.random.default_rng(SEED).permutation(n)
-    dev, test = np.sort(perm[: int(GSM_DEV * n)]), np.sort(perm[int(GSM_DEV * n) :])
-    recs = sp.records(sp.tr) + golden_records(sp.gsm, dev, np.asarray(["gsm8k"] * n))
-    corrected_cfg = replace(CONFIG, domain_correction_min=100)
-    plain = train(recs, sp.embed, config=CONFIG)
-    corrected = train(recs, sp.embed, config=corrected_cfg)
-    lengths = np.asarray([len(sp.gsm.prompts[i]) for i in test], dtype=np.float64)
+    gain = sp.gsm.strong_ok - sp.gsm.weak_ok
+    runs: list[dict] = []
+    corrected_mmlu = 0.0
+    for seed in range(partitions):
+        perm = np.random.default_rng(seed).permutation(n)
+        dev, test = np.sort(perm[: int(GSM_DEV * n)]), np.sort(perm[int(GSM_DEV * n) :])
+        recs = sp.records(sp.tr) + golden_records(sp.gsm, dev, np.asarray(["gsm8k"] * n))
+        plain = train(recs, sp.embed, config=replace(CONFIG, domain_correction_min=0))
+        corrected = train(recs, sp.embed, config=CONFIG)
+        lengths = np.asarray([len(sp.gsm.prompts[i]) for i in test], dtype=np.float64)
+        runs.append(
+            {
+                "random": random_apgr(sp.gsm.weak_ok[test], sp.gsm.strong_ok[test]),
+                "length": sp.apgr_gsm(lengths, test),
+                "lr_dev": sp.apgr_gsm(embedding_lr(sp.eg[dev], gain[dev]).decision_function(sp.eg[test]), test),
+                "transfer": sp.apgr_gsm(sp.score_gsm(model, test), test),
+                "plain": sp.apgr_gsm(sp.score_gsm(plain, test), test),
+                "corrected": sp.apgr_gsm(sp.score_gsm(corrected, test), test),
+                "kept": "gsm8k" in (corrected.domain_corrections or {}),
+            }
+        )
+        if seed == 0:
+            corrected_mmlu = sp.apgr_mmlu(sp.score_mmlu(corrected, sp.te), sp.te)
     return {
-        "dev": len(dev),
-        "test": len(test),
-        "random": random_apgr(sp.gsm.weak_ok[test], sp.gsm.strong_ok[test]),
-        "length": sp.apgr_gsm(lengths, test),
-        "transfer": sp.apgr_gsm(sp.score_gsm(model, test), test),
-        "plain": sp.apgr_gsm(sp.score_gsm(plain, test), test),
-        "corrected": sp.apgr_gsm(sp.score_gsm(corrected, test), test),
-        "corrected_mmlu": sp.apgr_mmlu(sp.score_mmlu(corrected, sp.te), sp.te),
+        "dev": int(GSM_DEV * n),
+        "test": n - int(GSM_DEV * n),
+        "runs": runs,
+        "mean": {k: float(np.mean([r[k] for r in runs])) for k in FEW_SHOT_ROWS.values()},
+        "std": {k: float(np.std([r[k] for r in runs])) for k in FEW_SHOT_ROWS.values()},
+        "corrected_mmlu": corrected_mmlu,
     }
+
+
+def few_shot_curve(sp: Split, shares: tuple[float, ...] = (0.1, 0.2, 0.5), partitions: int = 5) -> list[tuple]:
+    """How many labels of the new domain the correction needs: (share, dev prompts, ours mean, std, prompt length
+    mean, std) on the test part, for other dev shares than GSM_DEV, over the same random partitions."""
+    n = len(sp.gsm.prompts)
+    out = []
+    for share in shares:
+        ours, length = [], []
+        for seed in range(partitions):
+            perm = np.random.default_rng(seed).permutation(n)
+            dev, test = np.sort(perm[: int(share * n)]), np.sort(perm[int(share * n) :])
+            recs = sp.records(sp.tr) + golden_records(sp.gsm, dev, np.asarray(["gsm8k"] * n))
+            ours.append(sp.apgr_gsm(sp.score_gsm(train(recs, sp.embed, config=CONFIG), test), test))
+            length.append(sp.apgr_gsm(np.asarray([len(sp.gsm.prompts[i]) for i in test], dtype=np.float64), test))
+        out.append((share, len(dev), np.mean(ours), np.std(ours), np.mean(length), np.std(length)))
+    return out
 
 
 def other_splits(sp: Split, seeds: tuple[int, ...] = (1, 2, 3)) -> list[tuple[int, float, float]]:
