@@ -201,6 +201,15 @@ FEW_SHOT_ROWS = {
 }
 
 
+def gsm_partition(sp: Split, share: float, seed: int) -> tuple[np.ndarray, np.ndarray, list[PairwiseRecord]]:
+    """A random dev/test partition of GSM8K (``share`` of it labelled) and the records a deployment would train
+    on: the MMLU training 80 % plus the dev part as domain "gsm8k"."""
+    n = len(sp.gsm.prompts)
+    perm = np.random.default_rng(seed).permutation(n)
+    dev, test = np.sort(perm[: int(share * n)]), np.sort(perm[int(share * n) :])
+    return dev, test, sp.records(sp.tr) + golden_records(sp.gsm, dev, np.asarray(["gsm8k"] * n))
+
+
 def few_shot_gsm8k(sp: Split, model: PreferenceModel, partitions: int = 5) -> dict:
     """Per-domain calibration from a few labelled prompts of the new domain, as a deployment would collect them as
     feedback: the router trained on the MMLU training 80 % plus a random 30 % of GSM8K (domain "gsm8k"), with and
@@ -211,9 +220,7 @@ def few_shot_gsm8k(sp: Split, model: PreferenceModel, partitions: int = 5) -> di
     runs: list[dict] = []
     corrected_mmlu = 0.0
     for seed in range(partitions):
-        perm = np.random.default_rng(seed).permutation(n)
-        dev, test = np.sort(perm[: int(GSM_DEV * n)]), np.sort(perm[int(GSM_DEV * n) :])
-        recs = sp.records(sp.tr) + golden_records(sp.gsm, dev, np.asarray(["gsm8k"] * n))
+        dev, test, recs = gsm_partition(sp, GSM_DEV, seed)
         plain = train(recs, sp.embed, config=replace(CONFIG, domain_correction_min=0))
         corrected = train(recs, sp.embed, config=CONFIG)
         lengths = np.asarray([len(sp.gsm.prompts[i]) for i in test], dtype=np.float64)
@@ -243,14 +250,11 @@ def few_shot_gsm8k(sp: Split, model: PreferenceModel, partitions: int = 5) -> di
 def few_shot_curve(sp: Split, shares: tuple[float, ...] = (0.1, 0.2, 0.5), partitions: int = 5) -> list[tuple]:
     """How many labels of the new domain the correction needs: (share, dev prompts, ours mean, std, prompt length
     mean, std) on the test part, for other dev shares than GSM_DEV, over the same random partitions."""
-    n = len(sp.gsm.prompts)
     out = []
     for share in shares:
         ours, length = [], []
         for seed in range(partitions):
-            perm = np.random.default_rng(seed).permutation(n)
-            dev, test = np.sort(perm[: int(share * n)]), np.sort(perm[int(share * n) :])
-            recs = sp.records(sp.tr) + golden_records(sp.gsm, dev, np.asarray(["gsm8k"] * n))
+            dev, test, recs = gsm_partition(sp, share, seed)
             ours.append(sp.apgr_gsm(sp.score_gsm(train(recs, sp.embed, config=CONFIG), test), test))
             length.append(sp.apgr_gsm(np.asarray([len(sp.gsm.prompts[i]) for i in test], dtype=np.float64), test))
         out.append((share, len(dev), np.mean(ours), np.std(ours), np.mean(length), np.std(length)))

@@ -102,7 +102,7 @@ class TrainConfig:
     # lowers their squared error by CV; 0 = off. alpha 300: GSM8K's 30 % dev part picked 100-300 by CV (0.644 on
     # either). On by default: with the MMLU subjects as domains it is neutral by CV inside the training split
     # (0.709 against 0.710 off; 5 of 57 subjects keep one) and, given 392 labelled GSM8K prompts, it ranks the
-    # rest at APGR 0.619 ± 0.010 over 5 partitions against 0.563 without it (bench-routing).
+    # rest at APGR 0.619 ± 0.010 over 5 partitions against 0.569 ± 0.011 without it (bench-routing).
     domain_correction_min: int = 100
     domain_correction_alpha: float = 300.0
 
