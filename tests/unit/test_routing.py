@@ -412,6 +412,10 @@ async def test_step_passes_the_application_as_domain(tmp_path):
     await build(opts).run(with_domain)
     await build({**opts, "domain": "none"}).run(without)
     assert (with_domain.target_model, without.target_model) == ("gpt-big", "gpt-small")
+    # The trace says what the router knew of the request's domain.
+    noted = with_domain.state["trace.notes"]["route_preference"]
+    assert noted["domain"] == "app" and noted["calibration"] == m.calibration("app") != "shared"
+    assert without.state["trace.notes"]["route_preference"]["calibration"] == "shared"
 
 
 def _numbers_prompt(i: int, n: int) -> str:
@@ -453,6 +457,8 @@ def test_per_domain_correction_reweighs_a_domain_whose_difficulty_shows_differen
     assert single == pytest.approx(list(corrected.p_strong_wins_batch(e, texts, ["math"] * len(texts))))
     # An unknown domain gets no correction: the same score as with no domain at all.
     assert corrected.p_strong_wins(e[0], texts[0], "elsewhere") == corrected.p_strong_wins(e[0], texts[0])
+    assert [corrected.calibration(d) for d in ("math", "elsewhere", None)] == ["corrected", "shared", "shared"]
+    assert shared.calibration("math") == "domain"
     save(corrected, tmp_path, "c")
     assert load(tmp_path, "c").p_strong_wins(e[3], texts[3], "math") == single[3]
     few = TrainConfig(k=7, domain_correction_min=150)  # 'math' has 100 prompts: below it, only 'chat' is corrected

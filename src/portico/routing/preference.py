@@ -172,6 +172,15 @@ class PreferenceModel:
             return self.domain_default
         return self.domain_means.get(domain, self.domain_default)
 
+    def calibration(self, domain: str | None) -> str:
+        """What the router knows of a domain, for the trace: "corrected" (its mean and its own correction),
+        "domain" (its mean outcome) or "shared" (no record of it: the overall mean)."""
+        if domain is not None and domain in self._corr_raw:
+            return "corrected"
+        if domain is not None and self.domain_means is not None and domain in self.domain_means:
+            return "domain"
+        return "shared"
+
     def prompt_score(self, embedding: np.ndarray, prompt_text: str, domain: str | None = None) -> float:
         """h(x): how much more than usual the stronger model is expected to win on this prompt."""
         emb = _unit(embedding)

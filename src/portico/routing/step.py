@@ -88,4 +88,6 @@ class RoutePreferenceStep(Step):
             threshold=self.threshold,
             target_model=ctx.target_model,
             router=f"{self.options.router}/v{self.model.info['version']}",
+            domain=domain,
+            calibration=self.model.calibration(domain),  # "shared": the router has no feedback of this domain
         )
