@@ -268,6 +268,10 @@ def main() -> None:
             )
         )
 
+    all_splits = [
+        ("0 (headline)", curves["ours"][0].apgr, curves["per-subject prior"][0].apgr, curves["prompt length"][0].apgr),
+        *splits,
+    ]
     human_rows = data.load_human()
     hq = human_accuracy(human_rows, box, by_question=True)
     hr = human_accuracy(human_rows, box, by_question=False)
@@ -375,12 +379,16 @@ def main() -> None:
         "## How much the held-out MMLU number moves with the split",
         "",
         "The same recipe trained and scored on other random 80/20 splits of MMLU (the headline stays on seed 0, "
-        "fixed before any of this was run), beside the per-subject prior on the same split:",
+        "fixed before any of this was run), beside the per-subject prior and prompt length on the same split:",
         "",
-        "| split seed | ours | per-subject prior |",
-        "|---|---|---|",
-        f"| 0 (headline) | {curves['ours'][0].apgr:.3f} | {curves['per-subject prior'][0].apgr:.3f} |",
-        *(f"| {s} | {a:.3f} | {b:.3f} |" for s, a, b in splits),
+        "| split seed | ours | per-subject prior | prompt length |",
+        "|---|---|---|---|",
+        *(f"| {s} | {a:.3f} | {b:.3f} | {c:.3f} |" for s, a, b, c in all_splits),
+        f"| **mean ± std over {len(all_splits)} splits** | "
+        + " | ".join(
+            f"{np.mean([x[k] for x in all_splits]):.3f} ± {np.std([x[k] for x in all_splits]):.3f}" for k in (1, 2, 3)
+        )
+        + " |",
         "",
         "## Cost/quality curves: accuracy at strong-call share 0 %, 10 %, …, 100 %",
         "",
