@@ -78,6 +78,11 @@ def split(n: int, seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(perm[:cut]), np.sort(perm[cut:])
 
 
+def char_lengths(texts: list[str]) -> np.ndarray:
+    """Each prompt's length in characters: the prompt-length baseline's score."""
+    return np.asarray([len(t) for t in texts], dtype=np.float64)
+
+
 def subject_prior(sp: Split, tr: np.ndarray, te: np.ndarray) -> np.ndarray:
     """The per-subject-prior baseline: each prompt of ``te`` scored by its subject's mean gain over ``tr``."""
     gain = sp.mmlu.strong_ok - sp.mmlu.weak_ok
@@ -110,7 +115,7 @@ def cv_apgr(sp: Split, config: TrainConfig = CONFIG, domains: bool = True, folds
 def percentile_blend(ref_p: np.ndarray, ref_len: np.ndarray, p: np.ndarray, texts: list[str], w: float) -> np.ndarray:
     """Our score's percentile among training prompts + w x the prompt length's: a fixed per-prompt transform (the
     sorted training references), not a ranking of the prompts being routed."""
-    lengths = np.asarray([len(t) for t in texts])
+    lengths = char_lengths(texts)
     return np.searchsorted(ref_p, p) / len(ref_p) + w * np.searchsorted(ref_len, lengths) / len(ref_len)
 
 
@@ -129,10 +134,10 @@ def unseen_subject_proxy(sp: Split) -> dict:
         m = sp.fit(idx[a])
         fit_texts = sp.texts(idx[a])
         ref_p = np.sort(sp.score_mmlu(m, idx[a]))
-        ref_len = np.sort([len(t) for t in fit_texts])
+        ref_len = np.sort(char_lengths(fit_texts))
         texts = sp.texts(idx[b])
         p = sp.score_mmlu(m, idx[b])
-        n_chars = np.asarray([len(t) for t in texts], dtype=np.float64)
+        n_chars = char_lengths(texts)
         mixed = {w: percentile_blend(ref_p, ref_len, p, texts, w) for w in BLEND_WEIGHTS}
         for s in np.unique(subjects[b]):
             sel = subjects[b] == s
@@ -163,7 +168,7 @@ def attempts(sp: Split, model: PreferenceModel, proxy: dict) -> list[tuple[str, 
         rows.append((name, f"CV {cv:.3f}", sp.apgr_mmlu(sp.score_mmlu(m, sp.te), sp.te), sp.apgr_gsm(sp.score_gsm(m))))
     tr_text, te_text = sp.texts(sp.tr), sp.texts(sp.te)
     ref_p = np.sort(sp.score_mmlu(model, sp.tr))
-    ref_len = np.sort([len(t) for t in tr_text])
+    ref_len = np.sort(char_lengths(tr_text))
     p_te, p_g = sp.score_mmlu(model, sp.te), sp.score_gsm(model)
     chosen = max(BLEND_WEIGHTS, key=lambda w: (proxy["blend"][w], -w))
     grid = ", ".join(f"w={w:g}: {v:.3f}" for w, v in proxy["blend"].items())
@@ -223,7 +228,7 @@ def few_shot_gsm8k(sp: Split, model: PreferenceModel, partitions: int = 5) -> di
         dev, test, recs = gsm_partition(sp, GSM_DEV, seed)
         plain = train(recs, sp.embed, config=replace(CONFIG, domain_correction_min=0))
         corrected = train(recs, sp.embed, config=CONFIG)
-        lengths = np.asarray([len(sp.gsm.prompts[i]) for i in test], dtype=np.float64)
+        lengths = char_lengths([sp.gsm.prompts[i] for i in test])
         runs.append(
             {
                 "random": random_apgr(sp.gsm.weak_ok[test], sp.gsm.strong_ok[test]),
@@ -256,7 +261,7 @@ def few_shot_curve(sp: Split, shares: tuple[float, ...] = (0.1, 0.2, 0.5), parti
         for seed in range(partitions):
             dev, test, recs = gsm_partition(sp, share, seed)
             ours.append(sp.apgr_gsm(sp.score_gsm(train(recs, sp.embed, config=CONFIG), test), test))
-            length.append(sp.apgr_gsm(np.asarray([len(sp.gsm.prompts[i]) for i in test], dtype=np.float64), test))
+            length.append(sp.apgr_gsm(char_lengths([sp.gsm.prompts[i] for i in test]), test))
         out.append((share, len(dev), np.mean(ours), np.std(ours), np.mean(length), np.std(length)))
     return out
 
@@ -268,7 +273,7 @@ def other_splits(sp: Split, seeds: tuple[int, ...] = (1, 2, 3, 4)) -> list[tuple
     for seed in seeds:
         tr, te = split(len(sp.mmlu.prompts), seed)
         m = sp.fit(tr)
-        lengths = np.asarray([len(t) for t in sp.texts(te)], dtype=np.float64)
+        lengths = char_lengths(sp.texts(te))
         out.append(
             (
                 seed,

@@ -351,13 +351,14 @@ def router_train(
     strong: Annotated[str | None, typer.Option(help="Strong model of the pair (default: highest rated)")] = None,
     weak: Annotated[str | None, typer.Option(help="Weak model of the pair (default: lowest rated)")] = None,
     domain_correction_min: Annotated[
-        int,
+        int | None,
         typer.Option(
             "--domain-correction-min",
             min=0,
-            help="A domain with at least this many prompts gets its own score correction when it helps by CV (0: off)",
+            help="A domain with at least this many prompts gets its own score correction when it helps by CV "
+            "(default: the router's, 100; 0: off)",
         ),
-    ] = 100,
+    ] = None,
 ) -> None:
     """Train a preference router (Bradley-Terry + prompt-aware predictor) on the packaged MiniLM embeddings."""
     from portico.routing.datafiles import load_pairwise
@@ -367,7 +368,9 @@ def router_train(
 
     try:
         records = load_pairwise(data)
-        config = TrainConfig(domain_correction_min=domain_correction_min)
+        config = (
+            TrainConfig() if domain_correction_min is None else TrainConfig(domain_correction_min=domain_correction_min)
+        )
         model = train(records, local_embed_fn(), strong=strong, weak=weak, config=config)
     except (OSError, ValueError) as e:
         err.print(f"[red]error:[/red] {e}", highlight=False)

@@ -12,8 +12,8 @@ Chatbot Arena and of Portico's own feedback:
 
 When records carry a ``domain`` (an application, an intent, a subject), the stack also gets the domain's mean y,
 shrunk towards the overall mean (per-domain calibration); at serving time the request's domain looks it up and an
-unseen or absent domain gets the overall mean. With ``domain_correction_min`` set, a domain with that many
-prompts also gets its own ridge correction of the residual y - h(x) on [h(x), the stack's prompt features], kept
+unseen or absent domain gets the overall mean. A domain with at least ``domain_correction_min`` prompts (100 by
+default) also gets its own ridge correction of the residual y - h(x) on [h(x), the stack's prompt features], kept
 when it lowers that domain's squared error by CV: a domain whose difficulty shows differently (math word problems,
 where length means more steps) re-weights the score inside itself; the others keep the shared score.
 
@@ -175,9 +175,9 @@ class PreferenceModel:
     def calibration(self, domain: str | None) -> str:
         """What the router knows of a domain, for the trace: "corrected" (its mean and its own correction),
         "domain" (its mean outcome) or "shared" (no record of it: the overall mean)."""
-        if domain is not None and domain in self._corr_raw:
+        if domain in self._corr_raw:
             return "corrected"
-        if domain is not None and self.domain_means is not None and domain in self.domain_means:
+        if self.domain_means is not None and domain in self.domain_means:
             return "domain"
         return "shared"
 
@@ -189,7 +189,7 @@ class PreferenceModel:
         for w, e in zip(self._expert_w, self.experts, strict=True):
             h += w * e.score(emb, prompt_text)
         h += self._domain_w * self.domain_mean(domain)
-        corr = self._corr_raw.get(domain) if domain is not None and self._corr_raw else None
+        corr = self._corr_raw.get(domain)  # None is never a key: no domain, no correction
         if corr is not None:
             h += corr[0] + corr[1] * (h - self.center) + float(np.dot(corr[2], f))
         return h
