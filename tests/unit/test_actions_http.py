@@ -53,7 +53,7 @@ async def server() -> AsyncIterator[str]:
     app.router.add_get("/slow", _slow)
     app.router.add_get("/fail", _fail)
     app.router.add_get("/redirect", _redirect)
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -105,7 +105,7 @@ async def test_arguments_cannot_leave_the_configured_host_or_path(server: str, v
     assert out.status == "ok", out.result.content
     seen = out.result.data
     assert seen["host"] == server.removeprefix("http://")
-    path, _, query = seen["raw_path"].partition("?")
+    path, _, _ = seen["raw_path"].partition("?")
     assert path.startswith("/api/orders/") and "/" not in path.removeprefix("/api/orders/")
     assert seen["query"] == {"view": value}  # one whole query value, nothing injected beside it
 
@@ -125,7 +125,7 @@ def test_placeholders_outside_path_and_query_fail_at_build() -> None:
         tool(url="file:///etc/passwd")
     with pytest.raises(ValueError, match="not properties"):
         tool(url="http://a.example/{x}", parameters={"type": "object", "properties": {"y": {"type": "string"}}})
-    with pytest.raises(ValueError, match="unknown key|Extra inputs"):
+    with pytest.raises(ValueError, match=r"unknown key|Extra inputs"):
         tool(url="http://a.example/x", allowed_hosts=["b"])
 
 

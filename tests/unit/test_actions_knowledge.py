@@ -43,7 +43,8 @@ async def test_search_returns_passages_with_ids_and_citations(tmp_path: Path, mo
                          NoApprovalQueue())  # fmt: skip
     assert out.status == "ok", out.result.content
     assert out.result.content.startswith("Passages") and "[refunds#0] Refund policy\nRefunds are paid" in (
-        out.result.content)
+        out.result.content
+    )
     assert len(out.result.citations) == 2 and out.result.citations[0]["id"] == "refunds#0"
     assert out.result.citations[0]["source"] == "policy.md" and out.result.data[0]["document_id"] == "refunds"
 

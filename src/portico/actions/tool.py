@@ -104,6 +104,11 @@ class ToolSource(ABC):
     def tools(self) -> list[Tool]:
         """The tools available now (an MCP server that is down lists none)."""
 
+    def declares(self, name: str) -> bool:
+        """Whether ``name`` is a tool this source offers, asked when agent steps are built (before ``start``): a
+        server whose tools are discovered later answers from its config (e.g. its allowed tools)."""
+        return any(t.name == name for t in self.tools())
+
     def health(self) -> dict[str, Any]:
         return {"status": "ok"}
 

@@ -38,8 +38,12 @@ def parameters(o: KnowledgeOptions) -> dict[str, Any]:
         "type": "object",
         "properties": {
             "query": {"type": "string", "minLength": 1, "description": "What to search for, in plain words"},
-            "k": {"type": "integer", "minimum": 1, "maximum": o.max_k,
-                  "description": f"How many passages to return (default {o.k})"},  # fmt: skip
+            "k": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": o.max_k,
+                "description": f"How many passages to return (default {o.k})",
+            },
         },
         "required": ["query"],
         "additionalProperties": False,
