@@ -67,8 +67,9 @@ class Seen:
 
 
 class ScriptedUpstream:
-    def __init__(self, script: Script, model: str = "scripted-1") -> None:
+    def __init__(self, script: Script, model: str = "scripted-1", routes: list[web.RouteDef] | None = None) -> None:
         self.script = script
+        self.routes = routes or []  # more endpoints on the same server (e.g. the tools an agent calls)
         self.model = model
         self.requests: list[Seen] = []
         self.port = free_port()
@@ -156,10 +157,11 @@ class ScriptedUpstream:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/health", _health)
+        app.add_routes(self.routes)
         return app
 
     async def __aenter__(self) -> ScriptedUpstream:
-        self._runner = web.AppRunner(self.app(), access_log=None)
+        self._runner = web.AppRunner(self.app(), access_log=None, handler_cancellation=True)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
         return self

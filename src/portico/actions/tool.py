@@ -79,6 +79,10 @@ class Tool(ABC):
     async def call(self, arguments: dict[str, Any], ctx: ToolContext) -> ToolResult:
         """Run with arguments already validated against ``parameters``."""
 
+    def public(self) -> dict[str, Any]:
+        """Kind-specific settings an operator may see (admin API, CLI): never header values or other secrets."""
+        return {}
+
     def spec(self) -> dict[str, Any]:
         """The OpenAI ``tools`` entry offered to the model."""
         return {
