@@ -118,6 +118,7 @@ def test_the_sdk_streams_the_answer_through_keepalive_comments(server: dict[str,
     body = {"model": "support-agent", "messages": QUESTION, "stream": True}
     with httpx.stream("POST", f"{server['url']}/v1/chat/completions", json=body, headers=AUTH, timeout=30) as r:
         lines = [line for line in r.iter_lines() if line]
+        assert r.headers["x-portico-model"] == "openai/scripted"
     comments = [line for line in lines if line.startswith(":")]
     assert comments[0] == ": portico agent: running lookup_order, eta" and len(comments) >= 2
     assert lines[-1] == "data: [DONE]"

@@ -336,6 +336,19 @@ async def test_stream_ends_with_the_limit_message(tmp_path: Path, tool_server: T
         assert "(max_steps)" in text and len(s.up.requests) == 2
 
 
+async def test_time_limit_mid_stream_keeps_what_was_sent_and_says_why(tmp_path: Path, tool_server: ToolServer) -> None:
+    script = [Turn.say("one two three four five six seven eight nine ten", chunk_delay=0.15)]
+    async with Setup(tmp_path, tool_server, script, time_limit=0.5) as s:
+        ctx = await ask(s.rt, stream=True)
+        chunks = [c async for c in ctx.stream]  # type: ignore[union-attr]
+        text = "".join(ch["delta"].get("content") or "" for c in chunks for ch in c.get("choices") or ())
+        assert text.startswith("one two") and "seven eight nine ten" not in text
+        assert text.endswith("its time limit of 0.5 seconds (time_limit).")
+        assert chunks[-2]["portico"]["agent"]["stopped"] == "time_limit"
+        spans = chat_trace(ctx, _record(), "none").spans
+        assert [sp.attributes.get("error.type") for sp in spans if sp.name == "chat m"] == ["TimeoutError"]
+
+
 def _record(status: int = 200) -> UsageRecord:
     return UsageRecord(ts=time.time(), request_id="req-1", endpoint="chat", status=status, key_id=None,
                        key_name=None, model="bot", application="bot", deployment="d", error_type=None,

@@ -127,10 +127,13 @@ class AgentRun:
                 else:
                     await self.step.gateway.chat(sub, self.model)
         except BaseException as e:
-            self.spans.append(ChildSpan("agent", f"chat {self.model}", sub.started, time.perf_counter() - sub.started,
-                                        type(e).__name__, {"portico.agent.turn": self.steps + 1}))  # fmt: skip
+            self.turn_span(sub, type(e).__name__, {"portico.agent.turn": self.steps + 1})
             raise
         return sub
+
+    def turn_span(self, sub: RequestContext, error: str | None, attrs: dict[str, Any]) -> None:
+        self.spans.append(ChildSpan("agent", f"chat {self.model}", sub.started, time.perf_counter() - sub.started,
+                                    error, {k: v for k, v in attrs.items() if v is not None}))  # fmt: skip
 
     def account(self, sub: RequestContext, finish: str | None, tool_calls: list[dict[str, Any]] | None) -> None:
         """Book a finished model call: its cost now, the run's usage, its span."""
@@ -151,8 +154,7 @@ class AgentRun:
                  "portico.cost_usd": round(usd, 8), "gen_ai.response.finish_reasons": [finish] if finish else None,
                  "portico.agent.tool_calls": [(c.get("function") or {}).get("name") for c in tool_calls or ()]
                  or None}  # fmt: skip
-        self.spans.append(ChildSpan("agent", f"chat {self.model}", sub.started, time.perf_counter() - sub.started,
-                                    None, {k: v for k, v in attrs.items() if v is not None}))  # fmt: skip
+        self.turn_span(sub, None, attrs)
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"steps": self.steps, "tool_calls": self.calls, "cost_usd": round(self.spent, 8)}
@@ -175,8 +177,6 @@ class AgentRun:
         """Run one turn's tool calls and append the turn and its results; the limit that ends the run, if any."""
         if len(self.calls) + len(calls) > self.o.max_tool_calls:
             return "max_tool_calls"
-        for c in calls:
-            c["id"] = c.get("id") or new_tool_call_id()
         ctx = self.ctx
         tctx = ToolContext(ctx.request_id, dict(ctx.caller), ctx.application, ctx, self.deadline)
         if self.o.parallel_tool_calls and len(calls) > 1:
@@ -248,7 +248,7 @@ class AgentRun:
             resp = sub.response or {}
             choice = (resp.get("choices") or [{}])[0]
             msg = choice.get("message") or {}
-            calls = msg.get("tool_calls") or []
+            calls = _with_ids(msg.get("tool_calls") or [])
             self.account(sub, choice.get("finish_reason"), calls)
             if not calls:
                 return self.answer(resp)
@@ -283,6 +283,8 @@ class AgentRun:
             self._first = await self.model_call(stream=True)
         except TimeoutError:
             self._first_reason = "time_limit"
+            return
+        self.ctx.deployment = self._first.deployment  # the response headers name it before the stream runs
 
     def chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         return chunk_dict(id=self.id, model=self.shown_model, created=self.created,
@@ -316,6 +318,7 @@ class AgentRun:
                         yield piece
                 except TimeoutError:
                     reason = "time_limit"
+                    self.turn_span(sub, "TimeoutError", {"portico.agent.turn": self.steps + 1})
                     break
                 finally:
                     if sub.stream is not None:
@@ -324,7 +327,7 @@ class AgentRun:
                 if turn is None:
                     raise UpstreamError("the upstream stream ended before the turn was complete", status=502)
                 choice = turn["choices"][0]
-                calls = choice["message"].get("tool_calls") or []
+                calls = _with_ids(choice["message"].get("tool_calls") or [])
                 self.account(sub, choice.get("finish_reason"), calls)
                 sub = None
                 if not calls:
@@ -375,6 +378,13 @@ class AgentRun:
                 text = (c.get("delta") or {}).get("content")
                 if text:
                     yield self.chunk({"content": text})
+
+
+def _with_ids(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Tool calls with ids (a tool message answers one by its id; not every upstream sends them)."""
+    for c in calls:
+        c["id"] = c.get("id") or new_tool_call_id()
+    return calls
 
 
 def _clip(value: Any, limit: int = 8000) -> str | None:
