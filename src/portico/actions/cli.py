@@ -20,7 +20,7 @@ from rich.table import Table
 from portico.actions.describe import describe
 from portico.actions.execute import run_tool
 from portico.actions.tool import ToolContext
-from portico.config import ConfigError, PorticoConfig, load_config
+from portico.config import PorticoConfig
 
 tools_app = typer.Typer(no_args_is_help=True, help="Tools agent steps may call: list them, try one.")
 err = Console(stderr=True)
@@ -30,11 +30,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON")]
 
 
 def _load(path: str | None) -> PorticoConfig:
-    try:
-        return load_config(path)
-    except ConfigError as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False)
-        raise typer.Exit(2) from None
+    from portico.cli import _load  # the main CLI's loader (its errors, its exit code); late: it imports this module
+
+    return _load(path)
 
 
 def _runtime(cfg: PorticoConfig) -> Any:
