@@ -22,6 +22,7 @@ goes back to the client as ordinary ``tool_calls``.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -29,9 +30,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from portico.actions.execute import DEFAULT_MAX_RESULT_CHARS
 from portico.actions.loop import AgentRun
 from portico.actions.screen import ToolOutputScreen
+from portico.actions.tool import Tool
 from portico.pipeline.context import RequestContext
 from portico.pipeline.options import parse_options
 from portico.pipeline.step import Step
+from portico.protocol.chat import Tool as FunctionTool
 from portico.protocol.errors import InvalidRequest
 
 
@@ -72,6 +75,14 @@ class AgentStep(Step):
         self.screen = None if options.on_injection == "off" else ToolOutputScreen(
             options.on_injection, options.injection_threshold)  # fmt: skip
         self.calls = services.metrics.counter("tool_calls", "Tool calls by agent steps", ("tool", "status"))
+        # The tools entry offered to the model, validated once per tool (an MCP server's tools may be replaced).
+        self._specs: weakref.WeakKeyDictionary[Tool, FunctionTool] = weakref.WeakKeyDictionary()
+
+    def spec(self, tool: Tool) -> FunctionTool:
+        spec = self._specs.get(tool)
+        if spec is None:
+            spec = self._specs[tool] = FunctionTool.model_validate(tool.spec())
+        return spec
 
     async def run(self, ctx: RequestContext) -> None:
         if (ctx.request.n or 1) > 1:

@@ -35,7 +35,6 @@ from portico.protocol.chat import (
     new_completion_id,
     new_tool_call_id,
 )
-from portico.protocol.chat import Tool as FunctionTool
 from portico.protocol.errors import UpstreamError
 
 LIMITS = {
@@ -66,7 +65,7 @@ class AgentRun:
         self.server: dict[str, Tool] = {t.name: t for t in step.toolbox.expand(o.tools)}
         client = [t for t in req.tools or () if t.function.name not in self.server]
         self.client_names = {t.function.name for t in client}
-        self.offered = [FunctionTool.model_validate(t.spec()) for t in self.server.values()] + client
+        self.offered = [step.spec(t) for t in self.server.values()] + client
         self.messages: list[Message] = list(req.messages)
         self.deadline = time.monotonic() + o.time_limit
         self.usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}

@@ -14,8 +14,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from portico.guardrails.injection.heuristics import matched
-from portico.guardrails.injection.model import FAST_WEIGHTS, InjectionModel, design, ngram_vectorizer
+import numpy as np
+
+from portico.guardrails.injection.heuristics import features, matched
+from portico.guardrails.injection.model import FAST_WEIGHTS, HASH_DIM, InjectionModel, ngram_vectorizer
 
 Action = Literal["flag", "strip", "stop"]
 STRIPPED = "[removed by Portico: text that looked like instructions to the model]"
@@ -54,8 +56,13 @@ class ToolOutputScreen:
         return out
 
     def _scores(self, pieces: list[str]) -> list[float]:
-        rows = design(None, pieces, self.vectorizer)
-        return self.model.chunk_scores(rows).tolist()
+        """The fast model's probabilities (its rows are [hashed n-grams | heuristics]), with the sparse n-gram part
+        multiplied as it is: the same numbers as ``chunk_scores(design(…))`` without a dense 16k-column copy."""
+        coef = self.model.coef
+        grams = self.vectorizer.transform(pieces)
+        heur = np.stack([features(p) for p in pieces])
+        z = grams @ coef[:HASH_DIM] + heur @ coef[HASH_DIM:] + self.model.intercept
+        return (1.0 / (1.0 + np.exp(-z))).tolist()
 
     async def screen(self, text: str) -> Screened:
         spans = self.segments(text)
