@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from portico.actions import ToolKinds, Toolbox
+from portico.actions import Toolbox, ToolKinds
 from portico.cache.factory import cache_step
 from portico.cache.prompt_cache import prompt_cache_step
 from portico.cache.results import ResultCache

@@ -97,7 +97,7 @@ class ToolSource(ABC):
         self.name = name
         self.kind = kind
 
-    async def start(self) -> None:
+    async def start(self) -> None:  # noqa: B027 - an optional hook: most sources have nothing to start
         """Connect and discover (MCP servers); a failure leaves the source unhealthy, it does not stop start-up."""
 
     @abstractmethod
@@ -107,7 +107,7 @@ class ToolSource(ABC):
     def health(self) -> dict[str, Any]:
         return {"status": "ok"}
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - an optional hook
         """Release clients and connections."""
 
 
