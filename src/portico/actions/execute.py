@@ -133,4 +133,4 @@ async def run_tool(
 
 
 def _with_key(ctx: ToolContext, key: str) -> ToolContext:
-    return ToolContext(ctx.request_id, ctx.caller, ctx.application, ctx.request, ctx.deadline, key)
+    return ToolContext(ctx.request_id, ctx.caller, ctx.application, ctx.request, ctx.deadline, key, ctx.reason)
