@@ -255,6 +255,9 @@ def keys_create(
     tpm: Annotated[int | None, typer.Option(help="Tokens per minute")] = None,
     budget_usd: Annotated[float | None, typer.Option("--budget-usd", help="Spend limit in USD")] = None,
     budget_period: Annotated[str, typer.Option("--budget-period", help="day | month | total")] = "total",
+    tools: Annotated[
+        str | None, typer.Option(help="Comma-separated tools or globs it may call (default: read-only tools only)")
+    ] = None,
     url: UrlOpt = "http://127.0.0.1:8080",
     master_key: MasterOpt = None,
 ) -> None:
@@ -262,6 +265,8 @@ def keys_create(
     body: dict = {"name": name, "rpm": rpm, "tpm": tpm, "budget_usd": budget_usd}
     if models:
         body["models"] = [m.strip() for m in models.split(",") if m.strip()]
+    if tools:
+        body["tools"] = [t.strip() for t in tools.split(",") if t.strip()]
     if budget_usd is not None:
         body["budget_period"] = budget_period
     out = _admin("POST", url, "/admin/keys", master_key, json={k: v for k, v in body.items() if v is not None})
@@ -290,10 +295,11 @@ def keys_update(
     tpm: Annotated[int | None, typer.Option()] = None,
     budget_usd: Annotated[float | None, typer.Option("--budget-usd")] = None,
     budget_period: Annotated[str | None, typer.Option("--budget-period")] = None,
+    tools: Annotated[str | None, typer.Option(help="Comma-separated tools/globs; 'read-only' for the default")] = None,
     url: UrlOpt = "http://127.0.0.1:8080",
     master_key: MasterOpt = None,
 ) -> None:
-    """Change a key's name, models, limits or budget."""
+    """Change a key's name, models, tools, limits or budget."""
     body: dict = {
         k: v
         for k, v in {
@@ -307,6 +313,8 @@ def keys_update(
     }
     if models is not None:
         body["models"] = None if models == "all" else [m.strip() for m in models.split(",") if m.strip()]
+    if tools is not None:
+        body["tools"] = None if tools == "read-only" else [t.strip() for t in tools.split(",") if t.strip()]
     Console().print(_key_table([_admin("PATCH", url, f"/admin/keys/{key_id}", master_key, json=body)]))
 
 

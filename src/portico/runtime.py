@@ -99,7 +99,8 @@ class Runtime:
         self._results_store: Any = None  # made on first use of result_cache()
         # Before the pipelines: agent steps check the tool names they list against it.
         self.tools = Toolbox.build(cfg.tools, default_tool_kinds(), self)
-        self.approvals = ApprovalQueue(ApprovalStore(self.db), self.tools, {t.name: t.approval for t in cfg.tools})
+        policies = {t.name: t.approval for t in cfg.tools}
+        self.approvals = ApprovalQueue(ApprovalStore(self.db), self.tools, policies, keys=self.keys)
         self.tools.gate = self.approvals  # no write tool runs without a recorded approval
         # Plain model names share the minimal pipeline: generate, wrapped by the exact cache when it is on.
         stages: list[Step] = [GenerateStep(self.gateway)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -22,9 +23,22 @@ CTX = ToolContext(request_id="req-9", caller={"key": "team-a", "key_id": "key_a"
                   reason="The user asked me to send it.")  # fmt: skip
 
 
-def make(db: Database, tool: Recorder, **policy: object) -> ApprovalQueue:
+class Keys:
+    """The key store as the queue sees it: key_a may use every tool; key_gone was revoked."""
+
+    def __init__(self, tools: tuple[str, ...] | None = ("*",)) -> None:
+        self.tools = tools
+
+    async def get(self, key_id: str) -> SimpleNamespace | None:
+        return SimpleNamespace(active=key_id != "key_gone", tools=self.tools)
+
+
+ANON = ToolContext(request_id="req-10")  # auth off, no key: as on a loopback single-user install
+
+
+def make(db: Database, tool: Recorder, keys: Keys | None = None, **policy: object) -> ApprovalQueue:
     box = Toolbox([SingleTool(tool)])
-    q = ApprovalQueue(ApprovalStore(db), box, {tool.name: ApprovalConfig(**policy)})
+    q = ApprovalQueue(ApprovalStore(db), box, {tool.name: ApprovalConfig(**policy)}, keys=keys or Keys())
     box.gate = q
     return q
 
@@ -176,14 +190,14 @@ async def api(tmp_path) -> AsyncIterator[tuple[httpx.AsyncClient, object, Record
     rt = app.state.runtime
     tool = Recorder("send_email", write=True)
     rt.tools.sources.append(SingleTool(tool))
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://p.test") as c:
-            yield c, rt, tool
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://p.test") as c:
+        yield c, rt, tool
 
 
 async def test_admin_api(api) -> None:
     c, rt, tool = api
-    aid = (await rt.approvals.check(tool, {"order_id": "A1"}, CTX)).approval_id
+    aid = (await rt.approvals.check(tool, {"order_id": "A1"}, ANON)).approval_id
     r = await c.get("/admin/approvals", params={"status": "pending"})
     assert r.status_code == 200 and [a["id"] for a in r.json()["data"]] == [aid]
     assert (await c.get("/admin/approvals", params={"status": "bogus"})).status_code == 400
@@ -194,8 +208,74 @@ async def test_admin_api(api) -> None:
     r = await c.post(f"/admin/approvals/{aid}/approve")
     assert r.status_code == 409 and r.json()["error"]["code"] == "approval_decided"
     r = await c.get(f"/admin/approvals/{aid}")
-    assert r.json()["status"] == "executed" and [a["action"] for a in r.json()["audit"]][0] == "executed"
+    assert r.json()["status"] == "executed" and r.json()["audit"][0]["action"] == "executed"
     assert (await c.get("/admin/approvals/appr_missing")).status_code == 404
-    other = (await rt.approvals.check(tool, {"order_id": "A2"}, CTX)).approval_id
+    other = (await rt.approvals.check(tool, {"order_id": "A2"}, ANON)).approval_id
     r = await c.post(f"/admin/approvals/{other}/deny", json={"reason": "no"})
     assert r.status_code == 200 and r.json()["status"] == "denied" and len(tool.calls) == 1
+
+
+async def test_the_asking_keys_permissions_are_checked_again_at_execution(store_db: Database) -> None:
+    tool = Recorder("send_email", write=True)
+    stripped = make(store_db, tool, keys=Keys(tools=("lookup_*",)))  # the key lost the tool after asking
+    row = await stripped.approve(await ask(stripped, tool), "op")
+    assert row["status"] == "failed" and "may not use" in row["result"]["content"] and tool.calls == []
+    q = make(store_db, tool)
+    gone = await q.check(tool, {"order_id": "A"}, ToolContext("r", caller={"key": "x", "key_id": "key_gone"}))
+    row = await q.approve(gone.approval_id, "op")
+    assert row["status"] == "failed" and tool.calls == []
+
+
+def test_tool_permissions() -> None:
+    from portico.actions.permissions import tool_allowed
+
+    read, write = Recorder("lookup_order"), Recorder("send_email", write=True)
+    anonymous = {"key": None, "key_id": None}
+    default = {"key": "k", "key_id": "key_1", "tools": None}
+    listed = {"key": "k", "key_id": "key_1", "tools": ("lookup_*", "send_email")}
+    only_reads = {"key": "k", "key_id": "key_1", "tools": ("lookup_*",)}
+    assert tool_allowed(anonymous, read) and tool_allowed(anonymous, write)
+    assert tool_allowed(default, read) and not tool_allowed(default, write)
+    assert tool_allowed(listed, read) and tool_allowed(listed, write)
+    assert tool_allowed(only_reads, read) and not tool_allowed(only_reads, write)
+    assert not tool_allowed({"key": "k", "key_id": "key_1", "tools": ()}, read)
+
+
+async def test_run_tool_refuses_a_tool_the_key_may_not_use() -> None:
+    from portico.actions import run_tool
+
+    tool = Recorder("lookup_order")
+    ctx = ToolContext("r", caller={"key": "k", "key_id": "key_1", "tools": ("other",)})
+    out = await run_tool(tool, {"order_id": "A"}, ctx, None)  # type: ignore[arg-type]
+    assert out.status == "denied" and "may not use" in out.result.content and tool.calls == []
+
+
+async def test_keys_carry_tools_through_the_admin_api(api) -> None:
+    c, rt, _ = api
+    r = await c.post("/admin/keys", json={"name": "agents", "tools": ["lookup_*", "send_email"]})
+    assert r.status_code == 201 and r.json()["tools"] == ["lookup_*", "send_email"]
+    rec = await rt.keys.lookup(r.json()["key"])
+    assert rec.tools == ("lookup_*", "send_email")
+    r = await c.patch(f"/admin/keys/{rec.id}", json={"tools": None})
+    assert r.json()["tools"] is None
+
+
+async def test_schema_gains_new_nullable_columns_in_place(tmp_path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    con = sqlite3.connect(path)  # an api_keys table from before the tools column existed
+    con.execute("CREATE TABLE api_keys (id VARCHAR(40) PRIMARY KEY, name VARCHAR(200) NOT NULL, key_hash VARCHAR(64)"
+                " NOT NULL UNIQUE, key_prefix VARCHAR(16) NOT NULL, models JSON, rpm INTEGER, tpm INTEGER, budget_usd"
+                " FLOAT, budget_period VARCHAR(8), created_at FLOAT NOT NULL, revoked_at FLOAT)")  # fmt: skip
+    con.execute("INSERT INTO api_keys VALUES ('key_1','old','h','pk-',NULL,NULL,NULL,NULL,NULL,1.0,NULL)")
+    con.commit()
+    con.close()
+    db = Database(f"sqlite:///{path}")
+    await db.create_schema()
+    await db.create_schema()  # idempotent
+    from portico.storage.keys import all_keys
+
+    rows = await all_keys(db)
+    assert rows[0]["name"] == "old" and rows[0]["tools"] is None
+    await db.close()

@@ -61,8 +61,9 @@ class ApprovalQueue:
     """The runtime's ApprovalGate once tools are configured (``Toolbox.gate``)."""
 
     def __init__(self, store: ApprovalStore, toolbox: Any, policies: dict[str, ApprovalConfig],
-                 transport: httpx.AsyncClient | None = None) -> None:  # fmt: skip
+                 keys: Any = None, transport: httpx.AsyncClient | None = None) -> None:  # fmt: skip
         self.store = store
+        self.keys = keys  # KeyStore: the asking key's permissions are checked again when the action runs
         self.toolbox = toolbox
         self.policies = policies  # by tool name and by tools: entry name (an MCP server's tools share its entry)
         self._http = transport  # for webhooks; made on first use
@@ -175,8 +176,8 @@ class ApprovalQueue:
                       "data": None, "is_error": True}  # fmt: skip
             status = "failed"
         else:
-            ctx = ToolContext(row["request_id"] or approval_id, {"key": row["key_name"], "key_id": row["key_id"]},
-                              row["application"], idempotency_key=approval_id)  # fmt: skip
+            ctx = ToolContext(row["request_id"] or approval_id, await self._caller(row), row["application"],
+                              idempotency_key=approval_id)  # fmt: skip
             out = await run_tool(tool, row["arguments"], ctx, _Approved(approval_id))
             r = out.result
             result = {"content": r.content, "data": _jsonable(r.data), "is_error": r.is_error}
@@ -187,6 +188,15 @@ class ApprovalQueue:
         final = await self.get(approval_id)
         self._notify(final)
         return final
+
+    async def _caller(self, row: dict[str, Any]) -> dict[str, Any]:
+        """The asking key as it is now: a key revoked or stripped of the tool since it asked can't have it run."""
+        caller: dict[str, Any] = {"key": row["key_name"], "key_id": row["key_id"], "tools": ()}
+        if row["key_id"] is not None and self.keys is not None:
+            rec = await self.keys.get(row["key_id"])
+            if rec is not None and rec.active:
+                caller["tools"] = rec.tools
+        return caller
 
     async def recover(self) -> dict[str, int]:
         """After a restart: run approved actions nobody started; mark calls lost with a crashed process ``unknown``."""
