@@ -44,6 +44,7 @@ class ToolContext:
     request: Any = None  # the RequestContext of the model run; None when an operator calls a tool from the CLI
     deadline: float | None = None  # time.monotonic() by which the whole run must end (a call never outlives it)
     idempotency_key: str | None = None  # set for approved write actions: sent to HTTP tools as Idempotency-Key
+    reason: str | None = None  # what the model said in the turn that asked for the call (shown to approvers)
 
 
 class Tool(ABC):

@@ -79,6 +79,10 @@ class Toolbox:
     def source(self, name: str) -> ToolSource | None:
         return next((s for s in self.sources if s.name == name), None)
 
+    def source_of(self, tool_name: str) -> ToolSource | None:
+        """The source (``tools:`` entry) a tool comes from."""
+        return next((s for s in self.sources if any(t.name == tool_name for t in s.tools())), None)
+
     def all(self) -> list[Tool]:
         return [t for s in self.sources for t in s.tools()]
 
