@@ -21,6 +21,7 @@ from portico.runtime import Runtime
 from portico.server import admin, approvals_api, errors, handoffs_api, knowledge_api, requests_api, stats_api, ui
 from portico.server.chat import chat_completions
 from portico.server.embeddings import embeddings
+from portico.server.mcp_gateway import McpGateway
 from portico.server.meta import get_model, healthz, list_models, metrics, readyz
 from portico.server.middleware import RequestIdMiddleware
 
@@ -31,6 +32,7 @@ def create_app(cfg: PorticoConfig, *, wait_for_models: bool = False) -> Starlett
     """Build the app. Local models load in the background after start-up (``/readyz`` says when), unless
     ``wait_for_models`` is set."""
     runtime = Runtime(cfg)
+    mcp = McpGateway(runtime)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -43,7 +45,8 @@ def create_app(cfg: PorticoConfig, *, wait_for_models: bool = False) -> Starlett
         if wait_for_models:
             await loading
         try:
-            yield
+            async with mcp.running():
+                yield
         finally:
             if not loading.done():
                 loading.cancel()
@@ -73,6 +76,7 @@ def create_app(cfg: PorticoConfig, *, wait_for_models: bool = False) -> Starlett
         Route("/admin/handoffs/{handoff_id}", handoffs_api.update_handoff, methods=["POST"]),
         Route("/readyz", readyz, methods=["GET"]),
         *approvals_api.routes(),
+        *mcp.routes(),
         *ui.routes(),
     ]
     app = Starlette(

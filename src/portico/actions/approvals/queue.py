@@ -105,6 +105,13 @@ class ApprovalQueue:
             approval_id=approval_id,
         )
 
+    async def record_call(self, outcome: Any, ctx: ToolContext, via: str) -> None:
+        """Audit one tool call (any tool, any path: agent runs, /mcp, the CLI): who, which tool, the arguments'
+        hash, the outcome — never the arguments themselves, which may hold secrets."""
+        await self.store.audit(f"call:{via}", outcome.tool, actor=ctx.caller.get("key"),
+                               approval_id=outcome.approval_id, request_id=ctx.request_id,
+                               arguments=outcome.arguments, status=outcome.status)  # fmt: skip
+
     # ---- decisions -----------------------------------------------------------------------------------
 
     async def get(self, approval_id: str) -> dict[str, Any]:
