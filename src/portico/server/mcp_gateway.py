@@ -9,6 +9,7 @@ any request, so the endpoint scales like the rest of the API.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
@@ -97,8 +98,24 @@ class McpGateway:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        async with self.manager.run():
+        """The session manager's task group lives in a task of its own: an anyio scope must be left in the task
+        that entered it, and a server's lifespan may be started and stopped from different tasks (tests do)."""
+        up, down = asyncio.Event(), asyncio.Event()
+
+        async def hold() -> None:
+            async with self.manager.run():
+                up.set()
+                await down.wait()
+
+        task = asyncio.create_task(hold())
+        await asyncio.wait([task, asyncio.ensure_future(up.wait())], return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            task.result()  # it failed to start: raise why
+        try:
             yield
+        finally:
+            down.set()
+            await task
 
     def routes(self) -> list[Route]:
         return [Route("/mcp", self, methods=["GET", "POST", "DELETE"])]
