@@ -89,7 +89,8 @@ async function open(id) {
     await open(id);
   };
   const conversation = (a.conversation || []).map((m) => h("div", { class: "msg" }, h("b", {}, m.role + ": "), m.text));
-  $("#detail").replaceChildren(
+  // replaceChildren takes nodes only: optional sections are arrays or null, flattened away here.
+  $("#detail").replaceChildren(...[
     h("h2", {}, a.id),
     h("dl", { class: "attrs" },
       h("dt", {}, "tool"), h("dd", {}, a.tool),
@@ -109,7 +110,7 @@ async function open(id) {
     h("h3", {}, "History"),
     h("table", {}, h("tbody", {}, (a.audit || []).map((e) => h("tr", {},
       h("td", {}, fmtTime(e.ts)), h("td", {}, e.action), h("td", {}, e.actor || ""), h("td", {}, e.status || ""))))),
-  );
+  ].flat().filter(Boolean));
   $("#detail").hidden = false;
 }
 
