@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from portico.actions import NoApprovalQueue, Tool, ToolContext, ToolKinds, ToolResult, Toolbox, run_tool
+from portico.actions import NoApprovalQueue, Tool, Toolbox, ToolContext, ToolKinds, ToolResult, run_tool
 from portico.actions.execute import GateDecision
 from portico.actions.tool import SingleTool, ToolSource
 from portico.config.loader import ConfigError, validate

@@ -6,7 +6,7 @@ The contract lives in ``tool`` (what a tool is), ``execute`` (how one call is va
 
 from portico.actions.execute import ApprovalGate, CallOutcome, NoApprovalQueue, run_tool
 from portico.actions.tool import Tool, ToolContext, ToolResult, ToolSource
-from portico.actions.toolbox import ToolKinds, Toolbox
+from portico.actions.toolbox import Toolbox, ToolKinds
 
 __all__ = [
     "ApprovalGate",

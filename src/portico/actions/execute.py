@@ -13,6 +13,7 @@ from typing import Any, Literal, Protocol
 
 import orjson
 
+from portico.actions.permissions import tool_allowed
 from portico.actions.tool import Tool, ToolContext, ToolResult
 
 log = logging.getLogger("portico.actions")
@@ -101,6 +102,8 @@ async def run_tool(
     max_result_chars: int = DEFAULT_MAX_RESULT_CHARS,
 ) -> CallOutcome:
     t0 = time.perf_counter()
+    if not tool_allowed(ctx.caller, tool):  # checked again here: what a model was offered may be stale or forged
+        return _error(tool.name, "denied", f"This API key may not use the tool '{tool.name}'.", None, t0)
     args, problem = parse_arguments(tool, raw_arguments)
     if args is None:
         return _error(tool.name, "invalid_arguments", problem or "", None, t0)
@@ -133,4 +136,4 @@ async def run_tool(
 
 
 def _with_key(ctx: ToolContext, key: str) -> ToolContext:
-    return ToolContext(ctx.request_id, ctx.caller, ctx.application, ctx.request, ctx.deadline, key)
+    return ToolContext(ctx.request_id, ctx.caller, ctx.application, ctx.request, ctx.deadline, key, ctx.reason)

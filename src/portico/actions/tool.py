@@ -44,6 +44,7 @@ class ToolContext:
     request: Any = None  # the RequestContext of the model run; None when an operator calls a tool from the CLI
     deadline: float | None = None  # time.monotonic() by which the whole run must end (a call never outlives it)
     idempotency_key: str | None = None  # set for approved write actions: sent to HTTP tools as Idempotency-Key
+    reason: str | None = None  # what the model said in the turn that asked for the call (shown to approvers)
 
 
 class Tool(ABC):
@@ -101,7 +102,7 @@ class ToolSource(ABC):
         self.name = name
         self.kind = kind
 
-    async def start(self) -> None:
+    async def start(self) -> None:  # noqa: B027 - an optional hook: most sources have nothing to start
         """Connect and discover (MCP servers); a failure leaves the source unhealthy, it does not stop start-up."""
 
     @abstractmethod
@@ -116,7 +117,7 @@ class ToolSource(ABC):
     def health(self) -> dict[str, Any]:
         return {"status": "ok"}
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - an optional hook
         """Release clients and connections."""
 
 
