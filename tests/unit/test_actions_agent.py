@@ -30,6 +30,7 @@ class ToolServer:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, float, float]] = []
+        self.idempotency: list[str | None] = []
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
 
@@ -45,6 +46,7 @@ class ToolServer:
             if name == "poison":
                 return web.Response(text=POISON)
             if name == "refund":
+                self.idempotency.append(request.headers.get("idempotency-key"))
                 return web.json_response({"refunded": True})
             return web.json_response({"order": request.query.get("id"), "status": "shipped"})
         finally:
@@ -62,7 +64,7 @@ class ToolServer:
         await self.runner.cleanup()
 
 
-def tools_config(url: str) -> list[dict[str, Any]]:
+def tools_config(url: str, approval_wait: float = 0.0) -> list[dict[str, Any]]:
     def http(name: str, path: str, **kw: Any) -> dict[str, Any]:
         return {"name": name, "kind": "http", "description": f"{name} tool", "url": f"{url}/{path}", **kw}
 
@@ -75,7 +77,7 @@ def tools_config(url: str) -> list[dict[str, Any]]:
         http("huge", "huge"),
         http("broken", "x", url=f"http://127.0.0.1:{free_port()}/x"),
         http("poisoned", "poison"),
-        http("refund", "refund", method="POST", write=True,
+        http("refund", "refund", method="POST", write=True, approval={"wait": approval_wait},
              parameters={"type": "object", "properties": {"order_id": {"type": "string"}}}),
     ]  # fmt: skip
 
@@ -83,13 +85,13 @@ def tools_config(url: str) -> list[dict[str, Any]]:
 ALL = ["lookup_order", "wait", "slow", "huge", "broken", "poisoned", "refund"]
 
 
-def runtime(tmp: Path, up: ScriptedUpstream, tools: ToolServer, **agent: Any) -> Runtime:
+def runtime(tmp: Path, up: ScriptedUpstream, tools: ToolServer, approval_wait: float = 0.0, **agent: Any) -> Runtime:
     dep = {"provider": "openai", "model": "scripted", "base_url": f"{up.url}/v1", "api_key": "k",
            "price": {"input": 1000.0, "output": 2000.0}}  # fmt: skip
     cfg = validate({
         "state_dir": str(tmp),
         "models": [{"name": "m", "deployments": [dep], "retries": {"max": 0}}],
-        "tools": tools_config(tools.url),
+        "tools": tools_config(tools.url, approval_wait),
         "applications": [{"name": "bot", "model": "m", "steps": [{"use": "agent", "tools": ALL, **agent}]}],
     })  # fmt: skip
     return Runtime(cfg)
@@ -101,12 +103,13 @@ async def tool_server() -> AsyncIterator[ToolServer]:
         yield s
 
 
-async def ask(rt: Runtime, text: str = "Where is order A1?", *, stream: bool = False, **extra: Any) -> RequestContext:
+async def ask(rt: Runtime, text: str = "Where is order A1?", *, stream: bool = False,
+              caller: dict[str, Any] | None = None, **extra: Any) -> RequestContext:  # fmt: skip
     req = ChatCompletionRequest.model_validate(
         {"model": "bot", "messages": [{"role": "user", "content": text}], "stream": stream, **extra}
     )
     pipeline, app = rt.pipeline_for("bot")
-    ctx = RequestContext(request=req, request_id="req-1", model="bot", application=app)
+    ctx = RequestContext(request=req, request_id="req-1", model="bot", application=app, caller=caller or {})
     await pipeline.run(ctx)
     return ctx
 
@@ -298,14 +301,42 @@ async def test_client_tools_return_to_the_client(tmp_path: Path, tool_server: To
         assert answer(ctx2) == "A1 is shipped and it is sunny."
 
 
-async def test_write_tools_are_refused_without_an_approval_queue(tmp_path: Path, tool_server: ToolServer) -> None:
-    script = [Turn.call("refund", order_id="A1"), Turn.say("I could not refund it.")]
+async def test_write_tools_wait_for_an_approval_and_run_once(tmp_path: Path, tool_server: ToolServer) -> None:
+    script = [Turn.calls(("refund", {"order_id": "A1"}), content="Refunding A1 as asked."), Turn.say("Queued.")]
     async with Setup(tmp_path, tool_server, script) as s:
         ctx = await ask(s.rt)
-        assert answer(ctx) == "I could not refund it."
+        assert answer(ctx) == "Queued." and tool_server.calls == []
         (msg,) = s.tool_messages(1)
-        assert "needs a human approval" in msg and tool_server.calls == []
-        assert ctx.response["portico"]["agent"]["tool_calls"][0]["status"] == "denied"
+        call = ctx.response["portico"]["agent"]["tool_calls"][0]
+        assert call["status"] == "pending_approval" and "waits for an operator to approve it" in msg
+        (pending,) = await s.rt.approvals.list("pending")
+        assert pending["arguments"] == {"order_id": "A1"} and pending["reason"] == "Refunding A1 as asked."
+        done = await s.rt.approvals.approve(pending["id"], "alice")
+        assert done["status"] == "executed" and tool_server.idempotency == [pending["id"]]
+        audit = [a["action"] for a in await s.rt.approvals.store.audit_log()]
+        assert "call:agent" in audit and "requested" in audit
+
+
+async def test_a_run_waits_for_a_decision_within_approval_wait(tmp_path: Path, tool_server: ToolServer) -> None:
+    script = [Turn.call("refund", order_id="A1"), Turn.say("Refunded.")]
+    async with Setup(tmp_path, tool_server, script, approval_wait=5) as s:
+        run = asyncio.ensure_future(ask(s.rt))
+        while not (pending := await s.rt.approvals.list("pending")):
+            await asyncio.sleep(0.05)
+        await s.rt.approvals.approve(pending[0]["id"], "alice")
+        ctx = await asyncio.wait_for(run, 5)
+        assert answer(ctx) == "Refunded." and s.tool_messages(1) == ['{"refunded":true}']
+        assert ctx.response["portico"]["agent"]["tool_calls"][0]["status"] == "ok"
+        assert tool_server.idempotency == [pending[0]["id"]]
+
+
+async def test_a_key_is_offered_only_the_tools_it_may_use(tmp_path: Path, tool_server: ToolServer) -> None:
+    script = [Turn.call("huge", {}), Turn.say("ok")]
+    async with Setup(tmp_path, tool_server, script) as s:
+        ctx = await ask(s.rt, caller={"key": "k1", "key_id": "key_1", "tools": ["lookup_*", "wait"]})
+        assert {t["function"]["name"] for t in s.up.requests[0].body["tools"]} == {"lookup_order", "wait"}
+        assert "no tool named 'huge'" in s.tool_messages(1)[0] and tool_server.calls == []
+        assert answer(ctx) == "ok"
 
 
 async def test_stream_passes_text_through_and_keeps_alive_while_tools_run(tmp_path: Path,

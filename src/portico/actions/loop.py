@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from portico.actions.execute import CallOutcome, run_tool
+from portico.actions.permissions import tool_allowed
 from portico.actions.tool import Tool, ToolContext, ToolResult
 from portico.gateway.costing import ANSWER_CHARGED
 from portico.pipeline.context import CHILD_SPANS, ChildSpan, RequestContext
@@ -44,6 +45,7 @@ LIMITS = {
     "budget_usd": "its budget of {budget_usd:g} USD (budget_usd)",
     "budget_tokens": "its budget of {budget_tokens} tokens (budget_tokens)",
 }
+_DECISION_POLL = 0.25  # seconds between looks at a pending approval while a run waits for it
 # Statuses where the text the model reads comes from outside (a tool, its upstream): screened for injections.
 _SCREENED = frozenset({"ok", "error"})
 
@@ -62,7 +64,8 @@ class AgentRun:
         self.ctx = ctx
         self.model = model
         req = ctx.request
-        self.server: dict[str, Tool] = {t.name: t for t in step.toolbox.expand(o.tools)}
+        # Only what this caller's key may use is offered (run_tool checks again before a call).
+        self.server: dict[str, Tool] = {t.name: t for t in step.toolbox.expand(o.tools) if tool_allowed(ctx.caller, t)}
         client = [t for t in req.tools or () if t.function.name not in self.server]
         self.client_names = {t.function.name for t in client}
         self.offered = [step.spec(t) for t in self.server.values()] + client
@@ -177,7 +180,8 @@ class AgentRun:
         if len(self.calls) + len(calls) > self.o.max_tool_calls:
             return "max_tool_calls"
         ctx = self.ctx
-        tctx = ToolContext(ctx.request_id, dict(ctx.caller), ctx.application, ctx, self.deadline)
+        # reason: what the model said in the turn that asked (an approver sees it next to a write action)
+        tctx = ToolContext(ctx.request_id, dict(ctx.caller), ctx.application, ctx, self.deadline, reason=content)
         if self.o.parallel_tool_calls and len(calls) > 1:
             results = await asyncio.gather(*(self.one_tool(c, tctx) for c in calls))
         else:
@@ -204,8 +208,13 @@ class AgentRun:
             out = CallOutcome(name, "error", ToolResult(f"There is no tool named '{name}' here (tools: {known}).",
                                                         is_error=True), None, 0.0)  # fmt: skip
         else:
-            out = await run_tool(tool, fn.get("arguments"), tctx, self.step.toolbox.gate,
-                                 max_result_chars=self.o.max_result_chars)  # fmt: skip
+            gate = self.step.toolbox.gate
+            out = await run_tool(tool, fn.get("arguments"), tctx, gate, max_result_chars=self.o.max_result_chars)
+            if out.status == "pending_approval" and out.approval_id:
+                out = await self.await_decision(tool, out)
+            record = getattr(gate, "record_call", None)  # the approval queue audits every call
+            if record is not None:
+                await record(out, tctx, "agent")
         text, stop = out.result.content, False
         attrs: dict[str, Any] = {"portico.tool.name": name, "portico.tool.kind": tool.kind if tool else None,
                                  "portico.tool.write": tool.write if tool else None,
@@ -234,6 +243,29 @@ class AgentRun:
                                     None if out.status == "ok" else out.status,
                                     {k: v for k, v in attrs.items() if v is not None}, content))  # fmt: skip
         return text, stop, entry
+
+    async def await_decision(self, tool: Tool, out: CallOutcome) -> CallOutcome:
+        """A write waiting for approval: wait up to its ``approval.wait`` (within the run's time) for a human's
+        decision; an approved action has already run, once, in the approving process — its result is the answer."""
+        gate = self.step.toolbox.gate
+        started = time.perf_counter()
+        wait = gate.policy(tool).wait if hasattr(gate, "policy") else 0.0
+        until = min(time.monotonic() + wait, self.deadline)
+        while time.monotonic() < until:
+            await asyncio.sleep(min(_DECISION_POLL, max(0.0, until - time.monotonic())))
+            row = await gate.get(out.approval_id)
+            status = row["status"]
+            if status in ("executed", "failed"):
+                r = row.get("result") or {}
+                result = ToolResult(str(r.get("content") or ""), data=r.get("data"), is_error=status == "failed")
+                return CallOutcome(tool.name, "ok" if status == "executed" else "error", result, out.arguments,
+                                   out.duration + (time.perf_counter() - started), out.approval_id)  # fmt: skip
+            if status in ("denied", "expired"):
+                why = f": {row['note']}" if row.get("note") else ""
+                result = ToolResult(f"The action '{tool.name}' was {status} and did not run{why}.", is_error=True)
+                return CallOutcome(tool.name, "denied", result, out.arguments,
+                                   out.duration + (time.perf_counter() - started), out.approval_id)  # fmt: skip
+        return out
 
     # ---- without streaming ---------------------------------------------------------------------------------
 
