@@ -151,6 +151,7 @@ async def test_tool_call_then_answer_with_whole_run_usage_and_cost(tmp_path: Pat
         per_turn = (100 * 1000 + 20 * 2000) / 1e6
         assert agent["cost_usd"] == pytest.approx(2 * per_turn)
         assert s.rt.prices.request_cost(ctx) == pytest.approx(2 * per_turn)  # charged once, not twice
+        assert s.rt.prices.request_cost(ctx, steps=False) == pytest.approx(2 * per_turn)  # what a cache hit saves
         assert ctx.usage == ctx.response["usage"] and len(ctx.attempts) == 2
 
 

@@ -149,7 +149,7 @@ class AgentRun:
         self.steps += 1
         ctx.deployment = sub.deployment
         ctx.usage = dict(self.usage)
-        ctx.state[ANSWER_CHARGED] = True  # every call is charged above: the summed usage is not priced again
+        ctx.state[ANSWER_CHARGED] = "agent"  # every call is charged above: the summed usage is not priced again
         attrs = {"gen_ai.operation.name": "chat", "gen_ai.request.model": self.model, "portico.deployment":
                  sub.deployment, "portico.agent.turn": self.steps, "gen_ai.usage.input_tokens":
                  usage.get("prompt_tokens"), "gen_ai.usage.output_tokens": usage.get("completion_tokens"),
