@@ -106,7 +106,7 @@ class AgentRun:
 
     def request(self, stream: bool) -> ChatCompletionRequest:
         req = self.ctx.request
-        update: dict[str, Any] = {"messages": self.messages, "stream": stream, "n": None}
+        update: dict[str, Any] = {"messages": list(self.messages), "stream": stream, "n": None}
         if self.offered:
             first = self.steps == 0
             update["tools"] = self.offered
