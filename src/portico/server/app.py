@@ -18,7 +18,17 @@ from portico.config.schema import PorticoConfig
 from portico.observability.logging import setup_logging
 from portico.protocol.errors import PorticoError
 from portico.runtime import Runtime
-from portico.server import admin, approvals_api, errors, handoffs_api, knowledge_api, requests_api, stats_api, ui
+from portico.server import (
+    admin,
+    approvals_api,
+    errors,
+    handoffs_api,
+    knowledge_api,
+    requests_api,
+    stats_api,
+    tools_api,
+    ui,
+)
 from portico.server.chat import chat_completions
 from portico.server.embeddings import embeddings
 from portico.server.mcp_gateway import McpGateway
@@ -77,6 +87,7 @@ def create_app(cfg: PorticoConfig, *, wait_for_models: bool = False) -> Starlett
         Route("/readyz", readyz, methods=["GET"]),
         *approvals_api.routes(),
         *mcp.routes(),
+        *tools_api.routes(),
         *ui.routes(),
     ]
     app = Starlette(
