@@ -14,6 +14,7 @@ from portico.context.pack import PackStep
 from portico.context.retrieve import RetrieveStep
 from portico.context.rewrite import RewriteStep
 from portico.context.system_prompt import SystemPromptStep
+from portico.flow.build import build_application
 from portico.gateway import Gateway, GenerateStep
 from portico.gateway.control import ControlPlane
 from portico.gateway.costing import PriceBook
@@ -27,7 +28,7 @@ from portico.guardrails.pii.step import pii_step
 from portico.guardrails.topics import anomaly_step, topics_step
 from portico.observability.metrics import Metrics
 from portico.observability.tracing import Tracer
-from portico.pipeline import Parallel, Pipeline, Step
+from portico.pipeline import Pipeline, Step
 from portico.pipeline.registry import StepRegistry
 from portico.protocol.errors import InvalidRequest, ModelNotFound
 from portico.routing.context_length import RouteContextStep
@@ -99,23 +100,8 @@ class Runtime:
         self.started_at = 0
 
     def _build(self, app: ApplicationConfig) -> Pipeline:
-        before: list[Step | Parallel] = []
-        after: list[Step | Parallel] = []
-        for i, sc in enumerate(app.steps):
-            options: dict[str, Any] = dict(sc.model_extra or {})
-            where = f"applications '{app.name}' steps[{i}]"
-            if sc.use == "parallel":
-                group = [self._step(where, s) for s in options.get("steps", [])]
-                phases = {p for p, _ in group}
-                if len(phases) != 1:
-                    raise ValueError(f"{where}: a parallel group must hold steps of one phase")
-                (before if "before" in phases else after).append(Parallel(*(s for _, s in group)))
-                continue
-            phase, step = self._step(where, {"use": sc.use, **options})
-            (before if phase == "before" else after).append(step)
-        closers = [s.closer for st in (*before, *after) for s in (st.steps if isinstance(st, Parallel) else (st,))
-                   if s.closer is not None]  # fmt: skip
-        return Pipeline(app.name, [*before, GenerateStep(self.gateway, app.model), *after, *closers])
+        # Steps, parallel groups, branches, loops and calls of named pipelines (portico.flow.build).
+        return build_application(app, self.cfg.pipelines, self._step, self)
 
     def on_close(self, close: Any) -> None:
         self._closers.append(close)

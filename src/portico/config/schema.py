@@ -172,10 +172,17 @@ def _local_model_id(d: LocalDeployment, kind: str) -> str:
 
 
 class StepConfig(BaseModel):
-    """One pipeline step of an application: ``use`` names a registered step kind, the rest are its options."""
+    """One pipeline step of an application: ``use`` names a registered step kind, the rest are its options; or a
+    construct (``branch``, ``loop``, ``call``; see portico.flow.build, which validates them)."""
 
     model_config = ConfigDict(extra="allow")
-    use: str
+    use: str | None = None
+
+    @model_validator(mode="after")
+    def _kind(self) -> StepConfig:
+        if self.use is None and not {"branch", "loop", "call"} & set(self.model_extra or {}):
+            raise ValueError("each step needs 'use' (or is a branch, loop or call)")
+        return self
 
 
 class ApplicationConfig(BaseModel):
@@ -278,6 +285,7 @@ class PorticoConfig(BaseModel):
     knowledge: KnowledgeConfig = Field(default_factory=KnowledgeConfig)
     models: list[ModelConfig] = Field(min_length=1)
     applications: list[ApplicationConfig] = Field(default_factory=list)
+    pipelines: dict[str, list[StepConfig]] = Field(default_factory=dict)  # named step lists that steps can ``call``
     # The embedding model steps use for vectors (cache, router, guardrails, retrieval); default: the first one.
     embedder: str | None = None
 
