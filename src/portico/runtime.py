@@ -15,6 +15,7 @@ from portico.context.retrieve import RetrieveStep
 from portico.context.rewrite import RewriteStep
 from portico.context.system_prompt import SystemPromptStep
 from portico.flow.build import build_application
+from portico.flow.feedback import FeedbackStep
 from portico.gateway import Gateway, GenerateStep
 from portico.gateway.control import ControlPlane
 from portico.gateway.costing import PriceBook
@@ -56,6 +57,7 @@ def default_registry() -> StepRegistry:
     reg.register("topics", topics_step, phase="before")
     reg.register("anomaly", anomaly_step, phase="before")
     reg.register("output_checks", output_checks_step, phase="after")
+    reg.register("feedback", FeedbackStep, phase="after")  # a regenerating loop's note to the model
     # Components register their step kinds here, one line each: reg.register(name, factory, phase).
     return reg
 

@@ -389,3 +389,58 @@ async def test_spans_show_the_arm_taken_with_its_condition() -> None:
     assert arm.attributes["portico.flow.false"] == ["steps[0].when[0]"]
     assert "branch steps[0]" in by_name and "mark" in by_name
     assert by_name["branch steps[0]"].start_ms <= arm.start_ms <= by_name["mark"].start_ms
+
+
+# ---- feedback and `portico pipeline show` ---------------------------------------------------------------------
+
+
+async def test_feedback_appends_the_failed_answer_and_the_checks() -> None:
+    from portico.flow.feedback import FeedbackStep
+
+    step = FeedbackStep({"text": "Failed: {failed}."}, None)
+    ctx = make_ctx()
+    await step.run(ctx)  # first iteration: nothing to show yet
+    assert len(ctx.request.messages) == 1
+    ctx.response = {"choices": [{"message": {"role": "assistant", "content": "draft"}}]}
+    ctx.note("output_checks", decision="fail", failed=["must_match", "pii"])
+    await step.run(ctx)
+    assert [(m.role, m.content) for m in ctx.request.messages[1:]] == [
+        ("assistant", "draft"), ("user", "Failed: must_match, pii.")]  # fmt: skip
+    ctx.note("output_checks", decision="pass")  # the old 'failed' stays in the note; a pass is a pass
+    await step.run(ctx)
+    assert len(ctx.request.messages) == 3
+    assert Condition("output.checks.failed == []").evaluate(ctx) == (True, None)
+
+
+def test_pipeline_show_prints_the_tree(tmp_path: Any) -> None:
+    import yaml
+    from typer.testing import CliRunner
+
+    from portico.cli import app as cli
+
+    cfg = {
+        "state_dir": str(tmp_path / "state"),
+        "models": [{"name": "chat-a", "deployments": [DEAD]}, {"name": "chat-b", "deployments": [DEAD]}],
+        "pipelines": {"shared": [{"use": "system_prompt", "text": "ctx"}]},
+        "applications": [{"name": "app", "model": "chat-a", "steps": [
+            {"branch": [{"when": 'request.metadata.tier == "gold"', "steps": [{"use": "generate", "model": "chat-b"}]},
+                        {"else": [{"call": "shared"}, {"use": "generate"}]}]},
+            {"loop": {"until": "output.checks.passed", "max_iterations": 2, "steps": [
+                {"use": "feedback"}, {"use": "generate"}, {"use": "output_checks", "on_fail": {"record": True}}]}},
+        ]}],
+    }  # fmt: skip
+    path = tmp_path / "portico.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = CliRunner().invoke(cli, ["pipeline", "show", "app", "--config", str(path)], terminal_width=120)
+    assert out.exit_code == 0, out.output
+    lines = [line.rstrip() for line in out.output.splitlines()]
+    assert lines[0] == "app → chat-a (version 1)"
+    assert '│   ├── when[0] request.metadata.tier == "gold"' in lines
+    assert "│   │   └── generate (model chat-b)" in lines
+    assert "│       ├── call shared" in lines
+    assert "└── loop steps[1] until output.checks.passed, at most 2" in lines
+    cfg["applications"][0]["steps"][1]["loop"]["until"] = "output.passed"
+    path.write_text(yaml.safe_dump(cfg))
+    out = CliRunner().invoke(cli, ["pipeline", "show", "app", "--config", str(path)], terminal_width=200)
+    assert out.exit_code == 2
+    assert "steps[1].loop.until: unknown field 'output.passed'" in out.output

@@ -107,7 +107,8 @@ FIELDS: dict[str, Field] = {
     "output.checks.passed": Field("bool", "the last output_checks passed", _checks_passed,
                                   _S({"note:output_checks"})),
     "output.checks.failed": Field("list(string)", "the checks the answer failed",
-                                  lambda c: list(_notes(c, "output_checks").get("failed") or []),
+                                  lambda c: [] if _checks_passed(c) else list(_notes(c, "output_checks").get("failed")
+                                                                              or []),
                                   _S({"note:output_checks"})),
     "output.checks.judge_score": Field("double", "the judge's score (0.0 without a judge)",
                                        lambda c: float(_notes(c, "output_checks").get("judge_score") or 0.0),
