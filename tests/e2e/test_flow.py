@@ -54,8 +54,10 @@ def server(katan: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
             {"name": "helpdesk", "model": "small", "steps": [
                 {"use": "route_intent", "clarification": None, "intents": intents},
                 {"branch": [
-                    {"when": 'intent.name == "billing" && intent.confidence >= 0.5', "steps": [{"call": "billing-desk"}]},
-                    {"when": 'intent.name == "device" && intent.confidence >= 0.5', "steps": [{"call": "device-desk"}]},
+                    {"when": 'intent.name == "billing" && intent.confidence >= 0.5',
+                     "steps": [{"call": "billing-desk"}]},
+                    {"when": 'intent.name == "device" && intent.confidence >= 0.5',
+                     "steps": [{"call": "device-desk"}]},
                     {"else": [{"use": "generate"}]},
                 ]},
             ]},
