@@ -10,6 +10,7 @@ from portico.cache.results import ResultCache
 from portico.cache.semantic_step import semantic_cache_step
 from portico.cache.store import make_store
 from portico.config.schema import ApplicationConfig, PorticoConfig
+from portico.context.condense import CondenseStep
 from portico.context.pack import PackStep
 from portico.context.retrieve import RetrieveStep
 from portico.context.rewrite import RewriteStep
@@ -58,6 +59,7 @@ def default_registry() -> StepRegistry:
     reg.register("anomaly", anomaly_step, phase="before")
     reg.register("output_checks", output_checks_step, phase="after")
     reg.register("feedback", FeedbackStep, phase="after")  # a regenerating loop's note to the model
+    reg.register("condense", CondenseStep, phase="before")
     # Components register their step kinds here, one line each: reg.register(name, factory, phase).
     return reg
 
