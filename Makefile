@@ -107,3 +107,9 @@ bench-guardrails: install-dev
 
 clean:
 	rm -rf $(VENV) .portico .pytest_cache
+
+# Summarize small, then send big: SciFact claims over their cited abstracts, with and without the condense step
+# (needs ../shared/data; a big model from PORTICO_BENCH_BIG_URL/_MODEL/_KEY, else the local model priced as one).
+bench-condense: install-dev
+	flock /tmp/portico-bench.lock $(PY) bench/condense.py
+.PHONY: bench-condense
