@@ -285,9 +285,9 @@ class PorticoConfig(BaseModel):
     knowledge: KnowledgeConfig = Field(default_factory=KnowledgeConfig)
     models: list[ModelConfig] = Field(min_length=1)
     applications: list[ApplicationConfig] = Field(default_factory=list)
-    pipelines: dict[str, list[StepConfig]] = Field(default_factory=dict)  # named step lists that steps can ``call``
     # The embedding model steps use for vectors (cache, router, guardrails, retrieval); default: the first one.
     embedder: str | None = None
+    pipelines: dict[str, list[StepConfig]] = Field(default_factory=dict)  # named step lists that steps can ``call``
 
     @model_validator(mode="after")
     def _cross_refs(self) -> PorticoConfig:
