@@ -40,7 +40,8 @@ try {
     const attributes = await trace.getByTestId("span-attributes").innerText();
     const output = await trace.getByTestId("trace-output").innerText();
     const prompt = await trace.locator(".msg").allInnerTexts();
-    say({ id, spans, attributes, output, prompt });
+    const path = await trace.locator('[data-testid="trace-path"] li').allInnerTexts(); // branches and loops
+    say({ id, spans, attributes, output, prompt, path });
   }
   await page.screenshot({ path: `${outDir}/ui-requests.png` });
   await page.getByTestId("tab-usage").click();

@@ -136,6 +136,18 @@ function documents(spans) {
   return found.length ? found : [h("p", { class: "muted" }, "No retrieval in this request.")];
 }
 
+// Branch arms and loop iterations (portico.flow.* attributes, see portico.flow): the path the request took.
+function flowPath(spans) {
+  const steps = spans.filter((s) => "portico.flow.kind" in (s.attributes || {}));
+  if (!steps.length) return [h("p", { class: "muted" }, "No branches or loops in this request.")];
+  return [h("ol", { "data-testid": "trace-path" }, steps.map((s) => {
+    const a = s.attributes, cond = a["portico.flow.condition"];
+    const why = (cond ? ` ${cond} → ${a["portico.flow.value"]}` : ` (${a["portico.flow.arm"] || "no condition"})`) +
+      (a["portico.flow.exhausted"] ? ", max_iterations reached" : "") + (a["portico.flow.errors"] ? ` (${a["portico.flow.errors"]})` : "");
+    return h("li", { class: a["portico.flow.value"] ? "taken" : "not-taken" }, h("b", {}, s.name), why);
+  }))];
+}
+
 async function openTrace(id) {
   state.selected = id;
   for (const tr of document.querySelectorAll("#request-table tbody tr")) tr.classList.toggle("selected", tr.dataset.id === id);
@@ -144,7 +156,8 @@ async function openTrace(id) {
   const total = Math.max(1e-6, ...spans.map((s) => s.start_ms + s.duration_ms));
   const detail = h("div", { "data-testid": "span-attributes" }, h("p", { class: "muted" }, "Click a step to see its attributes."));
   const rows = spans.map((s) => {
-    const row = h("div", { class: "span-row", "data-testid": "span", "data-name": s.name },
+    const flow = "portico.flow.kind" in (s.attributes || {}); // an arm taken or a loop iteration: the path
+    const row = h("div", { class: "span-row" + (flow ? " flow" : ""), "data-testid": "span", "data-name": s.name },
       h("div", { class: "span-name", style: `padding-left:${s.depth * 14}px`, title: s.name }, s.name),
       h("div", { class: "span-track" },
         h("div", { class: "span-bar" + (s.status === "error" ? " error" : ""),
@@ -164,6 +177,7 @@ async function openTrace(id) {
     h("h3", {}, "Steps"),
     h("div", { class: "waterfall", "data-testid": "waterfall" }, rows),
     h("h3", {}, "Step attributes"), detail,
+    h("h3", {}, "Path (branches and loops)"), ...flowPath(spans),
     h("h3", {}, "Prompt sent"), messages(t.input),
     h("h3", {}, "Answer"), output(t.output),
     h("h3", {}, "Retrieved documents"), ...documents(spans));
