@@ -41,7 +41,10 @@ try {
     const output = await trace.getByTestId("trace-output").innerText();
     const prompt = await trace.locator(".msg").allInnerTexts();
     const path = await trace.locator('[data-testid="trace-path"] li').allInnerTexts(); // branches and loops
-    say({ id, spans, attributes, output, prompt, path });
+    // the application's pipeline drawn with this request's path: each node's label and whether it ran
+    const graph = await trace.locator('[data-testid="graph-node"]').evaluateAll((els) =>
+      els.map((e) => [e.querySelector(".node").textContent, e.classList.contains("ran")]));
+    say({ id, spans, attributes, output, prompt, path, graph });
   }
   await page.screenshot({ path: `${outDir}/ui-requests.png` });
   await page.getByTestId("tab-usage").click();

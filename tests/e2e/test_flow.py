@@ -193,3 +193,16 @@ def test_streaming_through_a_branch(server: str) -> None:
             assert raw.headers["x-portico-model"] == dep
             text = "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
         assert "messages=2" in text and "hello there" in text  # the arm's system prompt went with the question
+
+
+def test_pipeline_graph_api(server: str) -> None:
+    g = httpx.get(f"{server}/admin/applications/careful/pipeline", timeout=30).json()
+    assert (g["application"], g["model"], g["version"]) == ("careful", "small", "1")
+    loop, fallback = g["steps"]
+    assert (loop["kind"], loop["span"], loop["until"], loop["max_iterations"]) == (
+        "loop", "loop steps[0]", "output.checks.passed", 3)  # fmt: skip
+    assert [s["span"] for s in loop["steps"]] == ["feedback", "generate", "output_checks"]
+    assert fallback["arms"][0]["steps"][0] == {"kind": "step", "span": "generate", "path": "steps[1].when[0].steps[0]",
+                                               "model": "big"}  # fmt: skip
+    r = httpx.get(f"{server}/admin/applications/nope/pipeline", timeout=30)
+    assert r.status_code == 404 and r.json()["error"]["message"] == "no application 'nope'"

@@ -97,6 +97,9 @@ def test_dashboard_shows_requests_traces_and_charts(server: str, tmp_path: Path)
         seen = _readline(proc)
         assert "steps[0].when[0]" in seen["spans"]
         assert seen["path"] == ['steps[0].when[0] request.metadata.tier == "gold" → true']
+        assert seen["graph"] == [["branch steps[0]", True], ['when request.metadata.tier == "gold"', True],
+                                 ["system_prompt", True], ["else", False], ["system_prompt", False],
+                                 ["generate", True]]  # fmt: skip
 
         raw = client.chat.completions.with_raw_response.create(
             model="oai", messages=[{"role": "user", "content": "describe the harbour at dawn"}]

@@ -5,51 +5,46 @@ the closers that run last."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.tree import Tree
 
-from portico.flow.constructs import Branch, Call, Loop
-from portico.pipeline import Parallel, Pipeline, PipelineError, Step
-from portico.pipeline.runner import Stage
+from portico.flow.graph import describe
+from portico.pipeline import Pipeline, PipelineError
 
 pipeline_app = typer.Typer(no_args_is_help=True, help="Application pipelines: show the steps, branches and loops.")
 
 
-def _label(s: Step) -> str:
-    extra = getattr(s, "pinned", None) or ""
-    return f"{escape(s.name)}" + (f" [dim](model {escape(extra)})[/dim]" if extra else "")
-
-
-def _add(node: Tree, stages: tuple[Stage, ...] | list[Stage]) -> None:
-    for st in stages:
-        if isinstance(st, Parallel):
-            group = node.add("[bold]parallel[/bold]")
-            for s in st.steps:
-                _add(group, [s])
-        elif isinstance(st, Branch):
-            b = node.add(f"[bold]branch[/bold] {escape(st.path or '')}")
-            for arm in st.arms:
-                head = arm.path.rsplit(".", 1)[-1]
-                cond = f" [cyan]{escape(arm.condition.text)}[/cyan]" if arm.condition is not None else ""
-                _add(b.add(f"{head}{cond}"), arm.stages)
-            if not st.has_else:
+def _add(node: Tree, nodes: list[dict[str, Any]]) -> None:
+    for n in nodes:
+        kind = n["kind"]
+        if kind == "parallel":
+            _add(node.add("[bold]parallel[/bold]"), n["steps"])
+        elif kind == "branch":
+            b = node.add(f"[bold]branch[/bold] {escape(n['path'] or '')}")
+            for arm in n["arms"]:
+                head = arm["path"].rsplit(".", 1)[-1]
+                cond = f" [cyan]{escape(arm['condition'])}[/cyan]" if arm["condition"] is not None else ""
+                _add(b.add(f"{head}{cond}"), arm["steps"])
+            if not n["has_else"]:
                 b.add("[dim](no else: nothing runs when no condition holds)[/dim]")
-        elif isinstance(st, Loop):
-            until = f" until [cyan]{escape(st.until.text)}[/cyan]" if st.until is not None else ""
-            _add(node.add(f"[bold]loop[/bold] {escape(st.path or '')}{until}, at most {st.max_iterations}"), st.body)
-        elif isinstance(st, Call):
-            _add(node.add(f"[bold]call[/bold] {escape(st.target)}"), st.stages)
+        elif kind == "loop":
+            until = f" until [cyan]{escape(n['until'])}[/cyan]" if n["until"] is not None else ""
+            _add(node.add(f"[bold]loop[/bold] {escape(n['path'] or '')}{until}, at most {n['max_iterations']}"),
+                 n["steps"])  # fmt: skip
+        elif kind == "call":
+            _add(node.add(f"[bold]call[/bold] {escape(n['target'])}"), n["steps"])
         else:
-            node.add(_label(st))
+            model = f" [dim](model {escape(n['model'])})[/dim]" if n.get("model") else ""
+            node.add(escape(n["span"]) + model)
 
 
 def tree(pipeline: Pipeline, title: str) -> Tree:
     root = Tree(title)
-    _add(root, pipeline.stages)
+    _add(root, describe(pipeline.stages))
     return root
 
 

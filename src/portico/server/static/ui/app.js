@@ -148,11 +148,37 @@ function flowPath(spans) {
   }))];
 }
 
+// The application's pipeline (/admin/applications/{name}/pipeline) with this request's path laid over it: the
+// parts whose spans are in the trace are marked "ran", arms not taken and steps not reached are dimmed.
+function pipelineGraph(g, spans) {
+  const ran = new Set(spans.map((s) => s.name));
+  const list = (nodes, live) => h("ul", { class: "pipe" }, nodes.map((n) => item(n, live)));
+  const mark = (on, label, ...kids) => h("li", { class: on ? "ran" : "skipped", "data-testid": "graph-node" },
+    h("span", { class: "node" }, label), ...kids);
+  const item = (n, live) => {
+    const on = live && (n.kind === "parallel" || ran.has(n.span));
+    if (n.kind === "parallel") return mark(on, "parallel", list(n.steps, live));
+    if (n.kind === "branch") return mark(on, `branch ${n.path}`, h("ul", { class: "pipe" }, n.arms.map((a) =>
+      mark(on && ran.has(a.span), a.condition === null ? "else" : `when ${a.condition}`, list(a.steps, on && ran.has(a.span))))));
+    if (n.kind === "call") return mark(on, `call ${n.target}`, list(n.steps, on));
+    if (n.kind === "loop") {
+      const times = spans.filter((s) => s.name.startsWith(n.path + " iteration ")).length;
+      return mark(on, `loop ${n.path} until ${n.until ?? "(none)"}, at most ${n.max_iterations}` +
+        (on ? ` · ran ${times}×` : ""), list(n.steps, on));
+    }
+    return mark(on, n.span + (n.model ? ` (model ${n.model})` : ""));
+  };
+  return h("div", { "data-testid": "pipeline-graph" }, h("div", { class: "muted" }, `${g.application} → ${g.model}`),
+    list(g.steps, true));
+}
+
 async function openTrace(id) {
   state.selected = id;
   for (const tr of document.querySelectorAll("#request-table tbody tr")) tr.classList.toggle("selected", tr.dataset.id === id);
   const t = await api("/admin/requests/" + encodeURIComponent(id));
   const spans = flatten(t.spans || [], 0, []);
+  const graph = t.application ? await api(`/admin/applications/${encodeURIComponent(t.application)}/pipeline`)
+    .catch(() => null) : null; // an application no longer configured has no graph
   const total = Math.max(1e-6, ...spans.map((s) => s.start_ms + s.duration_ms));
   const detail = h("div", { "data-testid": "span-attributes" }, h("p", { class: "muted" }, "Click a step to see its attributes."));
   const rows = spans.map((s) => {
@@ -178,6 +204,7 @@ async function openTrace(id) {
     h("div", { class: "waterfall", "data-testid": "waterfall" }, rows),
     h("h3", {}, "Step attributes"), detail,
     h("h3", {}, "Path (branches and loops)"), ...flowPath(spans),
+    ...(graph ? [h("h3", {}, "Pipeline"), pipelineGraph(graph, spans)] : []),
     h("h3", {}, "Prompt sent"), messages(t.input),
     h("h3", {}, "Answer"), output(t.output),
     h("h3", {}, "Retrieved documents"), ...documents(spans));
