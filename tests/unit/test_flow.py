@@ -278,6 +278,13 @@ def test_parallel_groups_may_hold_branches_and_conflicts_are_found() -> None:
     assert "both write 'documents'" in build_error(clash)
 
 
+def test_loops_may_not_run_in_parallel_groups() -> None:
+    loop = {"loop": {"max_iterations": 2, "steps": [mark("x")]}}
+    nested = {"branch": [{"when": "true", "steps": [loop]}]}
+    msg = build_error([{"use": "parallel", "steps": [mark("y"), nested]}])
+    assert "steps[0].steps[1]: a loop cannot run inside a parallel group" in msg
+
+
 def test_explicit_generate_must_be_on_every_path() -> None:
     steps = [{"branch": [{"when": "true", "steps": [{"use": "generate"}]}, {"else": [mark("n")]}]}]
     assert "not every path through the steps writes ['response']" in build_error(steps)

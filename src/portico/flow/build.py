@@ -92,6 +92,9 @@ class Builder:
                 p, st = self.item(f"{where}.steps[{j}]", m, stack)
                 if isinstance(st, Parallel):
                     raise self.fail(f"{where}.steps[{j}]", "a parallel group cannot hold another")
+                if any(isinstance(x, Loop) for x in members([st])):
+                    # the iteration count is one per request: two loops at once would share it
+                    raise self.fail(f"{where}.steps[{j}]", "a loop cannot run inside a parallel group")
                 phases |= p
                 group.append(st)
             if len(phases) > 1:
