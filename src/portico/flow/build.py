@@ -83,12 +83,12 @@ class Builder:
             return getattr(self, kinds[0])(where, spec[kinds[0]], stack)
         use = spec.get("use")
         if use == "parallel":
-            members = spec.get("steps")
-            if not isinstance(members, list) or set(spec) - {"use", "steps"}:
+            specs = spec.get("steps")
+            if not isinstance(specs, list) or set(spec) - {"use", "steps"}:
                 raise self.fail(where, "a parallel group is {use: parallel, steps: [...]}")
             phases: set[str] = set()
             group: list[Step] = []
-            for j, m in enumerate(members):
+            for j, m in enumerate(specs):
                 p, st = self.item(f"{where}.steps[{j}]", m, stack)
                 if isinstance(st, Parallel):
                     raise self.fail(f"{where}.steps[{j}]", "a parallel group cannot hold another")
