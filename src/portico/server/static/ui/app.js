@@ -150,10 +150,11 @@ function flowPath(spans) {
 
 // The application's pipeline (/admin/applications/{name}/pipeline) with this request's path laid over it: the
 // parts whose spans are in the trace are marked "ran", arms not taken and steps not reached are dimmed.
+// Without spans (the application view) nothing is marked.
 function pipelineGraph(g, spans) {
-  const ran = new Set(spans.map((s) => s.name));
+  const ran = new Set((spans || []).map((s) => s.name));
   const list = (nodes, live) => h("ul", { class: "pipe" }, nodes.map((n) => item(n, live)));
-  const mark = (on, label, ...kids) => h("li", { class: on ? "ran" : "skipped", "data-testid": "graph-node" },
+  const mark = (on, label, ...kids) => h("li", { class: spans ? (on ? "ran" : "skipped") : null, "data-testid": "graph-node" },
     h("span", { class: "node" }, label), ...kids);
   const item = (n, live) => {
     const on = live && (n.kind === "parallel" || ran.has(n.span));
@@ -170,6 +171,16 @@ function pipelineGraph(g, spans) {
   };
   return h("div", { "data-testid": "pipeline-graph" }, h("div", { class: "muted" }, `${g.application} → ${g.model}`),
     list(g.steps, true));
+}
+
+// The application view: filtering the requests by an application shows its pipeline until a request is opened.
+async function showApplication(name) {
+  const g = await api(`/admin/applications/${encodeURIComponent(name)}/pipeline`);
+  state.selected = null;
+  $("#trace").hidden = false;
+  $("#trace").replaceChildren(h("h2", { "data-testid": "application-view" }, name),
+    h("div", { class: "muted" }, `version ${g.version} · click one of its requests to see the path it took`),
+    pipelineGraph(g, null));
 }
 
 async function openTrace(id) {
@@ -330,7 +341,12 @@ function schedule() {
 }
 
 for (const b of document.querySelectorAll(".tab")) b.addEventListener("click", () => showTab(b.dataset.tab));
-$("#filters").addEventListener("submit", (e) => { e.preventDefault(); refresh(); });
+$("#filters").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const app = new FormData($("#filters")).get("application");
+  refresh();
+  if (app) guarded(() => showApplication(app));
+});
 $("#range").addEventListener("change", () => refresh());
 $("#login-form").addEventListener("submit", (e) => {
   e.preventDefault();
