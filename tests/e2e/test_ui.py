@@ -102,8 +102,8 @@ def test_dashboard_shows_requests_traces_and_charts(server: str, tmp_path: Path)
                                  ["generate", True]]  # fmt: skip
         proc.stdin.write("app:desk\n")  # the application view: its pipeline, before any request is opened
         proc.stdin.flush()
-        assert _readline(proc) == {"app": "desk", "nodes": ["branch steps[0]", 'when request.metadata.tier == "gold"',
-                                                            "system_prompt", "else", "system_prompt", "generate"]}
+        nodes = ["branch steps[0]", 'when request.metadata.tier == "gold"', "system_prompt", "else", "system_prompt"]
+        assert _readline(proc) == {"app": "desk", "nodes": [*nodes, "generate"]}
 
         raw = client.chat.completions.with_raw_response.create(
             model="oai", messages=[{"role": "user", "content": "describe the harbour at dawn"}]
