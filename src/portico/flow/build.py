@@ -30,6 +30,9 @@ from portico.pipeline import Parallel, Pipeline, PipelineError, Step
 from portico.pipeline.runner import Stage
 
 MAX_ITERATIONS = 10  # the global cap on any loop's max_iterations: a loop of model calls is never unbounded
+# Step kinds that answer in place of the model call (their own loop makes the calls): with one and no explicit
+# generate, no generate is added.
+ANSWERING = frozenset({"agent"})
 CONSTRUCTS = ("branch", "loop", "call")
 
 # make_step(where, {use: kind, …}) → (phase, step): the runtime's registry lookup.
@@ -64,6 +67,7 @@ class Builder:
         self.make_step = make_step
         self.services = services
         self.explicit_generate = False
+        self.answering = False  # an ANSWERING step is listed somewhere
 
     def fail(self, where: str, message: str) -> ValueError:
         return ValueError(f"applications '{self.app}' {where}: {message}")
@@ -108,6 +112,7 @@ class Builder:
                 raise self.fail(where, f"(generate) {e}") from None
             step.path = where
             return set(), step
+        self.answering |= use in ANSWERING
         phase, step = self.make_step(f"applications '{self.app}' {where}", spec)
         step.path = where  # type: ignore[attr-defined]  # for contract errors that name the place
         return {phase}, step
@@ -181,7 +186,8 @@ def build_application(app: Any, pipelines: dict[str, list[Any]], make_step: Make
                 raise b.fail(f"steps[{i}]", "holds steps that run before the model call and steps that check its "
                                             "answer; place the model call yourself with {use: generate}")  # fmt: skip
             (after if "after" in phases else before).append(stage)
-        stages = [*before, GenerateStep(services.gateway, app.model), *after]
+        answer = [] if b.answering else [GenerateStep(services.gateway, app.model)]
+        stages = [*before, *answer, *after]
         produces = frozenset()
     closers: list[Step] = []
     for s in members(stages):
