@@ -33,6 +33,7 @@ class ToolServer:
     def __init__(self) -> None:
         self.calls: list[tuple[str, float, float]] = []
         self.idempotency: list[str | None] = []
+        self.order_ids: list[str | None] = []
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
 
@@ -50,6 +51,7 @@ class ToolServer:
             if name == "refund":
                 self.idempotency.append(request.headers.get("idempotency-key"))
                 return web.json_response({"refunded": True})
+            self.order_ids.append(request.query.get("id"))
             return web.json_response({"order": request.query.get("id"), "status": "shipped"})
         finally:
             self.calls.append((name, t0, time.perf_counter()))
@@ -483,3 +485,35 @@ async def test_knowledge_tool_in_a_run_gives_passages_and_citations(tmp_path: Pa
     agent = ctx.response["portico"]["agent"]
     assert agent["citations"][0]["id"] == "refunds#0" and agent["citations"][0]["source"] == "policy.md"
     assert answer(ctx) == "Refunds are paid within 14 days [refunds#0]."
+
+
+async def test_pii_masking_tools_get_values_the_model_placeholders(tmp_path: Path, tool_server: ToolServer) -> None:
+    def script(body: dict[str, Any]) -> Turn:
+        last = body["messages"][-1]
+        if last["role"] == "user":
+            placeholder = last["content"].split()[-1]  # the masked email, as the model sees it
+            return Turn.call("lookup_order", order_id=placeholder)
+        return Turn.say(f"Found it: {last['content']}")
+
+    up = ScriptedUpstream(script)
+    dep = {"provider": "openai", "model": "scripted", "base_url": f"{up.url}/v1", "api_key": "k"}
+    cfg = validate({
+        "state_dir": str(tmp_path),
+        "models": [{"name": "m", "deployments": [dep]}],
+        "tools": tools_config(tool_server.url),
+        "applications": [{"name": "bot", "model": "m", "steps": [
+            {"use": "pii", "ner": "none"}, {"use": "agent", "tools": ["lookup_order"]}]}],
+    })  # fmt: skip
+    rt = Runtime(cfg)
+    async with up:
+        await rt.start()
+        try:
+            ctx = await ask(rt, "Where is the order of jane.doe@example.com")
+        finally:
+            await rt.close()
+    sent = up.requests[0].body["messages"][-1]["content"]
+    assert "jane.doe@example.com" not in sent and "[EMAIL_ADDRESS_1]" in sent
+    (tool_msg,) = [m["content"] for m in up.requests[1].body["messages"] if m["role"] == "tool"]
+    assert tool_server.order_ids == ["jane.doe@example.com"]  # the tool got the value …
+    assert tool_msg == '{"order":"[EMAIL_ADDRESS_1]","status":"shipped"}'  # … the model only the placeholder
+    assert answer(ctx) == 'Found it: {"order":"jane.doe@example.com","status":"shipped"}'  # unmasked for the client

@@ -22,6 +22,8 @@ from portico.actions.execute import CallOutcome, run_tool
 from portico.actions.permissions import tool_allowed
 from portico.actions.tool import Tool, ToolContext, ToolResult
 from portico.gateway.costing import ANSWER_CHARGED
+from portico.guardrails.pii.masking import unmask
+from portico.guardrails.pii.step import MAPPING as PII_MAPPING
 from portico.pipeline.context import CHILD_SPANS, ChildSpan, RequestContext
 from portico.protocol.assemble import assemble
 from portico.protocol.chat import (
@@ -209,13 +211,20 @@ class AgentRun:
                                                         is_error=True), None, 0.0)  # fmt: skip
         else:
             gate = self.step.toolbox.gate
-            out = await run_tool(tool, fn.get("arguments"), tctx, gate, max_result_chars=self.o.max_result_chars)
+            # A pii step masked the conversation: the model wrote placeholders, the operator's tool needs the values.
+            mapping = self.ctx.state.get(PII_MAPPING)
+            raw = fn.get("arguments")
+            if mapping and isinstance(raw, str):
+                raw = unmask(raw, mapping)
+            out = await run_tool(tool, raw, tctx, gate, max_result_chars=self.o.max_result_chars)
             if out.status == "pending_approval" and out.approval_id:
                 out = await self.await_decision(tool, out)
             record = getattr(gate, "record_call", None)  # the approval queue audits every call
             if record is not None:
                 await record(out, tctx, "agent")
         text, stop = out.result.content, False
+        if mapping := self.ctx.state.get(PII_MAPPING):  # values the model only knows as placeholders stay masked
+            text = remask(text, mapping)
         attrs: dict[str, Any] = {"portico.tool.name": name, "portico.tool.kind": tool.kind if tool else None,
                                  "portico.tool.write": tool.write if tool else None,
                                  "portico.tool.status": out.status, "portico.tool.call_id": call.get("id")}  # fmt: skip
@@ -409,6 +418,15 @@ class AgentRun:
                 text = (c.get("delta") or {}).get("content")
                 if text:
                     yield self.chunk({"content": text})
+
+
+def remask(text: str, mapping: dict[str, str]) -> str:
+    """The request's known personal values in a tool result back to their placeholders (longest first, so a value
+    inside another is not replaced within it). New personal data a tool returns is not detected here."""
+    for name, value in sorted(mapping.items(), key=lambda kv: -len(kv[1])):
+        if value and value in text:
+            text = text.replace(value, f"[{name}]")
+    return text
 
 
 def _with_ids(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
