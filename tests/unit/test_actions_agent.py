@@ -403,7 +403,7 @@ async def test_every_model_and_tool_call_is_a_span(tmp_path: Path, tool_server: 
         turns = [sp for sp in spans if sp.name == "chat m"]
         tools = {sp.name: sp for sp in spans if sp.name.startswith("tool ")}
         assert len(turns) == 2 and all(t.parent_id == agent.span_id for t in turns)
-        assert turns[0].attributes["portico.agent.tool_calls"] == ["lookup_order", "slow"]
+        assert turns[0].attributes["portico.agent.requested_tools"] == ["lookup_order", "slow"]
         assert turns[1].attributes["gen_ai.usage.input_tokens"] == 100
         attempts = [sp for sp in spans if sp.name.startswith("chat openai/") or sp.name.startswith("chat m-")
                     or (sp.parent_id in {t.span_id for t in turns})]  # fmt: skip

@@ -156,7 +156,7 @@ class AgentRun:
                  sub.deployment, "portico.agent.turn": self.steps, "gen_ai.usage.input_tokens":
                  usage.get("prompt_tokens"), "gen_ai.usage.output_tokens": usage.get("completion_tokens"),
                  "portico.cost_usd": round(usd, 8), "gen_ai.response.finish_reasons": [finish] if finish else None,
-                 "portico.agent.tool_calls": [(c.get("function") or {}).get("name") for c in tool_calls or ()]
+                 "portico.agent.requested_tools": [(c.get("function") or {}).get("name") for c in tool_calls or ()]
                  or None}  # fmt: skip
         self.turn_span(sub, None, attrs)
 
