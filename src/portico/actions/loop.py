@@ -230,18 +230,8 @@ class AgentRun:
                                  "portico.tool.status": out.status, "portico.tool.call_id": call.get("id")}  # fmt: skip
         entry: dict[str, Any] = {"id": call.get("id"), "name": name, "status": out.status,
                                  "duration_ms": round(out.duration * 1000, 3)}  # fmt: skip
-        screen = self.step.screen
-        if screen is not None and tool is not None and out.status in _SCREENED:
-            s = await screen.screen(text)
-            attrs["portico.tool.injection.score"] = round(s.score, 4)
-            if s.flagged:
-                decision = screen.action
-                self.flagged.append(name)
-                attrs["portico.tool.injection.decision"] = entry["injection"] = decision
-                attrs["portico.tool.injection.rules"] = s.rules or None
-                if decision == "strip":
-                    text = s.text
-                stop = decision == "stop"
+        if self.step.screen is not None and tool is not None and out.status in _SCREENED:
+            text, stop = await self.screen(name, text, attrs, entry)
         if out.result.cost:
             self.step.prices.book(self.ctx, "agent", out.result.cost, tool=name)
             self.spent += out.result.cost
@@ -252,6 +242,18 @@ class AgentRun:
                                     None if out.status == "ok" else out.status,
                                     {k: v for k, v in attrs.items() if v is not None}, content))  # fmt: skip
         return text, stop, entry
+
+    async def screen(self, name: str, text: str, attrs: dict[str, Any], entry: dict[str, Any]) -> tuple[str, bool]:
+        """A tool's output through the injection screen: (what the model reads, whether the run stops)."""
+        screen = self.step.screen
+        s = await screen.screen(text)
+        attrs["portico.tool.injection.score"] = round(s.score, 4)
+        if not s.flagged:
+            return text, False
+        self.flagged.append(name)
+        attrs["portico.tool.injection.decision"] = entry["injection"] = screen.action
+        attrs["portico.tool.injection.rules"] = s.rules or None
+        return (s.text if screen.action == "strip" else text), screen.action == "stop"
 
     async def await_decision(self, tool: Tool, out: CallOutcome) -> CallOutcome:
         """A write waiting for approval: wait up to its ``approval.wait`` (within the run's time) for a human's
