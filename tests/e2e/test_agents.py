@@ -148,7 +148,8 @@ def test_admin_lists_tools_without_secrets(server: dict[str, Any]) -> None:
     assert {s["health"]["status"] for s in r.json()["sources"]} == {"ok"}
     metrics = httpx.get(f"{server['url']}/metrics", headers=AUTH, timeout=10).text
     assert 'portico_tool_calls_total{status="ok",tool="lookup_order"}' in metrics or (
-        'portico_tool_calls_total{tool="lookup_order",status="ok"}' in metrics)
+        'portico_tool_calls_total{tool="lookup_order",status="ok"}' in metrics
+    )
 
 
 def test_cli_lists_and_calls_a_tool(server: dict[str, Any]) -> None:
