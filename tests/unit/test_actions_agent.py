@@ -449,8 +449,9 @@ async def _embeddings(request: web.Request) -> web.Response:
     texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
     vectors = await fake_embed(texts)
     data = [{"object": "embedding", "index": i, "embedding": v.tolist()} for i, v in enumerate(vectors)]
-    return web.json_response({"object": "list", "data": data, "model": "bow", "usage": {"prompt_tokens": 1,
-                                                                                          "total_tokens": 1}})
+    return web.json_response(
+        {"object": "list", "data": data, "model": "bow", "usage": {"prompt_tokens": 1, "total_tokens": 1}}
+    )
 
 
 async def test_knowledge_tool_in_a_run_gives_passages_and_citations(tmp_path: Path) -> None:
