@@ -346,13 +346,15 @@ async def test_a_key_is_offered_only_the_tools_it_may_use(tmp_path: Path, tool_s
 
 async def test_stream_passes_text_through_and_keeps_alive_while_tools_run(tmp_path: Path,
                                                                           tool_server: ToolServer) -> None:  # fmt: skip
-    script = [Turn.calls(("wait", {"id": "1"})), Turn.say("Order A1 is shipped, it arrives Monday.")]
+    script = [Turn.calls(("wait", {"id": "1"})), Turn.say("Order A1 is shipped, it arrives Monday.", delay=0.35)]
     async with Setup(tmp_path, tool_server, script, keepalive_seconds=0.1) as s:
         ctx = await ask(s.rt, stream=True, stream_options={"include_usage": True})
         assert ctx.response is None and ctx.stream is not None
         chunks = [c async for c in ctx.stream]
         comments = [c for c in chunks if c.get("object") == COMMENT_OBJECT]
-        assert comments[0]["comment"] == "portico agent: running wait" and len(comments) >= 2
+        assert comments[0]["comment"] == "portico agent: running wait" and len(comments) >= 3
+        assert "portico agent: tools still running" in {c["comment"] for c in comments}
+        assert "portico agent: waiting for the model" in {c["comment"] for c in comments}  # the slow second turn
         data = [c for c in chunks if c.get("object") != COMMENT_OBJECT]
         assert data[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
         pieces = [ch["delta"].get("content") for c in data for ch in c["choices"] if ch["delta"].get("content")]

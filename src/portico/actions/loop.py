@@ -348,8 +348,14 @@ class AgentRun:
                 if sub is None:
                     if (reason := self.limit()) is not None:
                         break
+                    call = asyncio.ensure_future(self.model_call(stream=True))
+                    async with contextlib.aclosing(
+                        self.keepalive(call, "portico agent: waiting for the model")
+                    ) as notes:
+                        async for note in notes:
+                            yield note
                     try:
-                        sub = await self.model_call(stream=True)
+                        sub = call.result()
                     except TimeoutError:
                         reason = "time_limit"
                         break
@@ -384,16 +390,11 @@ class AgentRun:
                     return
                 names = ", ".join((c.get("function") or {}).get("name") or "?" for c in calls)
                 yield comment_chunk(f"portico agent: running {names}")
-                task = asyncio.ensure_future(self.run_tools(choice["message"].get("content"), calls))
-                try:  # run_tool ends every call by the run's deadline
-                    while not (await asyncio.wait({task}, timeout=self.o.keepalive_seconds))[0]:
-                        yield comment_chunk("portico agent: tools still running")
-                    reason = task.result()
-                finally:
-                    if not task.done():
-                        task.cancel()
-                        with contextlib.suppress(BaseException):
-                            await task
+                tools = asyncio.ensure_future(self.run_tools(choice["message"].get("content"), calls))
+                async with contextlib.aclosing(self.keepalive(tools, "portico agent: tools still running")) as notes:
+                    async for note in notes:
+                        yield note  # run_tool ends every call by the run's deadline
+                reason = tools.result()
             self.stopped = reason
             text = limit_message(reason or "time_limit", self.o, self.stopped_by)
             yield self.chunk({"content": ("\n\n" if sent_text else "") + text})
@@ -402,6 +403,17 @@ class AgentRun:
         finally:
             if sub is not None and sub.stream is not None:
                 await sub.stream.aclose()  # type: ignore[attr-defined]
+
+    async def keepalive(self, task: asyncio.Future[Any], note: str) -> AsyncIterator[dict[str, Any]]:
+        """Comment lines every ``keepalive_seconds`` until ``task`` is done (it is cancelled if the stream closes)."""
+        try:
+            while not (await asyncio.wait({task}, timeout=self.o.keepalive_seconds))[0]:
+                yield comment_chunk(note)
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
 
     async def relay(self, sub: RequestContext, seen: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
         """One streamed turn: its text passed on as it comes; every chunk kept in ``seen`` (tool calls)."""
