@@ -89,6 +89,7 @@ class AgentStep(Step):
             raise InvalidRequest("an agent application answers with one choice: n must be 1", param="n")
         model = ctx.target_model or self.options.model or self.app_models.get(ctx.application or "") or ctx.model
         run = AgentRun(self, ctx, model)
+        await run.prepare()
         if ctx.request.stream:
             await run.open_stream()  # the first model call starts here: its failure is the request's HTTP error
             ctx.stream = run.stream()

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from portico.actions.approvals import ApprovalQueue, inband
 from portico.actions.execute import CallOutcome, run_tool
 from portico.actions.permissions import tool_allowed
 from portico.actions.tool import Tool, ToolContext, ToolResult
@@ -79,6 +80,7 @@ class AgentRun:
         self.calls: list[dict[str, Any]] = []  # one summary per tool call
         self.citations: list[dict[str, Any]] = []
         self.flagged: list[str] = []
+        self.approvals: list[str] = []  # write actions of this run still waiting for a human
         self.stopped: str | None = None
         self.stopped_by: str | None = None  # the tool whose output stopped the run
         self.spans: list[ChildSpan] = ctx.state.setdefault(CHILD_SPANS, [])
@@ -88,6 +90,15 @@ class AgentRun:
         self.shown_model = model
         self._first: RequestContext | None = None
         self._first_reason: str | None = None
+
+    async def prepare(self) -> None:
+        """In-band decisions of the caller first, then what became of the actions this conversation asked for."""
+        gate = self.step.toolbox.gate
+        if not isinstance(gate, ApprovalQueue):
+            return
+        note = await inband.updates(gate, self.messages, await inband.apply_decisions(gate, self.ctx))
+        if note is not None:
+            self.messages.append(note)
 
     # ---- limits, requests, accounting --------------------------------------------------------------------
 
@@ -219,6 +230,8 @@ class AgentRun:
             out = await run_tool(tool, raw, tctx, gate, max_result_chars=self.o.max_result_chars)
             if out.status == "pending_approval" and out.approval_id:
                 out = await self.await_decision(tool, out)
+                if out.status == "pending_approval":
+                    self.approvals.append(out.approval_id)
             record = getattr(gate, "record_call", None)  # the approval queue audits every call
             if record is not None:
                 await record(out, tctx, "agent")
@@ -310,9 +323,13 @@ class AgentRun:
     def answer(self, resp: dict[str, Any]) -> None:
         resp["usage"] = dict(self.usage)
         ext = resp.setdefault("portico", {})
+        ctx = self.ctx
         if isinstance(ext, dict):
             ext["agent"] = self.summary()
-        ctx = self.ctx
+            if self.approvals:
+                ext["approvals"] = list(self.approvals)
+        if self.approvals:  # streams carry the ids in their last chunk: headers leave before the run ends
+            ctx.headers["x-portico-approvals"] = ",".join(self.approvals)
         ctx.response = resp
         ctx.usage = dict(self.usage)
         ctx.deployment = ctx.deployment or "portico/agent"
@@ -335,6 +352,8 @@ class AgentRun:
     def last_chunks(self, finish: str) -> list[dict[str, Any]]:
         end = self.chunk({}, finish)
         end["portico"] = {"agent": self.summary()}
+        if self.approvals:
+            end["portico"]["approvals"] = list(self.approvals)
         usage = chunk_dict(id=self.id, model=self.shown_model, created=self.created, choices=[], usage=dict(self.usage))
         self.finish_note()
         return [end, usage]
