@@ -14,6 +14,7 @@ from portico.context.pack import PackStep
 from portico.context.retrieve import RetrieveStep
 from portico.context.rewrite import RewriteStep
 from portico.context.system_prompt import SystemPromptStep
+from portico.evaluation.feedback import FeedbackService
 from portico.gateway import Gateway, GenerateStep
 from portico.gateway.control import ControlPlane
 from portico.gateway.costing import PriceBook
@@ -87,6 +88,7 @@ class Runtime:
             lambda: {k.name for k in self.keys.all()},
             versions,
         )
+        self.feedback = FeedbackService.build(cfg, self.db, self.metrics)  # feedback metrics (evaluation/)
         self._closers: list[Any] = []  # async callables releasing step resources, run at close()
         self._results_store: Any = None  # made on first use of result_cache()
         # Plain model names share the minimal pipeline: generate, wrapped by the exact cache when it is on.
@@ -166,6 +168,7 @@ class Runtime:
         await self.keys.load()
         self.usage.start()
         self.tracing.start()
+        self.feedback.start()
 
     async def start(self) -> None:
         await self.open()
@@ -175,6 +178,7 @@ class Runtime:
         await self.gateway.close()
         await self.usage.close()  # every queued usage row is written before the database closes
         await self.tracing.close()  # likewise every queued trace (and its OTLP export)
+        await self.feedback.close()
         for close in self._closers:
             await close()
         await self.state.close()

@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from portico.evaluation.config import Metrics
+
 _STRICT = ConfigDict(extra="forbid")
 
 
@@ -280,6 +282,7 @@ class PorticoConfig(BaseModel):
     applications: list[ApplicationConfig] = Field(default_factory=list)
     # The embedding model steps use for vectors (cache, router, guardrails, retrieval); default: the first one.
     embedder: str | None = None
+    metrics: Metrics = Field(default_factory=list)  # feedback metrics (portico.evaluation.config)
 
     @model_validator(mode="after")
     def _cross_refs(self) -> PorticoConfig:

@@ -87,6 +87,7 @@ async def _settle(rt: Runtime, adm: Admission, ctx: RequestContext, status: int,
         rt.metrics.observe(rec, ttft=ctx.state.get("server.ttft"), chunks=ctx.state.get("server.chunks", 0),
                            attempts=[(a.deployment, a.status) for a in ctx.attempts])  # fmt: skip
         rt.tracing.chat(ctx, rec)  # builds the span tree only; serialising and writing happen in the background
+        rt.feedback.observe(ctx, rec)  # who asked, for feedback ownership (queued, written in the background)
 
 
 def _required(response: dict | None) -> dict:

@@ -166,7 +166,23 @@ async function openTrace(id) {
     h("h3", {}, "Step attributes"), detail,
     h("h3", {}, "Prompt sent"), messages(t.input),
     h("h3", {}, "Answer"), output(t.output),
-    h("h3", {}, "Retrieved documents"), ...documents(spans));
+    h("h3", {}, "Retrieved documents"), ...documents(spans),
+    h("h3", {}, "Feedback"), feedbackList(t));
+}
+
+// Feedback from POST /v1/feedback, and the conversation (session / user) the request belongs to.
+function feedbackList(t) {
+  const who = [t.session && `session ${t.session}`, t.user && `user ${t.user}`, t.version && `version ${t.version}`]
+    .filter(Boolean).join(" · ");
+  const rows = (t.feedback || []).map((f) => h("tr", { "data-testid": "feedback-row" },
+    h("td", {}, f.metric), h("td", {}, f.kind),
+    h("td", {}, f.kind === "pairwise" ? `winner: ${f.winner}${f.request_id === t.request_id ? "" : " (paired)"}`
+      : typeof f.value === "object" && f.value !== null ? f.value.content || JSON.stringify(f.value) : String(f.value)),
+    h("td", {}, f.key_name || ""), h("td", {}, fmtTime(f.created))));
+  return h("div", { "data-testid": "feedback" }, who ? h("p", { class: "muted" }, who) : null,
+    rows.length ? h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "metric"), h("th", {}, "kind"), h("th", {}, "value"),
+      h("th", {}, "by"), h("th", {}, "when"))), h("tbody", {}, rows))
+      : h("p", { class: "muted" }, "No feedback yet."));
 }
 
 // ---------- usage charts ----------
