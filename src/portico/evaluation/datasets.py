@@ -179,3 +179,20 @@ async def items_from_traces(
                 if len(out) >= limit:
                     break
     return out
+
+
+async def build_from_traces(
+    db: Database, *, application: str | None, since: float | None, until: float | None, with_feedback: bool,
+    limit: int, name: str | None,
+) -> dict[str, Any]:  # fmt: skip
+    """Items from traces, registered as a dataset version when ``name`` is given (the admin API and the CLI)."""
+    from portico.storage.evals import register_dataset
+
+    items = await items_from_traces(db, application=application, since=since, until=until,
+                                    with_feedback=with_feedback, limit=limit)  # fmt: skip
+    out: dict[str, Any] = {"object": "dataset", "name": name, "data": [i.plain() for i in items]}
+    if name and items:
+        digest = content_hash(items)
+        source = f"traces application={application} since={since} with_feedback={with_feedback}"
+        out.update(version=await register_dataset(db, name, digest, out["data"], source), hash=digest)
+    return out

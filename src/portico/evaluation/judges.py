@@ -15,7 +15,7 @@ from portico.evaluation.datasets import Item
 from portico.evaluation.outcome import Outcome
 from portico.evaluation.spec import PairwiseSpec, ScorerSpec
 
-JudgeCall = Callable[[str, list[dict[str, Any]]], Awaitable[str]]  # (model, messages) → reply text
+JudgeCall = Callable[[str, list[dict[str, Any]], int], Awaitable[str]]  # (model, messages, max_tokens) → reply
 _SCORE = re.compile(r"(?:score|rating)\s*(?:[:=]|is)?\s*\[*\s*(\d+(?:\.\d+)?)", re.I)
 _BRACKETED = re.compile(r"\[\[\s*(\d+(?:\.\d+)?)\s*\]\]")
 _VERDICT = re.compile(r"\[\[\s*([ABC])\s*\]\]")
@@ -58,6 +58,7 @@ class PointwiseJudge:
             raise ValueError(f"scorer '{self.label}': llm_judge needs 'model' (any configured model)")
         self.rubric = str(opts.get("rubric") or "Is the answer correct, complete and helpful?")
         self.scale = int(opts.get("scale", 5))
+        self.max_tokens = int(opts.get("max_tokens", 96))  # the rating comes first: a short reply is enough
         if self.scale < 2:
             raise ValueError(f"scorer '{self.label}': scale must be at least 2")
         self.judge = judge
@@ -71,7 +72,7 @@ class PointwiseJudge:
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
     async def score(self, item: Item, out: Outcome) -> tuple[float | None, dict[str, Any] | None]:
-        reply = await self.judge(self.model, self.messages(item, out))  # type: ignore[arg-type]
+        reply = await self.judge(self.model, self.messages(item, out), self.max_tokens)  # type: ignore[arg-type]
         raw = parse_score(reply, self.scale)
         details = {"reply": reply[:_MAX_REPLY]}
         if raw is None:
@@ -106,8 +107,9 @@ class PairwiseJudge:
 
     async def compare(self, item: Item, a: Outcome, b: Outcome) -> tuple[str, dict[str, Any]]:
         """(winner in a | b | tie, details). Both orders are asked; only an agreeing pair of verdicts wins."""
-        r1 = await self.judge(self.spec.model, self.messages(item, a.text, b.text))
-        r2 = await self.judge(self.spec.model, self.messages(item, b.text, a.text))
+        n = self.spec.max_tokens
+        r1 = await self.judge(self.spec.model, self.messages(item, a.text, b.text), n)
+        r2 = await self.judge(self.spec.model, self.messages(item, b.text, a.text), n)
         v1, v2 = parse_verdict(r1), parse_verdict(r2)
         # In the swapped order 'A' is variant b: map both verdicts onto the variants.
         m1 = {"A": "a", "B": "b", "tie": "tie"}.get(v1 or "")

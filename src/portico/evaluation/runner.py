@@ -172,9 +172,9 @@ class EvalRunner:
         done = {(r["item_id"], r["variant"], r["repeat"]) for r in await results_of(self.db, run_id)}
         cells = [(it, v, r) for it in items for v in self.spec.variants for r in range(self.spec.repeats)]
         todo = [c for c in cells if (c[0].id, c[1].name, c[2]) not in done]
+        total, finished = len(cells), len(cells) - len(todo)
         if max_cells is not None:
             todo = todo[:max_cells]
-        total, finished = len(cells), len(cells) - len(todo)
         if progress:
             progress(finished, total)
         sem = asyncio.Semaphore(self.spec.concurrency)

@@ -84,6 +84,7 @@ class PairwiseSpec(BaseModel):
     variants: list[str] = Field(min_length=2, max_length=2)
     rubric: str = "Which answer responds to the user better: more correct, more helpful, more concise?"
     name: str | None = None
+    max_tokens: int = Field(default=320, ge=16)  # room for a short explanation and the verdict
 
     @property
     def label(self) -> str:

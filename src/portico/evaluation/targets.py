@@ -103,12 +103,13 @@ class InProcessTarget:
         pipeline, application = self._pipelines[v.name]
         return (await self._call(pipeline, application, request_body(application or v.model, item, v.params)))[0]
 
-    async def judge(self, model: str, messages: list[dict[str, Any]]) -> str:
+    async def judge(self, model: str, messages: list[dict[str, Any]], max_tokens: int) -> str:
         try:
             pipeline, application = self.rt.pipeline_for(model)
         except PorticoError as e:
             raise TargetError(f"judge '{model}': {e.message}") from None
-        out, _ = await self._call(pipeline, application, {"model": model, "messages": messages, "temperature": 0})
+        out, _ = await self._call(pipeline, application, {"model": model, "messages": messages, "temperature": 0,
+                                                             "max_tokens": max_tokens})  # fmt: skip
         if out.error:
             raise TargetError(f"judge '{model}' failed: {out.error}")
         return out.text
@@ -159,8 +160,8 @@ class HttpTarget:
     async def run(self, v: VariantSpec, item: Item) -> Outcome:
         return await self._post(request_body(v.model, item, v.params))
 
-    async def judge(self, model: str, messages: list[dict[str, Any]]) -> str:
-        out = await self._post({"model": model, "messages": messages, "temperature": 0})
+    async def judge(self, model: str, messages: list[dict[str, Any]], max_tokens: int) -> str:
+        out = await self._post({"model": model, "messages": messages, "temperature": 0, "max_tokens": max_tokens})
         if out.error:
             raise TargetError(f"judge '{model}' failed: {out.error}")
         return out.text

@@ -124,7 +124,7 @@ async def dataset_items_of(db: Database, name: str, version: int | None = None) 
             (dataset_items.c.name == name) & (dataset_items.c.version == version))
             .order_by(dataset_items.c.idx)))  # fmt: skip
         items = [r[0] for r in rows.all()]
-        exists = (await conn.execute(select(datasets.c.items).where(
+        exists = (await conn.execute(select(datasets.c["items"]).where(
             (datasets.c.name == name) & (datasets.c.version == version)))).scalar()  # fmt: skip
     if exists is None:
         raise KeyError(f"{name} v{version}")

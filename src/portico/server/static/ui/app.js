@@ -63,6 +63,7 @@ function showLogin(message) {
   $("#login").hidden = false;
   $("#requests").hidden = true;
   $("#usage").hidden = true;
+  $("#evals").hidden = true;
   $("#login-error").textContent = message || "";
   $("#login-key").focus();
 }
@@ -285,7 +286,8 @@ async function loadUsage() {
 
 // ---------- wiring ----------
 function refresh() {
-  return guarded(state.tab === "requests" ? loadRequests : loadUsage);
+  const load = { requests: loadRequests, usage: loadUsage, evals: () => window.loadEvals() }[state.tab];
+  return guarded(load);
 }
 
 function showTab(name) {
@@ -293,6 +295,7 @@ function showTab(name) {
   for (const b of document.querySelectorAll(".tab")) b.classList.toggle("active", b.dataset.tab === name);
   $("#requests").hidden = name !== "requests";
   $("#usage").hidden = name !== "usage";
+  $("#evals").hidden = name !== "evals";
   refresh();
 }
 
@@ -300,7 +303,7 @@ function schedule() {
   clearInterval(state.timer);
   state.timer = setInterval(() => {
     if (!$("#login").hidden || document.hidden) return;
-    if (state.tab === "usage" || $("#auto").checked) refresh();
+    if (state.tab === "usage" || (state.tab === "requests" && $("#auto").checked)) refresh();
   }, 3000);
 }
 
