@@ -128,23 +128,34 @@ def _table(head: list[str], rows: list[list[str]], cls: str = "") -> str:
     return f'<table class="{cls}"><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def _variant_rows(summary: dict[str, Any], scorers: list[str], repeats: bool = True) -> list[list[str]]:
+def _variant_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    head = ["variant", "cells", "errors", "cost $/request", "cost $ total", "p50 ms", "p95 ms"]
     rows = []
     for v, st in summary["variants"].items():
-        cells = [escape(v), str(st["cells"]), str(st["errors"])]
-        for s in scorers:
+        lat = st["latency_ms"]
+        rows.append([escape(v), str(st["cells"]), str(st["errors"]), _f(st["cost_usd"]["mean"], 6),
+                     _f(st["cost_usd"]["total"], 6), _f(lat["p50"], 0), _f(lat["p95"], 0)])  # fmt: skip
+    return head, rows
+
+
+def _score_rows(summary: dict[str, Any], scorers: list[str]) -> tuple[list[str], list[list[str]]]:
+    """One row per scorer x variant: mean, its CI, and (with repeats) pass@k, pass^k and the flaky share."""
+    k = summary["repeats"]
+    head = ["scorer", "variant", "items", "mean", "95% CI"]
+    if k > 1:
+        head += [f"pass@{k}", f"pass^{k}", "flaky items"]
+    rows = []
+    for s in scorers:
+        for v, st in summary["variants"].items():
             x = st["scorers"].get(s, {})
             if not x.get("n"):
-                cells.append("-")
+                rows.append([escape(s), escape(v), "0", "-", "-"] + (["-"] * 3 if k > 1 else []))
                 continue
-            k = summary["repeats"]
-            extra = (f" · pass@{k} {x['pass_at_k']:.2f} · pass^{k} {x['pass_all_k']:.2f} · flaky {x['flaky']:.2f}"
-                     if repeats and k > 1 else "")  # fmt: skip
-            cells.append(f"{x['mean']:.3f} [{x['ci'][0]:.3f}, {x['ci'][1]:.3f}]{extra}")
-        lat = st["latency_ms"]
-        cells += [_f(st["cost_usd"]["mean"], 6), _f(lat["p50"], 0), _f(lat["p95"], 0)]
-        rows.append(cells)
-    return rows
+            row = [escape(s), escape(v), str(x["n"]), f"{x['mean']:.3f}", f"[{x['ci'][0]:.3f}, {x['ci'][1]:.3f}]"]
+            if k > 1:
+                row += [f"{x['pass_at_k']:.2f}", f"{x['pass_all_k']:.2f}", f"{x['flaky']:.2f}"]
+            rows.append(row)
+    return head, rows
 
 
 def _item_rows(summary: dict[str, Any], scorer: str) -> list[list[str]]:
@@ -175,9 +186,9 @@ def render_html(run: dict[str, Any], summary: dict[str, Any]) -> str:
                 for g in gates]  # fmt: skip
         head = ["scorer", "variant", "statistic", "value", "min", "baseline", "status", "why"]
         sections.append("<h2>Gates</h2>" + _table(head, rows))
-    head = ["variant", "cells", "errors", *scorers, "cost $/req", "p50 ms", "p95 ms"]
-    sections.append("<h2>Variants</h2><p class=muted>mean [95% bootstrap CI over items]</p>"
-                    + _table(head, _variant_rows(summary, scorers)))  # fmt: skip
+    sections.append("<h2>Variants</h2>" + _table(*_variant_rows(summary)))
+    sections.append("<h2>Scores</h2><p class=muted>mean over items (repeats averaged per item first), 95% "
+                    "bootstrap CI over items</p>" + _table(*_score_rows(summary, scorers)))  # fmt: skip
     if scorers:
         figures = [f"<figure><figcaption>{escape(s)}</figcaption>{score_plot(summary, s)}</figure>" for s in scorers]
         sections.append("<h2>Score by variant</h2>" + "".join(figures))
@@ -220,17 +231,9 @@ def render_markdown(run: dict[str, Any], summary: dict[str, Any]) -> str:
         mark = "PASS" if g["status"] == "pass" else "FAIL"
         lines.append(f"- gate {mark}: {g['scorer']} on {g['variant']} = {_f(g.get('value'))}"
                      + (f" ({'; '.join(g['reasons'])})" if g.get("reasons") else ""))  # fmt: skip
-    head = ["variant", "cells", "errors", *scorers, "cost $/req", "p50 ms", "p95 ms"]
-    lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in _variant_rows(summary, scorers, repeats=False):
-        lines.append("| " + " | ".join(r) + " |")
-    k = summary["repeats"]
-    if k > 1:
-        lines += ["", f"| variant | scorer | pass@{k} | pass^{k} | flaky items |", "|---|---|---|---|---|"]
-        for v, st in summary["variants"].items():
-            for s, x in st["scorers"].items():
-                if x.get("n"):
-                    lines.append(f"| {v} | {s} | {x['pass_at_k']:.2f} | {x['pass_all_k']:.2f} | {x['flaky']:.2f} |")
+    for head, rows in (_variant_rows(summary), _score_rows(summary, scorers)):
+        lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
     if summary.get("comparisons"):
         lines += ["", "| scorer | b - a | diff | 95% CI | p (bootstrap) | p (sign) |", "|---|---|---|---|---|---|"]
         for c in summary["comparisons"]:
