@@ -14,6 +14,7 @@ from portico.context.pack import PackStep
 from portico.context.retrieve import RetrieveStep
 from portico.context.rewrite import RewriteStep
 from portico.context.system_prompt import SystemPromptStep
+from portico.evaluation.experiments import ExperimentService
 from portico.evaluation.feedback import FeedbackService
 from portico.gateway import Gateway, GenerateStep
 from portico.gateway.control import ControlPlane
@@ -98,6 +99,7 @@ class Runtime:
             stages = [lookup, *stages, *([lookup.closer] if lookup.closer else [])]
         self.minimal = Pipeline("minimal", stages)
         self.applications: dict[str, Pipeline] = {a.name: self._build(a) for a in cfg.applications}
+        self.experiments = ExperimentService.build(cfg, self.applications, self.db)  # traffic splits (evaluation/)
         self.started_at = 0
 
     def _build(self, app: ApplicationConfig) -> Pipeline:

@@ -52,3 +52,55 @@ def _unique(metrics: list[MetricConfig]) -> list[MetricConfig]:
 
 
 Metrics = Annotated[list[MetricConfig], AfterValidator(_unique)]
+
+
+class VariantConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    application: str  # the application that serves this variant's share
+    weight: float = Field(default=1.0, gt=0)
+
+
+class BanditConfig(BaseModel):
+    """Thompson sampling on a boolean feedback metric: each variant's share becomes its probability of being the
+    best under Beta(1 + true, 1 + false), recomputed every ``refresh_seconds``; ``min_share`` keeps exploring."""
+
+    model_config = ConfigDict(extra="forbid")
+    metric: str
+    refresh_seconds: float = Field(default=30.0, gt=0)
+    min_share: float = Field(default=0.05, ge=0, lt=0.5)
+
+
+class ExperimentConfig(BaseModel):
+    """Requests for ``application`` are split between the variants' applications (the application itself may be
+    one of them). Sticky: the same user (or key, or session) keeps its variant while the weights stay."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    application: str
+    variants: list[VariantConfig] = Field(min_length=2)
+    sticky: Literal["user", "key", "session", "none"] = "user"
+    bandit: BanditConfig | None = None
+
+    @model_validator(mode="after")
+    def _distinct(self) -> ExperimentConfig:
+        names = [v.name for v in self.variants]
+        if len(set(names)) != len(names):
+            raise ValueError(f"experiment '{self.name}': variant names must be distinct")
+        return self
+
+
+def _unique_experiments(experiments: list[ExperimentConfig]) -> list[ExperimentConfig]:
+    names: set[str] = set()
+    apps: set[str] = set()
+    for i, e in enumerate(experiments):
+        if e.name in names:
+            raise ValueError(f"[{i}].name: '{e.name}' is defined twice")
+        if e.application in apps:
+            raise ValueError(f"[{i}].application: '{e.application}' already has an experiment")
+        names.add(e.name)
+        apps.add(e.application)
+    return experiments
+
+
+Experiments = Annotated[list[ExperimentConfig], AfterValidator(_unique_experiments)]

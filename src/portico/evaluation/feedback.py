@@ -126,7 +126,7 @@ class FeedbackService:
         self.db = db
         self.versions = versions
         self.models = models  # bounded label values: configured models and applications
-        self.enabled = bool(self.metrics)
+        self.enabled = bool(self.metrics)  # build() also turns it on for experiments (variant on each request)
         self.meta = RequestMetaWriter(db, batch_size=batch_size, interval=interval)
         self.interval = interval
         labels = ("metric", "application", "version", "model", "value")
@@ -138,8 +138,10 @@ class FeedbackService:
     @classmethod
     def build(cls, cfg: PorticoConfig, db: Database, prom: Metrics) -> FeedbackService:
         versions = {a.name: a.version for a in cfg.applications}
-        return cls(cfg.metrics, db, prom, versions, models=set(versions) | {m.name for m in cfg.models},
-                   batch_size=cfg.storage.usage_batch_size, interval=cfg.storage.usage_flush_seconds)  # fmt: skip
+        svc = cls(cfg.metrics, db, prom, versions, models=set(versions) | {m.name for m in cfg.models},
+                  batch_size=cfg.storage.usage_batch_size, interval=cfg.storage.usage_flush_seconds)  # fmt: skip
+        svc.enabled = bool(cfg.metrics or cfg.experiments)
+        return svc
 
     @property
     def categories(self) -> dict[str, list[str]]:

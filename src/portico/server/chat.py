@@ -26,11 +26,15 @@ async def chat_completions(request: Request) -> Response | SSEResponse:
     caller = await caller_of(request)
     req = await read_model(request, ChatCompletionRequest, rt.cfg.server.max_body_bytes)
     pipeline, application = rt.pipeline_for(req.model)
+    pipeline, application, variant = rt.experiments.assign(application, req, caller, pipeline)  # A/B splits
     state = request.scope["state"]
     state["model"] = req.model
     adm = await rt.control.admit(caller, req.model, lambda: sum(len(m.text()) for m in req.messages))
     ctx = RequestContext(request=req, request_id=state["request_id"], model=req.model, application=application,
                          caller={"key": caller.name, "key_id": caller.key.id if caller.key else None})  # fmt: skip
+    if variant is not None:
+        ctx.state["experiment.variant"] = variant  # stored with the request (evaluation.feedback)
+        ctx.headers["x-portico-variant"] = variant
     cache_control = request.headers.get("cache-control")
     if cache_control:
         ctx.state["http.cache_control"] = cache_control

@@ -14,6 +14,7 @@ from starlette.routing import BaseRoute, Route
 from portico.evaluation.datasets import build_from_traces
 from portico.protocol.errors import InvalidRequest, NotFound
 from portico.runtime import Runtime
+from portico.server.admin import parse_when
 from portico.server.auth import require_admin
 from portico.server.body import read_model
 from portico.storage.evals import get_run, list_datasets, list_runs, pairs_of, results_of
@@ -84,8 +85,18 @@ async def post_from_traces(request: Request) -> Response:
     return _json(await build_from_traces(rt.db, **body.model_dump()))
 
 
+async def get_experiments(request: Request) -> Response:
+    """Each experiment's variants: share, requests, and feedback metrics with 95% CIs; tests against the first."""
+    require_admin(request)
+    rt: Runtime = request.app.state.runtime
+    await rt.feedback.flush()
+    since = parse_when(request.query_params.get("since"), "since")
+    return _json({"object": "list", "data": await rt.experiments.report(since)})
+
+
 def routes() -> list[BaseRoute]:
     return [
+        Route("/admin/experiments", get_experiments, methods=["GET"]),
         Route("/admin/evals", list_evals, methods=["GET"]),
         Route("/admin/evals/{run_id}", get_eval, methods=["GET"]),
         Route("/admin/datasets", get_datasets, methods=["GET"]),
