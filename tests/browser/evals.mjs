@@ -1,9 +1,10 @@
 // Drives the dashboard's Evals tab for tests/e2e/test_eval.py.
-// Usage: node evals.mjs BASE_URL MASTER_KEY OUT_DIR RUN_A RUN_B. Picks the two runs, waits for the per-item diff
-// table, screenshots it, and prints one JSON line of what it saw.
+// Usage: node evals.mjs BASE_URL MASTER_KEY OUT_DIR RUN_A RUN_B REQUEST_ID. Opens the request's trace and reads its
+// feedback, then picks the two runs, waits for the per-item diff table, screenshots both views, and prints one JSON
+// line of what it saw.
 import { chromium } from "playwright-core";
 
-const [base, masterKey, outDir, runA, runB] = process.argv.slice(2);
+const [base, masterKey, outDir, runA, runB, requestId] = process.argv.slice(2);
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   args: ["--headless", "--no-sandbox", "--disable-gpu"],
@@ -16,6 +17,13 @@ try {
   await page.getByTestId("login-key").fill(masterKey);
   await page.getByTestId("login-submit").click();
   await page.getByTestId("request-table").waitFor({ state: "visible", timeout: 10000 });
+  const row = page.locator(`#request-table tbody tr[data-id="${requestId}"]`);
+  await row.waitFor({ timeout: 15000 });
+  await row.click();
+  await page.getByTestId("trace").locator("h2", { hasText: requestId }).waitFor({ timeout: 10000 });
+  const feedback = await page.getByTestId("feedback-row").allInnerTexts();
+  const conversation = await page.getByTestId("feedback").locator("p").first().innerText();
+  await page.screenshot({ path: `${outDir}/ui-feedback.png` });
   await page.getByTestId("tab-evals").click();
   await page.locator(`#eval-runs tr[data-run="${runB}"]`).waitFor({ timeout: 10000 });
   await page.getByTestId("eval-a").selectOption(runA);
@@ -27,7 +35,7 @@ try {
     a: e.children[5].innerText, b: e.children[6].innerText })));
   const summary = await page.getByTestId("eval-summary-row").evaluateAll((els) => els.map((e) => [...e.children].map((c) => c.innerText)));
   await page.screenshot({ path: `${outDir}/ui-evals.png`, fullPage: true });
-  process.stdout.write(JSON.stringify({ rows, summary, consoleErrors }) + "\n");
+  process.stdout.write(JSON.stringify({ rows, summary, feedback, conversation, consoleErrors }) + "\n");
 } catch (e) {
   process.stdout.write(JSON.stringify({ error: String(e && e.stack ? e.stack : e) }) + "\n");
   process.exitCode = 1;

@@ -240,11 +240,22 @@ def test_dashboard_compares_two_runs(env: dict, tmp_path: Path) -> None:
     assert _eval(env, spec).returncode == 0
     assert _eval(env, {**spec, "variants": [{"name": "x", "model": "helper"}]}).returncode == 0
     runs = [r["run_id"] for r in _admin(env, "GET", "/admin/evals", params={"name": "compare"}).json()["data"]]
-    p = subprocess.run(["node", str(BROWSER_DIR / "evals.mjs"), env["url"], MASTER, str(tmp_path), runs[1], runs[0]],
-                       capture_output=True, text=True, timeout=120, cwd=BROWSER_DIR)  # fmt: skip
+    # A request with feedback, for the trace page's feedback section.
+    body = {"model": "helper", "messages": [{"role": "user", "content": "judge me"}], "user": "u-9",
+            "metadata": {"session_id": "conv-42"}}  # fmt: skip
+    rid = _admin(env, "POST", "/v1/chat/completions", json=body).headers["x-request-id"]
+    for metric, value in (("helpful", False), ("fix", "A better answer.")):
+        assert _admin(
+            env, "POST", "/v1/feedback", json={"request_id": rid, "metric": metric, "value": value}
+        ).is_success
+    p = subprocess.run(["node", str(BROWSER_DIR / "evals.mjs"), env["url"], MASTER, str(tmp_path), runs[1], runs[0],
+                        rid], capture_output=True, text=True, timeout=120, cwd=BROWSER_DIR)  # fmt: skip
     assert p.returncode == 0, p.stdout + p.stderr
     seen = json.loads(p.stdout.strip().splitlines()[-1])
     assert seen["consoleErrors"] == []
+    assert any(f.startswith("helpful\tboolean\tfalse") for f in seen["feedback"]), seen["feedback"]
+    assert any("A better answer." in f for f in seen["feedback"])
+    assert "session conv-42" in seen["conversation"] and "user u-9" in seen["conversation"]
     # math and capital got worse (the application adds a system message); the tool item has no text to match.
     worse = {(r["item"], r["variant"], r["delta"]) for r in seen["rows"]}
     assert ("math", "x", "-1.000") in worse and ("capital", "x", "-1.000") in worse

@@ -82,3 +82,35 @@ async def test_eval_runs_and_cells(store_db: Database) -> None:
     await finish_run(store_db, "e-1", {"variants": {}})
     assert (await previous_run(store_db, "e", 2.0))["run_id"] == "e-1"  # type: ignore[index]
     assert [r["run_id"] for r in await list_runs(store_db, "e")] == ["e-2", "e-1"]
+
+
+async def test_experiment_report_reads_variants_and_feedback(store_db: Database) -> None:
+    from portico.config.schema import PorticoConfig
+    from portico.evaluation.experiments import ExperimentService
+
+    cfg = PorticoConfig.model_validate({
+        "models": [{"name": "m", "deployments": [{"provider": "openai", "model": "x", "base_url": "http://x/v1"}]}],
+        "applications": [{"name": "a", "model": "m"}, {"name": "b", "model": "m"}],
+        "metrics": [{"name": "helpful", "type": "boolean"}],
+        "experiments": [{"name": "e", "application": "a", "bandit": {"metric": "helpful"},
+                         "variants": [{"name": "x", "application": "a"}, {"name": "y", "application": "b"}]}],
+    })  # fmt: skip
+    svc = ExperimentService.build(cfg, {"a": None, "b": None}, store_db)  # type: ignore[dict-item]
+    writer = RequestMetaWriter(store_db)
+    for i in range(20):
+        writer.add(RequestMeta(f"q{i}", time.time(), variant="e:x" if i % 2 else "e:y"))
+    writer.add(RequestMeta("other", time.time(), variant="ee:x"))  # another experiment's prefix is not mixed in
+    await writer.flush()
+    for i in range(20):
+        good = i % 2 == 0 or i % 4 == 1  # y (even): always; x (odd): half
+        assert await insert_feedback(store_db, _fb(f"e{i}", f"q{i}", "boolean", metric="helpful",
+                                                   value_num=1.0 if good else 0.0))  # fmt: skip
+    assert await insert_feedback(store_db, _fb("eo", "other", "boolean", metric="helpful", value_num=0.0))
+    (report,) = await svc.report()
+    v = {x["name"]: x for x in report["variants"]}
+    assert v["x"]["requests"] == v["y"]["requests"] == 10
+    assert v["y"]["metrics"]["helpful"]["mean"] == 1.0 and v["x"]["metrics"]["helpful"]["mean"] == 0.5
+    assert v["x"]["metrics"]["helpful"]["n"] == 10 and "values" not in v["x"]["metrics"]["helpful"]
+    assert report["comparisons"][0]["diff"] == 0.5
+    await svc.refresh(svc.by_name["e"])
+    assert svc.by_name["e"].shares[1] > 0.9
