@@ -51,15 +51,12 @@ def since_epoch(value: str | None, now: float | None = None) -> float | None:
     m = _DURATION.match(value.strip())
     if m:
         return (now or time.time()) - float(m.group(1)) * _UNITS[m.group(2)]
-    from datetime import datetime
+    from portico.protocol.errors import InvalidRequest
+    from portico.server.admin import parse_when  # the admin API's own parser: ISO 8601 or epoch seconds
 
     try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
+        return parse_when(value, "since")
+    except InvalidRequest:
         raise _fail(f"--since: use 7d, 24h, 30m, an ISO time or epoch seconds, not {value!r}") from None
 
 
