@@ -79,6 +79,7 @@ EVERY_SCORER = {
         {"name": "plain", "model": "oai"},
         {"name": "app", "model": "helper"},
         {"name": "app-v4", "model": "helper", "version": "4", "system_prompt": "Answer in one word."},
+        {"name": "bare", "model": "helper", "steps": []},  # the application without its steps
     ],
     "scorers": [
         {"type": "contains"}, {"type": "equals"}, {"type": "regex", "pattern": "messages=1"},
@@ -98,11 +99,12 @@ def test_every_scorer_over_katan_with_report_and_failing_gate(env: dict) -> None
     assert p.returncode == 1, p.stderr  # the regex gate fails: the application adds a system message
     assert "gate failed: regex on app" in p.stderr
     run = _run(env, "every-scorer")
-    assert run["status"] == "done" and len(run["results"]) == 3 * 3 * 2
+    assert run["status"] == "done" and len(run["results"]) == 3 * 4 * 2
     v = run["summary"]["variants"]
     mean = {name: {s: x.get("mean") for s, x in st["scorers"].items()} for name, st in v.items()}
     assert mean["plain"]["contains"] == 1.0 and mean["plain"]["regex"] == pytest.approx(2 / 3)
     assert mean["app"]["regex"] == 0.0 and mean["app-v4"]["regex"] == 0.0  # two messages: prompt override applied
+    assert mean["bare"]["regex"] == pytest.approx(2 / 3)  # steps: [] dropped the system prompt
     assert mean["plain"]["numeric"] == 1.0 and mean["plain"]["json_schema"] == 0.0
     assert mean["plain"]["tool_called"] == mean["plain"]["tool_arguments"] == mean["plain"]["steps"] == 1.0
     assert 0.2 < mean["plain"]["embedding_similarity"] < 1.0
@@ -115,7 +117,7 @@ def test_every_scorer_over_katan_with_report_and_failing_gate(env: dict) -> None
     assert v["plain"]["scorers"]["contains"]["pass_at_k"] == 1.0 and v["plain"]["scorers"]["contains"]["flaky"] == 0
     pair = run["summary"]["pairwise"][0]
     assert pair["n"] == 3 and pair["ties"] == 3  # echo judges contradict themselves once positions swap
-    assert {c["b"] for c in run["summary"]["comparisons"]} == {"app", "app-v4"}
+    assert {c["b"] for c in run["summary"]["comparisons"]} == {"app", "app-v4", "bare"}
     gates = {g["scorer"]: g["status"] for g in run["summary"]["gates"]}
     assert gates == {"contains": "pass", "regex": "fail"}
     report = env["tmp"] / "state" / "evals" / run["run_id"] / "report.html"
@@ -173,6 +175,25 @@ def test_local_model_as_variant_and_judge(env: dict) -> None:
     # A 135M model rarely follows the judge's format: either a rating or the reply kept beside "no rating".
     judge = r["details"]["llm_judge"]
     assert judge["reply"] and (r["scores"]["llm_judge"] is not None or "no rating" in judge["error"])
+
+
+def test_eval_against_a_running_server(env: dict) -> None:
+    spec = {"name": "remote", "dataset": "data.jsonl", "concurrency": 2,
+            "variants": [{"name": "plain", "model": "oai"}, {"name": "app", "model": "helper"}],
+            "scorers": [{"type": "regex", "pattern": "messages=1"}, {"type": "embedding_similarity"},
+                        {"type": "tool_called"}]}  # fmt: skip
+    p = _eval(env, spec, "--url", env["url"], "--api-key", MASTER, "--master-key", MASTER)
+    assert p.returncode == 0, p.stderr
+    run = _run(env, "remote")
+    mean = {v: {s: x.get("mean") for s, x in st["scorers"].items()} for v, st in run["summary"]["variants"].items()}
+    assert mean["plain"]["regex"] == pytest.approx(2 / 3) and mean["app"]["regex"] == 0.0
+    assert mean["plain"]["tool_called"] == 1.0 and 0 < mean["plain"]["embedding_similarity"] < 1
+    cell = run["results"][0]
+    assert cell["cost_usd"] > 0 and cell["output"]["request_id"]  # the server's request id and its traced cost
+    assert _admin(env, "GET", f"/admin/requests/{cell['output']['request_id']}").status_code == 200
+    overrides = {**spec, "name": "remote2", "variants": [{"name": "v", "model": "helper", "system_prompt": "x"}]}
+    p = _eval(env, overrides, "--url", env["url"], "--api-key", MASTER)
+    assert p.returncode == 2 and "in-process run" in p.stderr
 
 
 def test_bad_specs_exit_2(env: dict) -> None:
