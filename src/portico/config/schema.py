@@ -10,8 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from portico.evaluation.config import Experiments, Metrics
 from portico.actions.config import ToolConfig
+from portico.evaluation.config import Experiments, Metrics
 
 _STRICT = ConfigDict(extra="forbid")
 
