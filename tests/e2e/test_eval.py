@@ -282,8 +282,11 @@ def test_dashboard_compares_two_runs(env: dict, tmp_path: Path) -> None:
     assert ("math", "x", "-1.000") in worse and ("capital", "x", "-1.000") in worse
     assert any("messages=2" in r["b"] for r in seen["rows"])  # the answers themselves, side by side
     assert seen["summary"] == [["x", "regex", "0.667", "0.000", "-0.667"]]
-    assert (tmp_path / "ui-evals.png").stat().st_size > 10_000
+    assert (tmp_path / "ui-evals.png").stat().st_size > 10_000 and (
+        tmp_path / "ui-feedback.png"
+    ).stat().st_size > 10_000
     if os.environ.get("PORTICO_SCREENSHOTS"):
         import shutil
 
-        shutil.copy(tmp_path / "ui-evals.png", Path(os.environ["PORTICO_SCREENSHOTS"]) / "ui-evals.png")
+        for name in ("ui-evals.png", "ui-feedback.png"):
+            shutil.copy(tmp_path / name, Path(os.environ["PORTICO_SCREENSHOTS"]) / name)
