@@ -20,6 +20,8 @@ from portico.context.pack import PackStep
 from portico.context.retrieve import RetrieveStep
 from portico.context.rewrite import RewriteStep
 from portico.context.system_prompt import SystemPromptStep
+from portico.evaluation.experiments import ExperimentService
+from portico.evaluation.feedback import FeedbackService
 from portico.flow.build import build_application
 from portico.flow.feedback import FeedbackStep
 from portico.gateway import Gateway, GenerateStep
@@ -106,6 +108,7 @@ class Runtime:
             lambda: {k.name for k in self.keys.all()},
             versions,
         )
+        self.feedback = FeedbackService.build(cfg, self.db, self.metrics)  # feedback metrics (evaluation/)
         self._closers: list[Any] = []  # async callables releasing step resources, run at close()
         self._results_store: Any = None  # made on first use of result_cache()
         # Before the pipelines: agent steps check the tool names they list against it.
@@ -120,6 +123,7 @@ class Runtime:
             stages = [lookup, *stages, *([lookup.closer] if lookup.closer else [])]
         self.minimal = Pipeline("minimal", stages)
         self.applications: dict[str, Pipeline] = {a.name: self._build(a) for a in cfg.applications}
+        self.experiments = ExperimentService.build(cfg, self.applications, self.db)  # traffic splits (evaluation/)
         self.started_at = 0
 
     def _build(self, app: ApplicationConfig) -> Pipeline:
@@ -175,6 +179,7 @@ class Runtime:
         await self.keys.load()
         self.usage.start()
         self.tracing.start()
+        self.feedback.start()
         await self.tools.start()  # MCP servers connect here; one that is down is reported, not fatal
         await self.approvals.recover()  # approved actions a crash left unstarted run; lost calls become unknown
 
@@ -188,6 +193,7 @@ class Runtime:
         await self.gateway.close()
         await self.usage.close()  # every queued usage row is written before the database closes
         await self.tracing.close()  # likewise every queued trace (and its OTLP export)
+        await self.feedback.close()
         for close in self._closers:
             await close()
         await self.state.close()

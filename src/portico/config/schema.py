@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from portico.actions.config import ToolConfig
+from portico.evaluation.config import Experiments, Metrics
 
 _STRICT = ConfigDict(extra="forbid")
 
@@ -291,6 +292,8 @@ class PorticoConfig(BaseModel):
     # The embedding model steps use for vectors (cache, router, guardrails, retrieval); default: the first one.
     embedder: str | None = None
     pipelines: dict[str, list[StepConfig]] = Field(default_factory=dict)  # named step lists that steps can ``call``
+    metrics: Metrics = Field(default_factory=list)  # feedback metrics (portico.evaluation.config)
+    experiments: Experiments = Field(default_factory=list)  # traffic splits between applications (same module)
 
     @model_validator(mode="after")
     def _cross_refs(self) -> PorticoConfig:

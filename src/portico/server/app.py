@@ -31,6 +31,8 @@ from portico.server import (
 )
 from portico.server.chat import chat_completions
 from portico.server.embeddings import embeddings
+from portico.server.evals_api import routes as eval_routes
+from portico.server.feedback_api import routes as feedback_routes
 from portico.server.mcp_gateway import McpGateway
 from portico.server.meta import get_model, healthz, list_models, metrics, readyz
 from portico.server.middleware import RequestIdMiddleware
@@ -70,6 +72,8 @@ def create_app(cfg: PorticoConfig, *, wait_for_models: bool = False) -> Starlett
         Route("/v1/models", list_models, methods=["GET"]),
         *knowledge_api.routes(),
         *pipeline_routes(),
+        *feedback_routes(),
+        *eval_routes(),
         Route("/v1/models/{model:path}", get_model, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),

@@ -27,6 +27,7 @@ async def chat_completions(request: Request) -> Response | SSEResponse:
     caller = await caller_of(request)
     req = await read_model(request, ChatCompletionRequest, rt.cfg.server.max_body_bytes)
     pipeline, application = rt.pipeline_for(req.model)
+    pipeline, application, variant = rt.experiments.assign(application, req, caller, pipeline)  # A/B splits
     state = request.scope["state"]
     state["model"] = req.model
     adm = await rt.control.admit(caller, req.model, lambda: sum(len(m.text()) for m in req.messages))
@@ -36,6 +37,9 @@ async def chat_completions(request: Request) -> Response | SSEResponse:
     decisions = decisions_from_headers(request.headers)  # in-band approvals of the caller's own actions
     if decisions:
         ctx.state[DECISIONS] = decisions
+    if variant is not None:
+        ctx.state["experiment.variant"] = variant  # stored with the request (evaluation.feedback)
+        ctx.headers["x-portico-variant"] = variant
     cache_control = request.headers.get("cache-control")
     if cache_control:
         ctx.state["http.cache_control"] = cache_control
@@ -92,6 +96,7 @@ async def _settle(rt: Runtime, adm: Admission, ctx: RequestContext, status: int,
         rt.metrics.observe(rec, ttft=ctx.state.get("server.ttft"), chunks=ctx.state.get("server.chunks", 0),
                            attempts=[(a.deployment, a.status) for a in ctx.attempts])  # fmt: skip
         rt.tracing.chat(ctx, rec)  # builds the span tree only; serialising and writing happen in the background
+        rt.feedback.observe(ctx, rec)  # who asked, for feedback ownership (queued, written in the background)
 
 
 def _required(response: dict | None) -> dict:

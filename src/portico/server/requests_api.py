@@ -69,4 +69,5 @@ async def get_request(request: Request) -> Response:
     trace = await get_trace(rt.db, request_id)
     if trace is None:
         raise NotFound(f"No stored trace for request '{request_id}'", code="request_not_found")
+    trace.update(await rt.feedback.about(request_id))  # feedback, session and user (evaluation/)
     return _json({"object": "request.trace", **trace})

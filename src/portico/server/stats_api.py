@@ -44,4 +44,5 @@ async def get_stats(request: Request) -> Response:
         raise InvalidRequest(f"the window holds more than {MAX_BUCKETS} buckets; widen bucket", param="bucket")
     await rt.usage.flush()  # the charts include every request answered so far
     stats = await dashboard_stats(rt.db, Window(since, until, bucket), group_by)  # type: ignore[arg-type]
+    stats["feedback"] = await rt.feedback.stats(since, until)  # by metric, application, version, model
     return Response(orjson.dumps(stats), media_type="application/json")

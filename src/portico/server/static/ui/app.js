@@ -63,6 +63,7 @@ function showLogin(message) {
   $("#login").hidden = false;
   $("#requests").hidden = true;
   $("#usage").hidden = true;
+  $("#evals").hidden = true;
   $("#login-error").textContent = message || "";
   $("#login-key").focus();
 }
@@ -218,7 +219,23 @@ async function openTrace(id) {
     ...(graph ? [h("h3", {}, "Pipeline"), pipelineGraph(graph, spans)] : []),
     h("h3", {}, "Prompt sent"), messages(t.input),
     h("h3", {}, "Answer"), output(t.output),
-    h("h3", {}, "Retrieved documents"), ...documents(spans));
+    h("h3", {}, "Retrieved documents"), ...documents(spans),
+    h("h3", {}, "Feedback"), feedbackList(t));
+}
+
+// Feedback from POST /v1/feedback, and the conversation (session / user) the request belongs to.
+function feedbackList(t) {
+  const who = [t.session && `session ${t.session}`, t.user && `user ${t.user}`, t.version && `version ${t.version}`]
+    .filter(Boolean).join(" · ");
+  const rows = (t.feedback || []).map((f) => h("tr", { "data-testid": "feedback-row" },
+    h("td", {}, f.metric), h("td", {}, f.kind),
+    h("td", {}, f.kind === "pairwise" ? `winner: ${f.winner}${f.request_id === t.request_id ? "" : " (paired)"}`
+      : typeof f.value === "object" && f.value !== null ? f.value.content || JSON.stringify(f.value) : String(f.value)),
+    h("td", {}, f.key_name || ""), h("td", {}, fmtTime(f.created))));
+  return h("div", { "data-testid": "feedback" }, who ? h("p", { class: "muted" }, who) : null,
+    rows.length ? h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "metric"), h("th", {}, "kind"), h("th", {}, "value"),
+      h("th", {}, "by"), h("th", {}, "when"))), h("tbody", {}, rows))
+      : h("p", { class: "muted" }, "No feedback yet."));
 }
 
 // ---------- usage charts ----------
@@ -321,7 +338,8 @@ async function loadUsage() {
 
 // ---------- wiring ----------
 function refresh() {
-  return guarded(state.tab === "requests" ? loadRequests : loadUsage);
+  const load = { requests: loadRequests, usage: loadUsage, evals: () => window.loadEvals() }[state.tab];
+  return guarded(load);
 }
 
 function showTab(name) {
@@ -329,6 +347,7 @@ function showTab(name) {
   for (const b of document.querySelectorAll(".tab")) b.classList.toggle("active", b.dataset.tab === name);
   $("#requests").hidden = name !== "requests";
   $("#usage").hidden = name !== "usage";
+  $("#evals").hidden = name !== "evals";
   refresh();
 }
 
@@ -336,7 +355,7 @@ function schedule() {
   clearInterval(state.timer);
   state.timer = setInterval(() => {
     if (!$("#login").hidden || document.hidden) return;
-    if (state.tab === "usage" || $("#auto").checked) refresh();
+    if (state.tab === "usage" || (state.tab === "requests" && $("#auto").checked)) refresh();
   }, 3000);
 }
 
