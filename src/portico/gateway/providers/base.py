@@ -11,21 +11,28 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
+from yarl import URL
 
 from portico.config.schema import HttpDeployment
-from portico.protocol.chat import ChatCompletionRequest
+from portico.protocol.chat import ChatCompletionRequest, ToolCall
 from portico.protocol.embeddings import EmbeddingRequest
+from portico.protocol.errors import InvalidRequest
 
 
 @dataclass(slots=True)
 class UpstreamRequest:
     """What the transport sends: ``POST url`` with ``headers`` and ``body`` serialised as JSON."""
 
-    url: str
+    url: str | URL  # a yarl URL built with encoded=True is sent byte for byte (a signed path must not change)
     headers: dict[str, str]
     body: dict[str, Any]
     # Extra query parameters (e.g. Azure's api-version, Gemini's alt=sse).
     params: dict[str, str] = field(default_factory=dict)
+    # The body already serialised, when the headers depend on its exact bytes (a request signature).
+    data: bytes | None = None
+
+    def payload(self) -> bytes:
+        return self.data if self.data is not None else orjson.dumps(self.body)
 
 
 class StreamTranslator(Protocol):
@@ -97,3 +104,26 @@ def error_text(body: bytes) -> str:
         if isinstance(data.get("detail"), str):
             return data["detail"]
     return body.decode("utf-8", "replace").strip()[:500]
+
+
+def json_instruction(req: ChatCompletionRequest) -> str | None:
+    """For upstreams without a JSON mode (Anthropic, Bedrock Converse): response_format as a system instruction."""
+    fmt = req.response_format
+    if fmt is None or fmt.type == "text":
+        return None
+    text = "Respond with only a JSON object: no prose, no markdown code fences."
+    if fmt.type == "json_schema" and fmt.json_schema is not None and fmt.json_schema.schema_ is not None:
+        schema = orjson.dumps(fmt.json_schema.schema_).decode()
+        text += f" The object must match this JSON schema:\n{schema}"
+    return text
+
+
+def tool_arguments(call: ToolCall, param: str) -> dict[str, Any]:
+    """An assistant tool call's JSON arguments as the object upstreams with structured tool input want."""
+    try:
+        args = orjson.loads(call.function.arguments) if call.function.arguments.strip() else {}
+    except orjson.JSONDecodeError as e:
+        raise InvalidRequest(f"tool call arguments are not valid JSON: {e}", param=param) from e
+    if not isinstance(args, dict):
+        raise InvalidRequest("tool call arguments must be a JSON object", param=param)
+    return args

@@ -8,7 +8,7 @@ import orjson
 
 from portico.config.schema import AnthropicDeployment, HttpDeployment, secret
 from portico.gateway.providers.anthropic.stream import AnthropicStream, error_reason, finish_reason, openai_usage
-from portico.gateway.providers.base import UpstreamRequest, error_text
+from portico.gateway.providers.base import UpstreamRequest, error_text, json_instruction, tool_arguments
 from portico.protocol.chat import (
     ChatCompletionRequest,
     ImagePart,
@@ -37,21 +37,9 @@ def _system_text(msg: Message, i: int) -> str:
     return msg.text()
 
 
-def _json_instruction(req: ChatCompletionRequest) -> str | None:
-    """Anthropic has no JSON mode, so response_format becomes an instruction in the system prompt."""
-    fmt = req.response_format
-    if fmt is None or fmt.type == "text":
-        return None
-    text = "Respond with only a JSON object: no prose, no markdown code fences."
-    if fmt.type == "json_schema" and fmt.json_schema is not None and fmt.json_schema.schema_ is not None:
-        schema = orjson.dumps(fmt.json_schema.schema_).decode()
-        text += f" The object must match this JSON schema:\n{schema}"
-    return text
-
-
 def _system_blocks(req: ChatCompletionRequest) -> list[Block]:
     texts = [_system_text(m, i) for i, m in enumerate(req.messages) if m.role in ("system", "developer")]
-    texts.append(_json_instruction(req) or "")
+    texts.append(json_instruction(req) or "")
     # Anthropic rejects empty text blocks.
     return [{"type": "text", "text": t} for t in texts if t]
 
@@ -95,13 +83,7 @@ def _content_blocks(msg: Message, i: int) -> list[Block]:
 def _tool_use_blocks(msg: Message, i: int) -> list[Block]:
     blocks: list[Block] = []
     for j, call in enumerate(msg.tool_calls or []):
-        param = f"messages[{i}].tool_calls[{j}].function.arguments"
-        try:
-            args = orjson.loads(call.function.arguments) if call.function.arguments.strip() else {}
-        except orjson.JSONDecodeError as e:
-            raise InvalidRequest(f"tool call arguments are not valid JSON: {e}", param=param) from e
-        if not isinstance(args, dict):
-            raise InvalidRequest("tool call arguments must be a JSON object", param=param)
+        args = tool_arguments(call, f"messages[{i}].tool_calls[{j}].function.arguments")
         blocks.append({"type": "tool_use", "id": call.id, "name": call.function.name, "input": args})
     return blocks
 
