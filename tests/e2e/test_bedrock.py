@@ -14,17 +14,10 @@ from unittest import mock
 import openai
 import pytest
 
+from tests.e2e.test_upstreams import WEATHER_TOOL
 from tests.support import free_port, katan_cmd, portico_server, running
 
 MODEL_ID = "anthropic.claude-3-haiku-20240307-v1:0"
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather for a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
 
 
 @pytest.fixture(scope="module")
@@ -117,8 +110,8 @@ def test_tools_round_trip(client: openai.OpenAI) -> None:
 
 
 def test_stream_without_tools_and_with_stop(client: openai.OpenAI) -> None:
-    chunks = list(client.chat.completions.create(
-        model="bedrock-env", messages=[{"role": "user", "content": "hello there"}], stream=True, stop=["zzz"]))  # fmt: skip
+    messages = [{"role": "user", "content": "hello there"}]
+    chunks = list(client.chat.completions.create(model="bedrock-env", messages=messages, stream=True, stop=["zzz"]))
     assert "hello there" in "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
 
 

@@ -22,24 +22,19 @@ REDIS_DB = 11
 MAX_REQUESTS = 300
 
 
-def _requests_total(families, model: str = "m") -> float:
+def _sum(families, family: str, sample: str, model: str = "m") -> float:
+    """A sample summed over every label set of one model (keys, endpoints, statuses…)."""
     return sum(
         s.value
         for f in families
-        if f.name == "portico_requests"
+        if f.name == family
         for s in f.samples
-        if s.name == "portico_requests_total" and s.labels.get("model") == model
+        if s.name == sample and s.labels.get("model") == model
     )
 
 
-def _latency_count(families, model: str = "m") -> float:
-    return sum(
-        s.value
-        for f in families
-        if f.name == "portico_request_seconds"
-        for s in f.samples
-        if s.name == "portico_request_seconds_count" and s.labels.get("model") == model
-    )
+def _requests_total(families) -> float:
+    return _sum(families, "portico_requests", "portico_requests_total")
 
 
 def _per_worker(metrics_dir: Path) -> dict[str, float]:
@@ -89,7 +84,7 @@ def test_one_scrape_reports_every_worker(katan: str, tmp_path: Path) -> None:
                 assert scrape.status_code == 200
                 families = list(text_string_to_metric_families(scrape.text))
                 assert _requests_total(families) == sent
-                assert _latency_count(families) == sent
+                assert _sum(families, "portico_request_seconds", "portico_request_seconds_count") == sent
         # serve removed its directory on shutdown.
         deadline = time.monotonic() + 10
         while metrics_dir.exists() and time.monotonic() < deadline:

@@ -20,15 +20,9 @@ from portico.gateway.providers.bedrock.stream import BedrockStream
 from portico.gateway.providers.bedrock.translate import chat_body, chat_completion
 from portico.protocol.chat import ChatCompletionRequest
 from portico.protocol.errors import InvalidRequest, UpstreamError
+from tests.unit.test_anthropic_translate import WEATHER
 
-TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather for a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
+TOOL = WEATHER
 
 
 def _req(**kw) -> ChatCompletionRequest:
@@ -36,8 +30,13 @@ def _req(**kw) -> ChatCompletionRequest:
 
 
 def _dep(**kw) -> BedrockDeployment:
-    base = {"provider": "bedrock", "region": "eu-west-1", "model": "anthropic.claude-3-haiku-20240307-v1:0",
-            "aws_access_key_id": "AKIDEXAMPLE", "aws_secret_access_key": "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"}
+    base = {
+        "provider": "bedrock",
+        "region": "eu-west-1",
+        "model": "anthropic.claude-3-haiku-20240307-v1:0",
+        "aws_access_key_id": "AKIDEXAMPLE",
+        "aws_secret_access_key": "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+    }
     return BedrockDeployment.model_validate({**base, **kw})
 
 
@@ -266,8 +265,8 @@ def test_request_is_signed_over_the_bytes_sent() -> None:
     signed_names = auth.split("SignedHeaders=")[1].split(",")[0]
     headers.setdefault("host", up.url.raw_authority)  # signed by botocore, sent by the HTTP client
     signed = {k: headers[k] for k in signed_names.split(";")}
-    sig = expected_signature("POST", up.url.raw_path, signed, up.payload(), dep.aws_secret_access_key.get_secret_value(),
-                             "eu-west-1")  # fmt: skip
+    secret = dep.aws_secret_access_key.get_secret_value()
+    sig = expected_signature("POST", up.url.raw_path, signed, up.payload(), secret, "eu-west-1")
     assert auth.endswith("Signature=" + sig)
     # A second request signs again (new date/body) with the signer built once.
     again = provider.chat_request(_req(messages=[{"role": "user", "content": "other"}]), dep, stream=False)

@@ -51,5 +51,5 @@ async def eventstream_events(chunks: AsyncIterable[bytes]) -> AsyncIterator[tupl
                 yield _event(msg)
     except ParserError as e:
         raise UpstreamError(f"upstream sent a broken event-stream frame: {e}", status=502) from None
-    if buf._data:  # noqa: SLF001 - botocore keeps an unfinished frame here; no public accessor
+    if buf._data:  # botocore keeps an unfinished frame here (no public accessor)
         raise UpstreamError("upstream event stream ended inside a frame", status=502)

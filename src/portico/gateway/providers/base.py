@@ -7,6 +7,7 @@ retries and fallbacks live in ``gateway/`` and are shared by all providers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -14,7 +15,7 @@ import orjson
 from yarl import URL
 
 from portico.config.schema import HttpDeployment
-from portico.protocol.chat import ChatCompletionRequest, ToolCall
+from portico.protocol.chat import ChatCompletionRequest, Message, ToolCall
 from portico.protocol.embeddings import EmbeddingRequest
 from portico.protocol.errors import InvalidRequest
 
@@ -127,3 +128,46 @@ def tool_arguments(call: ToolCall, param: str) -> dict[str, Any]:
     if not isinstance(args, dict):
         raise InvalidRequest("tool call arguments must be a JSON object", param=param)
     return args
+
+
+Block = dict[str, Any]
+
+
+def alternating_turns(
+    req: ChatCompletionRequest,
+    turn: Callable[[Message, int], tuple[str, list[Block]]],
+    is_tool_result: Callable[[Block], bool],
+    upstream: str,
+) -> list[dict[str, Any]]:
+    """Turns for APIs that require user/assistant alternation (Anthropic, Bedrock Converse): ``turn`` maps each
+    non-system message to (role, blocks); empty turns are dropped (an assistant turn with no text and no tool calls
+    says nothing), consecutive same-role turns merged, and a user turn's tool results moved before its other
+    blocks (both APIs want them first)."""
+    out: list[dict[str, Any]] = []
+    for i, msg in enumerate(req.messages):
+        if msg.role in ("system", "developer"):
+            continue
+        role, blocks = turn(msg, i)
+        if not blocks:
+            continue
+        if out and out[-1]["role"] == role:
+            out[-1]["content"].extend(blocks)
+        else:
+            out.append({"role": role, "content": blocks})
+    if not out:
+        raise InvalidRequest(f"{upstream} needs at least one user or assistant message", param="messages")
+    for t in out:
+        if t["role"] == "user":
+            t["content"].sort(key=lambda b: not is_tool_result(b))  # stable: order within each kind kept
+    return out
+
+
+def named_tool(req: ChatCompletionRequest, choice: dict[str, Any]) -> str:
+    """The function an object ``tool_choice`` names, checked against ``tools``."""
+    fn = choice.get("function")
+    name = fn.get("name") if isinstance(fn, dict) else None
+    if choice.get("type") != "function" or not isinstance(name, str):
+        raise InvalidRequest("tool_choice object must be {type: 'function', function: {name}}", param="tool_choice")
+    if name not in {t.function.name for t in req.tools or []}:
+        raise InvalidRequest(f"tool_choice names '{name}', which is not in tools", param="tool_choice")
+    return name

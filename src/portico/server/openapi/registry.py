@@ -149,8 +149,9 @@ def _responses(op: Op) -> dict[str, Any]:
         content: dict[str, Any] = {op.media_type: {"schema": _ref(op.response)}}
         if op.stream is not None:
             # OpenAPI 3.1 has no schema for SSE events (3.2's itemSchema): the event schema rides in an extension.
+            events = f"`data: <{op.stream.__name__}>` events, then `data: [DONE]`"
             content["text/event-stream"] = {
-                "schema": {"type": "string", "description": f"`data: <{op.stream.__name__}>` events, then `data: [DONE]`"},
+                "schema": {"type": "string", "description": events},
                 "x-portico-event-schema": _ref(op.stream),
             }
         ok["content"] = content

@@ -11,11 +11,9 @@ from typing import Any
 import orjson
 
 from portico.gateway.providers.anthropic.stream import openai_usage
-from portico.gateway.providers.base import json_instruction, tool_arguments
+from portico.gateway.providers.base import Block, alternating_turns, json_instruction, named_tool, tool_arguments
 from portico.protocol.chat import ChatCompletionRequest, ImagePart, Message, TextPart, choice_dict, completion_dict
 from portico.protocol.errors import InvalidRequest, UpstreamError
-
-Block = dict[str, Any]
 
 IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/gif": "gif",
                  "image/webp": "webp"}  # fmt: skip
@@ -111,25 +109,7 @@ def _turn(msg: Message, i: int) -> tuple[str, list[Block]]:
 
 
 def _messages(req: ChatCompletionRequest) -> list[dict[str, Any]]:
-    """Turns alternate user/assistant in Converse: consecutive same-role messages merge into one turn, and a user
-    turn's tool results come before its other blocks (what the models behind Converse expect)."""
-    out: list[dict[str, Any]] = []
-    for i, msg in enumerate(req.messages):
-        if msg.role in ("system", "developer"):
-            continue
-        role, blocks = _turn(msg, i)
-        if not blocks:
-            continue
-        if out and out[-1]["role"] == role:
-            out[-1]["content"].extend(blocks)
-        else:
-            out.append({"role": role, "content": blocks})
-    if not out:
-        raise InvalidRequest("Bedrock needs at least one user or assistant message", param="messages")
-    for turn in out:
-        if turn["role"] == "user":
-            turn["content"].sort(key=lambda b: "toolResult" not in b)  # stable: order within each kind kept
-    return out
+    return alternating_turns(req, _turn, lambda b: "toolResult" in b, "Bedrock")
 
 
 def _tool_choice(req: ChatCompletionRequest) -> Block | None:
@@ -139,13 +119,7 @@ def _tool_choice(req: ChatCompletionRequest) -> Block | None:
     if choice == "required":
         return {"any": {}}
     if isinstance(choice, dict):
-        fn = choice.get("function")
-        name = fn.get("name") if isinstance(fn, dict) else None
-        if choice.get("type") != "function" or not isinstance(name, str):
-            raise InvalidRequest("tool_choice object must be {type: 'function', function: {name}}", param="tool_choice")
-        if name not in {t.function.name for t in req.tools or []}:
-            raise InvalidRequest(f"tool_choice names '{name}', which is not in tools", param="tool_choice")
-        return {"tool": {"name": name}}
+        return {"tool": {"name": named_tool(req, choice)}}
     return None  # "none": Converse cannot forbid tools; see _tool_config
 
 
