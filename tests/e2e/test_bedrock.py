@@ -1,7 +1,7 @@
 """The OpenAI SDK against a real ``portico serve`` whose models are Bedrock deployments, with llm-katan serving
 Bedrock's Converse API (it checks the SigV4 header: scheme, x-amz-date, service ``bedrock``, and with
-``--validate-keys`` the access key id). One deployment has explicit keys, the other takes them from the AWS
-environment chain of the server process."""
+``--validate-keys`` the access key id). One deployment has explicit keys, another takes them from the AWS
+environment chain of the server process, a third sends a Bedrock API key as a bearer token."""
 
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ def client(bedrock_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             {"name": "claude-bedrock", "deployments": [
                 {**common, "aws_access_key_id": "AKIDPORTICO", "aws_secret_access_key": "not-checked"}]},
             {"name": "bedrock-env", "deployments": [common]},
+            {"name": "bedrock-apikey", "deployments": [{**common, "api_key": "AKIDPORTICO"}]},
         ],
     }  # fmt: skip
     env = {"AWS_ACCESS_KEY_ID": "AKIDPORTICO", "AWS_SECRET_ACCESS_KEY": "from-env", "AWS_SESSION_TOKEN": "tok",
@@ -48,7 +49,7 @@ def client(bedrock_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         yield openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=60)
 
 
-@pytest.mark.parametrize("model", ["claude-bedrock", "bedrock-env"])
+@pytest.mark.parametrize("model", ["claude-bedrock", "bedrock-env", "bedrock-apikey"])
 def test_chat(client: openai.OpenAI, model: str) -> None:
     raw = client.chat.completions.with_raw_response.create(
         model=model,

@@ -4,8 +4,11 @@ gets an answer whose status is documented and whose body matches the documented 
 
 from __future__ import annotations
 
+import json
+import subprocess
 import tempfile
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -135,3 +138,19 @@ def test_docs_page_is_self_contained(portico: str) -> None:
     assert 'fetch("openapi.json")' in page
     # Nothing loaded from elsewhere: no external scripts, styles or fonts.
     assert "<script src" not in page and "<link" not in page and "http://" not in page and "https://" not in page
+
+
+def test_docs_page_renders_every_operation(portico: str, spec: dict[str, Any]) -> None:
+    """The page's own script, run under Node with a minimal DOM (no browser on CI), renders one entry per
+    operation under its tag, with the request fields and response schemas drawn from the document."""
+    script = Path(__file__).resolve().parents[1] / "browser" / "docs_render.mjs"
+    out = subprocess.run(["node", str(script), portico], capture_output=True, text=True, timeout=60, check=True)
+    page = json.loads(out.stdout)
+    assert not page["error"], page["error"]
+    assert page["title"] == f"Portico {spec['info']['version']}"
+    expected = {(op["operationId"], m.upper(), p) for p, item in spec["paths"].items() for m, op in item.items()}
+    assert {(o["id"], o["method"], o["path"]) for o in page["ops"]} == expected
+    assert page["headings"] == [t["name"] for t in spec["tags"]]
+    chat = next(o["text"] for o in page["ops"] if o["id"] == "post_v1_chat_completions")
+    for field in ("messages", "tool_choice", "ChatCompletionChunk", "finish_reason", "ErrorResponse", "429"):
+        assert field in chat, field

@@ -357,3 +357,23 @@ async def test_backend_streams_binary_frames_signed_as_received() -> None:
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
     assert text == "Hello"
     assert chunks[-1]["usage"]["completion_tokens"] == 3
+
+
+async def test_credentials_resolve_at_start_off_the_loop_and_failures_surface(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    from portico.gateway.backends import HttpBackend
+    from portico.gateway.transport import HttpTransport
+
+    provider = BedrockProvider()
+    await HttpBackend(_dep(), provider, HttpTransport()).start()
+    assert len(provider._signers) == 1  # built at start, not on the first request
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance role lookup from a test
+    bare = BedrockDeployment.model_validate({"provider": "bedrock", "region": "us-east-1", "model": "m"})
+    with pytest.raises(UpstreamError) as e:
+        await HttpBackend(bare, BedrockProvider(), HttpTransport()).start()
+    assert e.value.code == "upstream_auth" and "no AWS credentials" in e.value.message

@@ -77,6 +77,7 @@ class HttpProvider(Protocol):
         self, data: dict[str, Any], req: EmbeddingRequest, dep: HttpDeployment
     ) -> dict[str, Any]: ...
 
+    # Optional: ``prepare(dep)``, called once at start-up in a worker thread for set-up that may block.
     # Whether one upstream call returns ``n`` choices; otherwise the gateway makes n calls and merges them.
     supports_n: bool
     # Whether the upstream honours ``dimensions`` itself; otherwise the gateway truncates and re-normalises.

@@ -1,7 +1,7 @@
 """AWS Bedrock's Converse API (``POST /model/{modelId}/converse`` and ``/converse-stream``), signed with SigV4.
 
 Signing uses botocore's ``SigV4Auth`` (the AWS SDK's own signer) over the exact body bytes the transport sends.
-Credentials and the signer are built once per deployment, on its first request; botocore refreshes temporary
+Credentials and the signer are built once per deployment, at start-up (or its first request); botocore refreshes temporary
 credentials (assumed roles, SSO, instance roles) itself, so each request signs with current ones.
 """
 
@@ -59,6 +59,12 @@ class BedrockProvider:
 
     def __init__(self) -> None:
         self._signers: dict[int, SigV4Auth] = {}  # by deployment (a provider instance serves one)
+
+    def prepare(self, dep: HttpDeployment) -> None:
+        """At start-up, in a worker thread: resolve the credentials once (the chain may call the network)."""
+        key = secret(dep.api_key)
+        if not key:
+            self._signer(_bedrock(dep))
 
     def _signer(self, dep: BedrockDeployment) -> SigV4Auth:
         signer = self._signers.get(id(dep))
