@@ -1,8 +1,8 @@
 """AWS Bedrock's Converse API (``POST /model/{modelId}/converse`` and ``/converse-stream``), signed with SigV4.
 
 Signing uses botocore's ``SigV4Auth`` (the AWS SDK's own signer) over the exact body bytes the transport sends.
-Credentials and the signer are built once per deployment, at start-up (or its first request); botocore refreshes temporary
-credentials (assumed roles, SSO, instance roles) itself, so each request signs with current ones.
+Credentials and the signer are built once per deployment, at start-up (or on its first request); botocore refreshes
+temporary credentials (assumed roles, SSO, instance roles) itself, so each request signs with current ones.
 """
 
 from __future__ import annotations
