@@ -21,6 +21,7 @@ from starlette.routing import Route
 from portico.config.loader import validate as validate_config
 from portico.server.app import create_app
 from portico.server.openapi import OPS, Op, openapi_document
+from tests.support import portico_server
 
 
 @pytest.fixture(scope="module")
@@ -154,3 +155,28 @@ def test_docs_page_renders_every_operation(portico: str, spec: dict[str, Any]) -
     chat = next(o["text"] for o in page["ops"] if o["id"] == "post_v1_chat_completions")
     for field in ("messages", "tool_choice", "ChatCompletionChunk", "finish_reason", "ErrorResponse", "429"):
         assert field in chat, field
+
+
+def test_auth_failures_answer_as_documented(katan: str, tmp_path: Path) -> None:
+    """With a master key: no key → 401, a key that is not the master key on an admin route → 403; each one a
+    documented status with the error shape, and the routes documented as public stay open."""
+    master = "sk-master-" + "o" * 30
+    dep = {"provider": "openai", "model": "echo", "base_url": f"{katan}/v1"}
+    cfg = {"state_dir": str(tmp_path / "state"), "auth": {"master_key": master},
+           "models": [{"name": "oai", "deployments": [dep]}]}  # fmt: skip
+    with portico_server(cfg, tmp_path) as url, httpx.Client(base_url=url, timeout=30) as http:
+        spec = http.get("/openapi.json").json()
+        created = http.post("/admin/keys", json={"name": "user"}, headers={"authorization": f"Bearer {master}"})
+        user_key = created.json()["key"]
+        for op in OPS:
+            path = _path(op, dict.fromkeys(op.example.path if op.example else {}, "x"))
+            anonymous = http.request(op.method, path)
+            if op.auth == "none":
+                assert anonymous.status_code not in (401, 403), f"{op.method} {op.path} is documented as public"
+                continue
+            assert anonymous.status_code == 401, f"{op.method} {op.path}: {anonymous.status_code}"
+            check_answer(spec, op, anonymous)
+            if op.auth == "admin":
+                forbidden = http.request(op.method, path, headers={"authorization": f"Bearer {user_key}"})
+                assert forbidden.status_code == 403
+                check_answer(spec, op, forbidden)

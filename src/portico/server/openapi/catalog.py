@@ -75,8 +75,10 @@ OPS: list[Op] = [
     Op("POST", "/v1/embeddings", "Create embeddings", s.EmbeddingList, EmbeddingRequest,
        errors=(404, 429, 502, 503, 504), tag="openai",
        example=Example({"model": "local-embed", "input": ["hello", "world"]})),
-    Op("GET", "/v1/models", "List models and applications", s.ModelList, tag="openai", example=Example()),
-    Op("GET", "/v1/models/{model}", "Get one model", s.Model, errors=(404,), tag="openai",
+    # The model list answers without a key (as the server does today, master key or not).
+    Op("GET", "/v1/models", "List models and applications", s.ModelList, auth="none", tag="openai",
+       example=Example()),
+    Op("GET", "/v1/models/{model}", "Get one model", s.Model, errors=(404,), auth="none", tag="openai",
        example=Example(path={"model": "oai"})),
     # ---- knowledge bases ------------------------------------------------------------------------------------
     Op("POST", _KB, "Create a knowledge base", s.KnowledgeBase, s.KnowledgeBaseCreate, status=201,
