@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from portico.actions import Toolbox, ToolKinds
+from portico.actions.approvals import ApprovalQueue, ApprovalStore
 from portico.cache.factory import cache_step
 from portico.cache.prompt_cache import prompt_cache_step
 from portico.cache.results import ResultCache
@@ -59,6 +61,12 @@ def default_registry() -> StepRegistry:
     return reg
 
 
+def default_tool_kinds() -> ToolKinds:
+    kinds = ToolKinds()
+    # Tool kinds register here, one line each: kinds.register(kind, factory) with factory(ToolConfig, services).
+    return kinds
+
+
 class Runtime:
     def __init__(self, cfg: PorticoConfig, registry: StepRegistry | None = None) -> None:
         self.cfg = cfg
@@ -89,6 +97,11 @@ class Runtime:
         )
         self._closers: list[Any] = []  # async callables releasing step resources, run at close()
         self._results_store: Any = None  # made on first use of result_cache()
+        # Before the pipelines: agent steps check the tool names they list against it.
+        self.tools = Toolbox.build(cfg.tools, default_tool_kinds(), self)
+        policies = {t.name: t.approval for t in cfg.tools}
+        self.approvals = ApprovalQueue(ApprovalStore(self.db), self.tools, policies, keys=self.keys)
+        self.tools.gate = self.approvals  # no write tool runs without a recorded approval
         # Plain model names share the minimal pipeline: generate, wrapped by the exact cache when it is on.
         stages: list[Step] = [GenerateStep(self.gateway)]
         if cfg.cache.enabled:
@@ -166,12 +179,16 @@ class Runtime:
         await self.keys.load()
         self.usage.start()
         self.tracing.start()
+        await self.tools.start()  # MCP servers connect here; one that is down is reported, not fatal
+        await self.approvals.recover()  # approved actions a crash left unstarted run; lost calls become unknown
 
     async def start(self) -> None:
         await self.open()
         await self.gateway.start()  # models may load for a while; /readyz reports it
 
     async def close(self) -> None:
+        await self.approvals.close()
+        await self.tools.close()
         await self.gateway.close()
         await self.usage.close()  # every queued usage row is written before the database closes
         await self.tracing.close()  # likewise every queued trace (and its OTLP export)
