@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from portico.config.loader import validate as validate_config
 from portico.server.app import create_app
-from portico.server.openapi import OPS, Op, openapi_document
+from portico.server.openapi import OPS, Example, Op, openapi_document
 from tests.support import portico_server
 
 
@@ -108,10 +108,12 @@ def test_bad_requests_answer_as_documented(portico: str, spec: dict[str, Any]) -
     """An empty body where one is expected, and ids that do not exist: still documented statuses and shapes."""
     with httpx.Client(base_url=portico, timeout=60) as http:
         for op in OPS:
-            params = {name: "does-not-exist" for name in (op.example.path if op.example else {})}
+            ex = op.example or Example()
+            params = dict.fromkeys(ex.path, "does-not-exist")
             body = b"{}" if op.request is not None else None
-            r = http.request(op.method, _path(op, params), content=body,
-                             headers={"content-type": "application/json"} if body else {})  # fmt: skip
+            # The example's headers (e.g. /mcp's Accept, without which its GET is an endless event stream).
+            headers = {**ex.headers, **({"content-type": "application/json"} if body else {})}
+            r = http.request(op.method, _path(op, params), content=body, headers=headers)
             check_answer(spec, op, r)
             if r.status_code >= 400:
                 assert r.json()["error"]["message"]

@@ -193,6 +193,7 @@ class Key(BaseModel):
     created_at: float
     revoked_at: float | None
     active: bool
+    tools: list[str] | None = Field(default=None, description="tool names/globs it may call; null: read-only tools")
 
 
 class CreatedKey(Key):
@@ -251,6 +252,53 @@ class HandoffList(BaseModel):
     model_config = _OPEN
     object: Literal["list"]
     data: list[Handoff]
+
+
+class Approval(BaseModel):
+    """A write action waiting for (or past) a human decision."""
+
+    model_config = _OPEN
+    object: Literal["approval"]
+    id: str
+    tool: str
+    status: Literal["pending", "approved", "denied", "expired", "executing", "executed", "failed", "unknown"]
+    arguments: dict[str, Any]
+    created_at: float
+    expires_at: float
+
+
+class ApprovalList(BaseModel):
+    model_config = _OPEN
+    object: Literal["list"]
+    data: list[Approval]
+
+
+# ---- MCP (JSON-RPC 2.0 over streamable HTTP) ------------------------------------------------------------
+
+
+class JsonRpcRequest(BaseModel):
+    """An MCP message: ``initialize``, ``tools/list``, ``tools/call``… (see the MCP specification)."""
+
+    model_config = _OPEN
+    jsonrpc: Literal["2.0"]
+    method: str
+    id: int | str | None = None  # absent on notifications
+    params: dict[str, Any] | None = None
+
+
+class JsonRpcError(BaseModel):
+    model_config = _OPEN
+    code: int
+    message: str
+    data: Any = None
+
+
+class JsonRpcResponse(BaseModel):
+    model_config = _OPEN
+    jsonrpc: Literal["2.0"]
+    id: int | str | None
+    result: dict[str, Any] | None = None
+    error: JsonRpcError | None = None
 
 
 # ---- knowledge bases ------------------------------------------------------------------------------------

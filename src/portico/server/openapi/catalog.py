@@ -12,6 +12,7 @@ from portico.protocol import schemas as s
 from portico.protocol.chat import ChatCompletionRequest
 from portico.protocol.embeddings import EmbeddingRequest
 from portico.server.admin import KeyCreate, KeyUpdate
+from portico.server.approvals_api import Approve, Deny
 from portico.server.handoffs_api import HandoffCreate, HandoffUpdate
 from portico.server.openapi.registry import Example, Op
 
@@ -57,6 +58,12 @@ class HandoffsQuery(BaseModel):
     limit: int = Field(default=50, ge=1, le=500)
 
 
+class ApprovalsQuery(BaseModel):
+    model_config = _Q
+    status: str | None = Field(default=None, description="pending | approved | denied | expired | executing | …")
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
 class DocumentsQuery(BaseModel):
     model_config = _Q
     limit: int = Field(default=100, ge=1, le=1000)
@@ -64,6 +71,12 @@ class DocumentsQuery(BaseModel):
 
 
 _CHAT = {"model": "oai", "messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 16}
+_MCP_INIT = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "docs", "version": "1"}},
+}
 _KB = "/v1/knowledge_bases"
 _DOC = {"documents": [{"id": "doc-1", "text": "Portico routes requests to models.", "metadata": {"lang": "en"}}]}
 
@@ -104,6 +117,15 @@ OPS: list[Op] = [
        example=Example()),
     Op("GET", "/docs", "A page that renders this document", None, auth="none", media_type="text/html",
        tag="operations", example=Example()),
+    # ---- MCP: Portico as an MCP server for the tools a key may use (JSON-RPC errors, not OpenAI's shape) -----
+    Op("POST", "/mcp", "Send an MCP message (initialize, tools/list, tools/call)", s.JsonRpcResponse,
+       s.JsonRpcRequest, errors=(406,), tag="mcp", error_models={400: s.JsonRpcResponse, 406: s.JsonRpcResponse},
+       example=Example(_MCP_INIT, headers={"accept": "application/json, text/event-stream"})),
+    Op("GET", "/mcp", "Server-to-client event stream (needs Accept: text/event-stream)", None,
+       media_type="text/event-stream", errors=(406,), tag="mcp", error_models={406: s.JsonRpcResponse},
+       example=Example(headers={"accept": "application/json"}, status=406)),
+    Op("DELETE", "/mcp", "End a session: not supported, the server is stateless (always 405)", s.JsonRpcResponse,
+       status=405, tag="mcp", example=Example(status=405)),
     # ---- admin ----------------------------------------------------------------------------------------------
     Op("POST", "/admin/keys", "Create a virtual key", s.CreatedKey, KeyCreate, status=201, auth="admin",
        tag="admin", example=Example({"name": "spec-key", "rpm": 60}, status=201, capture={"key_id": "id"})),
@@ -127,6 +149,16 @@ OPS: list[Op] = [
                                     capture={"handoff_id": "id"})),
     Op("GET", "/admin/handoffs", "List handoffs, newest first", s.HandoffList, query=HandoffsQuery, errors=(400,),
        auth="admin", tag="admin", example=Example(query={"status": "open"})),
+    Op("GET", "/admin/approvals", "List write actions waiting for (or past) a decision", s.ApprovalList,
+       query=ApprovalsQuery, errors=(400,), auth="admin", tag="admin", example=Example(query={"status": "pending"})),
+    Op("GET", "/admin/approvals/{approval_id}", "Get an action with its audit log", s.Approval, errors=(404,),
+       auth="admin", tag="admin", example=Example(path={"approval_id": "apr_0123"}, status=404)),
+    Op("POST", "/admin/approvals/{approval_id}/approve", "Approve an action (arguments may be edited)", s.Approval,
+       Approve, errors=(404, 409), auth="admin", tag="admin",
+       example=Example({"by": "ana"}, path={"approval_id": "apr_0123"}, status=404)),
+    Op("POST", "/admin/approvals/{approval_id}/deny", "Deny an action", s.Approval, Deny, errors=(404, 409),
+       auth="admin", tag="admin",
+       example=Example({"reason": "not now"}, path={"approval_id": "apr_0123"}, status=404)),
     Op("GET", "/admin/handoffs/{handoff_id}", "Get a handoff with its conversation", s.Handoff, errors=(404,),
        auth="admin", tag="admin", example=Example(path={"handoff_id": "ho_0123"})),
     Op("POST", "/admin/handoffs/{handoff_id}", "Claim, resolve or annotate a handoff", s.Handoff, HandoffUpdate,

@@ -28,7 +28,9 @@ _STATUS_TEXT = {
     401: "Missing or unknown API key",
     403: "The key may not use this (model not allowed, admin-only route)",
     404: "Not found",
-    409: "Already exists",
+    405: "Method not allowed",
+    406: "Not acceptable (see the Accept header the route needs)",
+    409: "Conflict: already exists, or no longer in a state that allows this",
     413: "Request body too large",
     429: "Rate limit or budget exceeded (see Retry-After)",
     502: "The upstream failed or answered badly",
@@ -65,6 +67,8 @@ class Op:
     media_type: str = "application/json"
     stream: type[BaseModel] | None = None  # text/event-stream of these when the body asks ``stream: true``
     example: Example | None = None
+    # Error statuses whose body is not OpenAI's error shape (e.g. JSON-RPC errors from /mcp).
+    error_models: dict[int, type[BaseModel]] = field(default_factory=dict)
 
     @property
     def operation_id(self) -> str:
@@ -74,13 +78,13 @@ class Op:
     def error_statuses(self) -> list[int]:
         extra = {"key": (401, 403), "admin": (401, 403), "none": ()}[self.auth]
         body = (400, 413) if self.request is not None else ()
-        return sorted({*self.errors, *extra, *body})
+        return sorted({*self.errors, *extra, *body} - {self.status})
 
 
 def _collect_models(ops: Iterable[Op]) -> list[type[BaseModel]]:
     seen: dict[type[BaseModel], None] = {ErrorResponse: None}
     for op in ops:
-        for m in (op.request, op.response, op.stream):
+        for m in (op.request, op.response, op.stream, *op.error_models.values()):
             if m is not None:
                 seen.setdefault(m, None)
     return list(seen)
@@ -144,7 +148,7 @@ def _parameters(op: Op) -> list[dict[str, Any]]:
 
 
 def _responses(op: Op) -> dict[str, Any]:
-    ok: dict[str, Any] = {"description": "OK" if op.status < 300 else "Created"}
+    ok: dict[str, Any] = {"description": {200: "OK", 201: "Created"}.get(op.status) or _STATUS_TEXT[op.status]}
     if op.response is not None:
         content: dict[str, Any] = {op.media_type: {"schema": _ref(op.response)}}
         if op.stream is not None:
@@ -159,8 +163,8 @@ def _responses(op: Op) -> dict[str, Any]:
         kind = "object" if op.media_type == "application/json" else "string"
         ok["content"] = {op.media_type: {"schema": {"type": kind}}}
     out = {str(op.status): ok}
-    err = {"application/json": {"schema": _ref(ErrorResponse)}}
     for status in op.error_statuses():
+        err = {"application/json": {"schema": _ref(op.error_models.get(status, ErrorResponse))}}
         out[str(status)] = {"description": _STATUS_TEXT.get(status, "Error"), "content": err}
     return out
 
