@@ -10,9 +10,16 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 _OPEN = ConfigDict(extra="allow")
+
+
+def list_of(item: type[BaseModel]) -> type[BaseModel]:
+    """``{"object": "list", "data": [item, …]}``, named ``<Item>List``."""
+    return create_model(f"{item.__name__}List", __config__=_OPEN, object=(Literal["list"], ...),
+                        data=(list[item], ...))  # type: ignore[valid-type]  # fmt: skip
+
 
 # ---- errors ---------------------------------------------------------------------------------------------
 
@@ -155,10 +162,7 @@ class Model(BaseModel):
     portico_type: Literal["chat", "embedding", "application"]
 
 
-class ModelList(BaseModel):
-    model_config = _OPEN
-    object: Literal["list"]
-    data: list[Model]
+ModelList = list_of(Model)
 
 
 # ---- operations -----------------------------------------------------------------------------------------
@@ -200,10 +204,7 @@ class CreatedKey(Key):
     key: str = Field(description="the secret: shown once, at creation")
 
 
-class KeyList(BaseModel):
-    model_config = _OPEN
-    object: Literal["list"]
-    data: list[Key]
+KeyList = list_of(Key)
 
 
 class UsageReport(BaseModel):
@@ -248,10 +249,7 @@ class Handoff(BaseModel):
     reason: str
 
 
-class HandoffList(BaseModel):
-    model_config = _OPEN
-    object: Literal["list"]
-    data: list[Handoff]
+HandoffList = list_of(Handoff)
 
 
 class Approval(BaseModel):
@@ -267,10 +265,7 @@ class Approval(BaseModel):
     expires_at: float
 
 
-class ApprovalList(BaseModel):
-    model_config = _OPEN
-    object: Literal["list"]
-    data: list[Approval]
+ApprovalList = list_of(Approval)
 
 
 # ---- MCP (JSON-RPC 2.0 over streamable HTTP) ------------------------------------------------------------
@@ -320,10 +315,7 @@ class KnowledgeBase(BaseModel):
     error: str | None = Field(default=None, description="set when the base cannot be used with this config")
 
 
-class KnowledgeBaseList(BaseModel):
-    model_config = _OPEN
-    object: Literal["list"]
-    data: list[KnowledgeBase]
+KnowledgeBaseList = list_of(KnowledgeBase)
 
 
 class DocumentIn(BaseModel):
@@ -350,10 +342,7 @@ class IngestResult(BaseModel):
     chunks: int
 
 
-class IngestResults(BaseModel):
-    model_config = _OPEN
-    object: Literal["list"]
-    data: list[IngestResult]
+IngestResultList = list_of(IngestResult)
 
 
 class Document(BaseModel):

@@ -99,7 +99,7 @@ OPS: list[Op] = [
     Op("GET", _KB, "List knowledge bases", s.KnowledgeBaseList, tag="knowledge", example=Example()),
     Op("GET", _KB + "/{kb}", "Get a knowledge base", s.KnowledgeBase, errors=(404,), tag="knowledge",
        example=Example(path={"kb": "spec-docs"})),
-    Op("POST", _KB + "/{kb}/documents", "Add documents (JSON, or a multipart `file` upload)", s.IngestResults,
+    Op("POST", _KB + "/{kb}/documents", "Add documents (JSON, or a multipart `file` upload)", s.IngestResultList,
        s.DocumentsIn, errors=(404,), tag="knowledge", example=Example(_DOC, path={"kb": "spec-docs"})),
     Op("GET", _KB + "/{kb}/documents", "List documents", s.DocumentList, query=DocumentsQuery, errors=(400, 404),
        tag="knowledge", example=Example(path={"kb": "spec-docs"}, query={"limit": "10"})),
