@@ -83,6 +83,10 @@ class Toolbox:
         """The source (``tools:`` entry) a tool comes from."""
         return next((s for s in self.sources if any(t.name == tool_name for t in s.tools())), None)
 
+    def declares(self, name: str) -> bool:
+        """A tool name or a source name that agent steps may list (checked at build time)."""
+        return any(s.name == name or s.declares(name) for s in self.sources)
+
     def all(self) -> list[Tool]:
         return [t for s in self.sources for t in s.tools()]
 

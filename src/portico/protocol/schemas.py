@@ -268,6 +268,33 @@ class Approval(BaseModel):
 ApprovalList = list_of(Approval)
 
 
+class ToolInfo(BaseModel):
+    model_config = _OPEN
+    name: str
+    kind: str
+    source: str
+    description: str
+    write: bool
+    timeout: float
+    parameters: dict[str, Any]
+    settings: dict[str, Any] = Field(description="the tool's safe settings (never headers or tokens)")
+
+
+class ToolSourceInfo(BaseModel):
+    model_config = _OPEN
+    name: str
+    kind: str
+    health: dict[str, Any]
+    tools: list[str]
+
+
+class ToolList(BaseModel):
+    model_config = _OPEN
+    object: Literal["list"]
+    data: list[ToolInfo]
+    sources: list[ToolSourceInfo]
+
+
 # ---- MCP (JSON-RPC 2.0 over streamable HTTP) ------------------------------------------------------------
 
 

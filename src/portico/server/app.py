@@ -27,6 +27,7 @@ from portico.server import (
     openapi,
     requests_api,
     stats_api,
+    tools_api,
     ui,
 )
 from portico.server.chat import chat_completions
@@ -87,6 +88,7 @@ def create_app(cfg: PorticoConfig, *, wait_for_models: bool = False) -> Starlett
         Route("/readyz", readyz, methods=["GET"]),
         *approvals_api.routes(),
         *mcp.routes(),
+        *tools_api.routes(),
         *ui.routes(),
         *openapi.routes(),
     ]

@@ -125,9 +125,11 @@ class ApprovalQueue:
         await self.store.expire_due(time.time())
         return await self.store.list(status, limit)
 
-    async def _pending(self, approval_id: str, caller_key_id: str | None) -> dict[str, Any]:
+    async def _pending(self, approval_id: str, caller_key_id: str | None, require_user: bool) -> dict[str, Any]:
         row = await self.get(approval_id)  # expires what is due first: an expired action is never approvable
-        if caller_key_id is not None and (row["approval_by"] != "user" or row["key_id"] != caller_key_id):
+        if (caller_key_id is not None or require_user) and (
+            row["approval_by"] != "user" or row["key_id"] != caller_key_id
+        ):
             # A key may decide only its own actions, and only those the tool lets users decide.
             raise NotFound(f"No approval with id '{approval_id}'", code="approval_not_found")
         if row["status"] == "expired":
@@ -138,9 +140,10 @@ class ApprovalQueue:
         return row
 
     async def approve(self, approval_id: str, actor: str, arguments: dict[str, Any] | None = None,
-                      caller_key_id: str | None = None) -> dict[str, Any]:  # fmt: skip
-        """Approve and run now; returns the action after its call (executed or failed)."""
-        row = await self._pending(approval_id, caller_key_id)
+                      caller_key_id: str | None = None, require_user: bool = False) -> dict[str, Any]:  # fmt: skip
+        """Approve and run now; returns the action after its call (executed or failed). ``require_user``: the
+        decision comes from a client, not an operator — only its own key's actions of ``by: user`` tools."""
+        row = await self._pending(approval_id, caller_key_id, require_user)
         values: dict[str, Any] = {"decided_at": time.time(), "decided_by": actor}
         if arguments is not None and arguments != row["arguments"]:
             tool = self.toolbox.get(row["tool"])
@@ -161,8 +164,8 @@ class ApprovalQueue:
         return await self.execute(approval_id)
 
     async def deny(self, approval_id: str, actor: str, reason: str | None = None,
-                   caller_key_id: str | None = None) -> dict[str, Any]:  # fmt: skip
-        row = await self._pending(approval_id, caller_key_id)
+                   caller_key_id: str | None = None, require_user: bool = False) -> dict[str, Any]:  # fmt: skip
+        row = await self._pending(approval_id, caller_key_id, require_user)
         if not await self.store.transition(approval_id, "pending", "denied", decided_at=time.time(),
                                            decided_by=actor, note=reason):  # fmt: skip
             raise Conflict(f"The approval '{approval_id}' was decided by someone else.", code="approval_decided")

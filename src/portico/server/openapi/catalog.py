@@ -149,6 +149,8 @@ OPS: list[Op] = [
                                     capture={"handoff_id": "id"})),
     Op("GET", "/admin/handoffs", "List handoffs, newest first", s.HandoffList, query=HandoffsQuery, errors=(400,),
        auth="admin", tag="admin", example=Example(query={"status": "open"})),
+    Op("GET", "/admin/tools", "Configured tools and the health of their sources", s.ToolList, auth="admin",
+       tag="admin", example=Example()),
     Op("GET", "/admin/approvals", "List write actions waiting for (or past) a decision", s.ApprovalList,
        query=ApprovalsQuery, errors=(400,), auth="admin", tag="admin", example=Example(query={"status": "pending"})),
     Op("GET", "/admin/approvals/{approval_id}", "Get an action with its audit log", s.Approval, errors=(404,),
