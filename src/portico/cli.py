@@ -56,9 +56,8 @@ def serve(
     workers: Annotated[int | None, typer.Option(help="Worker processes (default from config: 1)")] = None,
 ) -> None:
     """Start the HTTP server."""
-    import uvicorn
-
     from portico.observability.logging import setup_logging
+    from portico.observability.metrics import multiprocess_dir
     from portico.runtime import Runtime
 
     cfg = _load(config)
@@ -90,6 +89,15 @@ def serve(
     else:
         os.environ.pop("PORTICO_CONFIG", None)
     err.print(f"Portico serving {len(cfg.models)} model(s) on http://{host}:{port}  (workers: {workers})")
+    with multiprocess_dir(workers) as metrics_dir:
+        if metrics_dir is not None:
+            err.print(f"Metrics of all workers are merged through {metrics_dir}", highlight=False)
+        _run_uvicorn(host, port, workers)
+
+
+def _run_uvicorn(host: str, port: int, workers: int) -> None:
+    import uvicorn
+
     uvicorn.run(
         "portico.server.app:app_from_env",
         factory=True,

@@ -100,6 +100,30 @@ class GeminiDeployment(HttpDeployment):
         return self
 
 
+class BedrockDeployment(HttpDeployment):
+    """AWS Bedrock's Converse API, signed with SigV4. Credentials: the explicit ``aws_*`` fields, else the usual AWS
+    chain (environment, ``~/.aws/config`` and credentials with ``aws_profile``, SSO, instance/container roles).
+    ``api_key`` instead sends a Bedrock API key as a bearer token (no signing)."""
+
+    provider: Literal["bedrock"]
+    region: str = Field(min_length=1)
+    base_url: str = ""  # default: https://bedrock-runtime.{region}.amazonaws.com (set it for a proxy or a test)
+    aws_access_key_id: SecretStr | None = None
+    aws_secret_access_key: SecretStr | None = None
+    aws_session_token: SecretStr | None = None
+    aws_profile: str | None = None
+
+    @model_validator(mode="after")
+    def _endpoint(self) -> BedrockDeployment:
+        if (self.aws_access_key_id is None) != (self.aws_secret_access_key is None):
+            raise ValueError("set both aws_access_key_id and aws_secret_access_key, or neither")
+        if self.aws_profile and self.aws_access_key_id:
+            raise ValueError("use aws_profile or explicit aws_* keys, not both")
+        if not self.base_url:
+            self.base_url = f"https://bedrock-runtime.{self.region}.amazonaws.com"
+        return self
+
+
 class LocalDeployment(_Deployment):
     """In-process model: a GGUF through llama.cpp (chat) or a sentence-transformers folder (embeddings)."""
 
@@ -119,7 +143,7 @@ class LocalDeployment(_Deployment):
 
 
 Deployment = Annotated[
-    OpenAIDeployment | AzureDeployment | AnthropicDeployment | GeminiDeployment | LocalDeployment,
+    OpenAIDeployment | AzureDeployment | AnthropicDeployment | GeminiDeployment | BedrockDeployment | LocalDeployment,
     Field(discriminator="provider"),
 ]
 
@@ -163,7 +187,7 @@ class ModelConfig(BaseModel):
         for d in self.deployments:
             if d.model is None:
                 d.model = _local_model_id(d, self.type) if isinstance(d, LocalDeployment) else self.name
-            if self.type == "embedding" and d.provider in ("anthropic",):
+            if self.type == "embedding" and d.provider in ("anthropic", "bedrock"):
                 raise ValueError(f"provider '{d.provider}' has no embeddings API")
         return self
 

@@ -54,7 +54,11 @@ class HttpBackend:
         self._native_n = provider.supports_n
 
     async def start(self) -> None:
-        return None
+        # Per-deployment set-up that may block (Bedrock resolves AWS credentials, perhaps over the network from
+        # an instance role) runs here, off the event loop; a failure is reported and retried on the first call.
+        prepare = getattr(self.provider, "prepare", None)
+        if prepare is not None:
+            await asyncio.to_thread(prepare, self.dep)
 
     async def close(self) -> None:
         return None

@@ -8,7 +8,7 @@ what happened (400 the upstream rejected the request, 429 rate limited, 502 bad 
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -16,6 +16,7 @@ import aiohttp
 import orjson
 
 from portico.config.schema import HttpDeployment
+from portico.gateway.eventstream import EVENTSTREAM, eventstream_events, is_binary_frame, prepend
 from portico.gateway.providers.base import HttpProvider, UpstreamRequest
 from portico.protocol.errors import UpstreamError
 
@@ -54,9 +55,9 @@ class HttpTransport:
     async def post_json(self, up: UpstreamRequest, dep: HttpDeployment, provider: HttpProvider) -> dict[str, Any]:
         t = dep.timeouts
         try:
-            async with self._session(up.url).post(
+            async with self._session(str(up.url)).post(
                 up.url,
-                data=orjson.dumps(up.body),
+                data=up.payload(),
                 headers=up.headers,
                 params=up.params or None,
                 timeout=_client_timeout(t.total, t.connect, t.first_byte),
@@ -82,9 +83,9 @@ class HttpTransport:
         """Yield ``(event, data)`` SSE events. Closing the generator closes the upstream connection."""
         t = dep.timeouts
         try:
-            cm = self._session(up.url).post(
+            cm = self._session(str(up.url)).post(
                 up.url,
-                data=orjson.dumps(up.body),
+                data=up.payload(),
                 headers=up.headers,
                 params=up.params or None,
                 timeout=_client_timeout(t.total, t.connect, t.first_byte),
@@ -93,13 +94,16 @@ class HttpTransport:
                 if resp.status >= 400:
                     body = await resp.read()
                     raise _status_error(dep, provider, resp.status, body, resp.headers)
-                if resp.content_type == "application/json":
+                if resp.content_type == EVENTSTREAM:  # AWS's binary framing (Bedrock ConverseStream)
+                    async for event in _eventstream_or_sse(resp.content.iter_any()):
+                        yield event
+                elif resp.content_type == "application/json":
                     # Some upstreams answer a stream request with one JSON body (Gemini without alt=sse
                     # sends an array of responses): treat each element as one event.
                     for event in _json_events(await resp.read()):
                         yield event
                 else:
-                    async for event in _sse_events(resp.content):
+                    async for event in _sse_events(resp.content.iter_any()):
                         yield event
         except (TimeoutError, aiohttp.ServerTimeoutError):
             raise UpstreamError(f"{dep.label}: upstream timed out", status=504, code="upstream_timeout") from None
@@ -122,10 +126,10 @@ def _client_timeout(total: float, connect: float, first_byte: float) -> aiohttp.
 MAX_EVENT_BYTES = 64 * 1024 * 1024
 
 
-async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+async def _lines(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
     """Lines of any length (aiohttp's own line iterator stops at 512 KiB), without their CR/LF."""
     buf = bytearray()
-    async for data in content.iter_any():
+    async for data in chunks:
         buf += data
         start = 0
         while (nl := buf.find(b"\n", start)) != -1:
@@ -138,11 +142,11 @@ async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
         yield bytes(buf.rstrip(b"\r"))
 
 
-async def _sse_events(content: aiohttp.StreamReader) -> AsyncIterator[tuple[str | None, bytes]]:
+async def _sse_events(chunks: AsyncIterable[bytes]) -> AsyncIterator[tuple[str | None, bytes]]:
     """Minimal SSE framing (WHATWG): ``event:``/``data:`` lines, blank line dispatches, ``:`` comments."""
     event: str | None = None
     data: list[bytes] = []
-    async for line in _lines(content):
+    async for line in _lines(chunks):
         if not line:
             if data:
                 yield event, b"\n".join(data)
@@ -159,6 +163,18 @@ async def _sse_events(content: aiohttp.StreamReader) -> AsyncIterator[tuple[str 
             event = value.decode()
     if data:  # a last event without its trailing blank line
         yield event, b"\n".join(data)
+
+
+async def _eventstream_or_sse(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[str | None, bytes]]:
+    """AWS event-stream frames, or SSE under the same content type (llm-katan, some Bedrock-compatible proxies):
+    the first bytes tell which (a binary frame starts with its length, SSE with a field name)."""
+    first = await anext(chunks, b"")
+    if not first:
+        return
+    rest = prepend(first, chunks)
+    framed = eventstream_events(rest) if is_binary_frame(first) else _sse_events(rest)
+    async for event in framed:
+        yield event
 
 
 def _json_events(body: bytes) -> list[tuple[str | None, bytes]]:

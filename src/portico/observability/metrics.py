@@ -3,14 +3,23 @@
 Label values come only from the config (models, applications, deployments) and the key store (key names);
 anything else — a model name a client invented, say — is reported as ``other``, so a client cannot blow up the
 number of series. Components add their own counters through ``counter(...)``.
+
+With several workers (``serve --workers N``) the values live in prometheus-client's multiprocess files, so one
+scrape of any worker reports all of them (counters and histograms summed over workers).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from portico.storage.usage import UsageRecord
 
@@ -19,6 +28,35 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _TOKEN_TIME_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1)
 _LABELS = ("endpoint", "key", "application", "version", "model", "deployment", "status")
+
+# prometheus-client's own switch: when set (before it is imported), every metric value lives in an mmap file in
+# this directory, and a scrape in any worker merges all workers' files.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+@contextlib.contextmanager
+def multiprocess_dir(workers: int) -> Iterator[Path | None]:
+    """For ``serve --workers N > 1``: a fresh metrics directory for the workers (they inherit the environment),
+    removed when the server stops. A directory the operator set is used as given, emptied of the previous run's
+    files (stale ones would add old counts). One worker keeps in-process metrics (no files)."""
+    if workers <= 1:
+        yield None
+        return
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        path = Path(given)
+        path.mkdir(parents=True, exist_ok=True)
+        for f in path.glob("*.db"):
+            f.unlink()
+        yield path
+        return
+    path = Path(tempfile.mkdtemp(prefix="portico-metrics-"))
+    os.environ[MULTIPROC_ENV] = str(path)
+    try:
+        yield path
+    finally:
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 class Metrics:
@@ -35,6 +73,11 @@ class Metrics:
         self._key_names = key_names
         self._versions = versions or {}  # application → its configured pipeline version (bounded by the config)
         self._components: dict[str, Counter] = {}  # component counters by name: one per name per registry
+        # Several workers: a scrape reads every worker's files (built once; it reads the files at each collect).
+        self._scrape = self.registry
+        if os.environ.get(MULTIPROC_ENV):
+            self._scrape = CollectorRegistry()
+            MultiProcessCollector(self._scrape)
         r = self.registry
         self.requests = Counter("portico_requests", "Requests answered", _LABELS, registry=r)
         self.latency = Histogram(
@@ -112,4 +155,4 @@ class Metrics:
             self.attempts.labels(self._d(label), outcome).inc()
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self._scrape)

@@ -24,6 +24,7 @@ from portico.server import (
     errors,
     handoffs_api,
     knowledge_api,
+    openapi,
     requests_api,
     stats_api,
     tools_api,
@@ -95,6 +96,7 @@ def create_app(cfg: PorticoConfig, *, wait_for_models: bool = False) -> Starlett
         *mcp.routes(),
         *tools_api.routes(),
         *ui.routes(),
+        *openapi.routes(),
     ]
     app = Starlette(
         routes=routes,

@@ -23,4 +23,8 @@ def http_provider(name: str) -> HttpProvider:
         from portico.gateway.providers.gemini import GeminiProvider
 
         return GeminiProvider()
+    if name == "bedrock":
+        from portico.gateway.providers.bedrock import BedrockProvider
+
+        return BedrockProvider()
     raise ValueError(f"unknown HTTP provider '{name}'")

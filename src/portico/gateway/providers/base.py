@@ -7,25 +7,33 @@ retries and fallbacks live in ``gateway/`` and are shared by all providers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
+from yarl import URL
 
 from portico.config.schema import HttpDeployment
-from portico.protocol.chat import ChatCompletionRequest
+from portico.protocol.chat import ChatCompletionRequest, Message, ToolCall
 from portico.protocol.embeddings import EmbeddingRequest
+from portico.protocol.errors import InvalidRequest
 
 
 @dataclass(slots=True)
 class UpstreamRequest:
     """What the transport sends: ``POST url`` with ``headers`` and ``body`` serialised as JSON."""
 
-    url: str
+    url: str | URL  # a yarl URL built with encoded=True is sent byte for byte (a signed path must not change)
     headers: dict[str, str]
     body: dict[str, Any]
     # Extra query parameters (e.g. Azure's api-version, Gemini's alt=sse).
     params: dict[str, str] = field(default_factory=dict)
+    # The body already serialised, when the headers depend on its exact bytes (a request signature).
+    data: bytes | None = None
+
+    def payload(self) -> bytes:
+        return self.data if self.data is not None else orjson.dumps(self.body)
 
 
 class StreamTranslator(Protocol):
@@ -69,6 +77,7 @@ class HttpProvider(Protocol):
         self, data: dict[str, Any], req: EmbeddingRequest, dep: HttpDeployment
     ) -> dict[str, Any]: ...
 
+    # Optional: ``prepare(dep)``, called once at start-up in a worker thread for set-up that may block.
     # Whether one upstream call returns ``n`` choices; otherwise the gateway makes n calls and merges them.
     supports_n: bool
     # Whether the upstream honours ``dimensions`` itself; otherwise the gateway truncates and re-normalises.
@@ -97,3 +106,69 @@ def error_text(body: bytes) -> str:
         if isinstance(data.get("detail"), str):
             return data["detail"]
     return body.decode("utf-8", "replace").strip()[:500]
+
+
+def json_instruction(req: ChatCompletionRequest) -> str | None:
+    """For upstreams without a JSON mode (Anthropic, Bedrock Converse): response_format as a system instruction."""
+    fmt = req.response_format
+    if fmt is None or fmt.type == "text":
+        return None
+    text = "Respond with only a JSON object: no prose, no markdown code fences."
+    if fmt.type == "json_schema" and fmt.json_schema is not None and fmt.json_schema.schema_ is not None:
+        schema = orjson.dumps(fmt.json_schema.schema_).decode()
+        text += f" The object must match this JSON schema:\n{schema}"
+    return text
+
+
+def tool_arguments(call: ToolCall, param: str) -> dict[str, Any]:
+    """An assistant tool call's JSON arguments as the object upstreams with structured tool input want."""
+    try:
+        args = orjson.loads(call.function.arguments) if call.function.arguments.strip() else {}
+    except orjson.JSONDecodeError as e:
+        raise InvalidRequest(f"tool call arguments are not valid JSON: {e}", param=param) from e
+    if not isinstance(args, dict):
+        raise InvalidRequest("tool call arguments must be a JSON object", param=param)
+    return args
+
+
+Block = dict[str, Any]
+
+
+def alternating_turns(
+    req: ChatCompletionRequest,
+    turn: Callable[[Message, int], tuple[str, list[Block]]],
+    is_tool_result: Callable[[Block], bool],
+    upstream: str,
+) -> list[dict[str, Any]]:
+    """Turns for APIs that require user/assistant alternation (Anthropic, Bedrock Converse): ``turn`` maps each
+    non-system message to (role, blocks); empty turns are dropped (an assistant turn with no text and no tool calls
+    says nothing), consecutive same-role turns merged, and a user turn's tool results moved before its other
+    blocks (both APIs want them first)."""
+    out: list[dict[str, Any]] = []
+    for i, msg in enumerate(req.messages):
+        if msg.role in ("system", "developer"):
+            continue
+        role, blocks = turn(msg, i)
+        if not blocks:
+            continue
+        if out and out[-1]["role"] == role:
+            out[-1]["content"].extend(blocks)
+        else:
+            out.append({"role": role, "content": blocks})
+    if not out:
+        raise InvalidRequest(f"{upstream} needs at least one user or assistant message", param="messages")
+    for t in out:
+        if t["role"] == "user":
+            t["content"].sort(key=lambda b: not is_tool_result(b))  # stable: order within each kind kept
+    return out
+
+
+def named_tool(req: ChatCompletionRequest, choice: dict[str, Any]) -> str:
+    """The function an object ``tool_choice`` names, checked against ``tools``."""
+    fn = choice.get("function")
+    name = fn.get("name") if isinstance(fn, dict) else None
+    if choice.get("type") != "function" or not isinstance(name, str):
+        raise InvalidRequest("tool_choice object must be {type: 'function', function: {name}}", param="tool_choice")
+    if name not in {t.function.name for t in req.tools or []}:
+        raise InvalidRequest(f"tool_choice names '{name}', which is not in tools", param="tool_choice")
+    return name

@@ -8,7 +8,14 @@ import orjson
 
 from portico.config.schema import AnthropicDeployment, HttpDeployment, secret
 from portico.gateway.providers.anthropic.stream import AnthropicStream, error_reason, finish_reason, openai_usage
-from portico.gateway.providers.base import UpstreamRequest, error_text
+from portico.gateway.providers.base import (
+    UpstreamRequest,
+    alternating_turns,
+    error_text,
+    json_instruction,
+    named_tool,
+    tool_arguments,
+)
 from portico.protocol.chat import (
     ChatCompletionRequest,
     ImagePart,
@@ -37,21 +44,9 @@ def _system_text(msg: Message, i: int) -> str:
     return msg.text()
 
 
-def _json_instruction(req: ChatCompletionRequest) -> str | None:
-    """Anthropic has no JSON mode, so response_format becomes an instruction in the system prompt."""
-    fmt = req.response_format
-    if fmt is None or fmt.type == "text":
-        return None
-    text = "Respond with only a JSON object: no prose, no markdown code fences."
-    if fmt.type == "json_schema" and fmt.json_schema is not None and fmt.json_schema.schema_ is not None:
-        schema = orjson.dumps(fmt.json_schema.schema_).decode()
-        text += f" The object must match this JSON schema:\n{schema}"
-    return text
-
-
 def _system_blocks(req: ChatCompletionRequest) -> list[Block]:
     texts = [_system_text(m, i) for i, m in enumerate(req.messages) if m.role in ("system", "developer")]
-    texts.append(_json_instruction(req) or "")
+    texts.append(json_instruction(req) or "")
     # Anthropic rejects empty text blocks.
     return [{"type": "text", "text": t} for t in texts if t]
 
@@ -95,13 +90,7 @@ def _content_blocks(msg: Message, i: int) -> list[Block]:
 def _tool_use_blocks(msg: Message, i: int) -> list[Block]:
     blocks: list[Block] = []
     for j, call in enumerate(msg.tool_calls or []):
-        param = f"messages[{i}].tool_calls[{j}].function.arguments"
-        try:
-            args = orjson.loads(call.function.arguments) if call.function.arguments.strip() else {}
-        except orjson.JSONDecodeError as e:
-            raise InvalidRequest(f"tool call arguments are not valid JSON: {e}", param=param) from e
-        if not isinstance(args, dict):
-            raise InvalidRequest("tool call arguments must be a JSON object", param=param)
+        args = tool_arguments(call, f"messages[{i}].tool_calls[{j}].function.arguments")
         blocks.append({"type": "tool_use", "id": call.id, "name": call.function.name, "input": args})
     return blocks
 
@@ -132,31 +121,8 @@ def _turn(msg: Message, i: int) -> tuple[str, list[Block]]:
     raise InvalidRequest("the legacy 'function' role is not supported; use tools", param=f"messages[{i}].role")
 
 
-def _tool_results_first(blocks: list[Block]) -> list[Block]:
-    """Anthropic wants a user turn's tool_result blocks before any other content."""
-    results = [b for b in blocks if b["type"] == "tool_result"]
-    return results + [b for b in blocks if b["type"] != "tool_result"] if results else blocks
-
-
 def _messages(req: ChatCompletionRequest) -> list[dict[str, Any]]:
-    """Conversation turns; consecutive same-role turns are merged because Anthropic requires alternation."""
-    out: list[dict[str, Any]] = []
-    for i, msg in enumerate(req.messages):
-        if msg.role in ("system", "developer"):
-            continue
-        role, blocks = _turn(msg, i)
-        if not blocks:
-            continue  # an assistant turn with no text and no tool calls says nothing
-        if out and out[-1]["role"] == role:
-            out[-1]["content"].extend(blocks)
-        else:
-            out.append({"role": role, "content": blocks})
-    if not out:
-        raise InvalidRequest("Anthropic needs at least one user or assistant message", param="messages")
-    for turn in out:
-        if turn["role"] == "user":
-            turn["content"] = _tool_results_first(turn["content"])
-    return out
+    return alternating_turns(req, _turn, lambda b: b["type"] == "tool_result", "Anthropic")
 
 
 # ---- request: tools and sampling ------------------------------------------------------------------------
@@ -185,20 +151,10 @@ def _tool_choice(req: ChatCompletionRequest) -> Block | None:
     elif choice == "required":
         out = {"type": "any"}
     else:
-        out = {"type": "tool", "name": _named_tool(req, choice)}
+        out = {"type": "tool", "name": named_tool(req, choice)}
     if req.parallel_tool_calls is False:
         out["disable_parallel_tool_use"] = True
     return out
-
-
-def _named_tool(req: ChatCompletionRequest, choice: dict[str, Any]) -> str:
-    fn = choice.get("function")
-    name = fn.get("name") if isinstance(fn, dict) else None
-    if choice.get("type") != "function" or not isinstance(name, str):
-        raise InvalidRequest("tool_choice object must be {type: 'function', function: {name}}", param="tool_choice")
-    if name not in {t.function.name for t in req.tools or []}:
-        raise InvalidRequest(f"tool_choice names '{name}', which is not in tools", param="tool_choice")
-    return name
 
 
 def _sampling(req: ChatCompletionRequest, body: dict[str, Any]) -> None:
