@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from portico.config.responses import ResponsesConfig
+
 _STRICT = ConfigDict(extra="forbid")
 
 
@@ -276,6 +278,7 @@ class PorticoConfig(BaseModel):
     tracing: TracingConfig = Field(default_factory=TracingConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     knowledge: KnowledgeConfig = Field(default_factory=KnowledgeConfig)
+    responses: ResponsesConfig = Field(default_factory=ResponsesConfig)
     models: list[ModelConfig] = Field(min_length=1)
     applications: list[ApplicationConfig] = Field(default_factory=list)
     # The embedding model steps use for vectors (cache, router, guardrails, retrieval); default: the first one.

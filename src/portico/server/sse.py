@@ -34,6 +34,13 @@ async def encode_events(chunks: AsyncIterator[dict[str, Any]], include_usage: bo
     yield DONE
 
 
+async def encode_named(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    """Events whose ``type`` is also the SSE event name (the Responses and Anthropic Messages streams). Their
+    translators report failures as events of their own, so nothing is added at the end."""
+    async for event in events:
+        yield b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
+
+
 async def completion_as_chunks(resp: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
     """A finished completion (e.g. a cache hit or a stock answer) replayed as a stream."""
     for chunk in completion_chunks(resp):
