@@ -19,6 +19,7 @@ from portico.observability.logging import setup_logging
 from portico.protocol.errors import PorticoError
 from portico.runtime import Runtime
 from portico.server import admin, errors, handoffs_api, knowledge_api, requests_api, stats_api, ui
+from portico.server import messages as messages_api
 from portico.server import responses as responses_api
 from portico.server.chat import chat_completions
 from portico.server.embeddings import embeddings
@@ -55,6 +56,7 @@ def create_app(cfg: PorticoConfig, *, wait_for_models: bool = False) -> Starlett
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/embeddings", embeddings, methods=["POST"]),
         *responses_api.routes(),
+        *messages_api.routes(),
         Route("/v1/models", list_models, methods=["GET"]),
         *knowledge_api.routes(),
         Route("/v1/models/{model:path}", get_model, methods=["GET"]),
