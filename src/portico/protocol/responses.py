@@ -308,7 +308,8 @@ def to_messages(items: list[InputItem], where: str = "input") -> list[dict[str, 
                 output = _text_only(_parts(output, param, "tool"), f"{param}.output")
             out.append({"role": "tool", "tool_call_id": item.call_id, "content": output})
         elif item.type != "reasoning":
-            raise InvalidRequest(f"input items of type '{item.type}' are not supported", param=f"{param}.type")
+            raise InvalidRequest(f"input items of type '{item.type}' are not supported", param=f"{param}.type",
+                                 code="unsupported_input_item")  # fmt: skip
     return out
 
 

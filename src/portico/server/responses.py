@@ -57,6 +57,9 @@ def _stored_items(items: list[InputItem]) -> list[dict[str, Any]]:
     for item in items:
         d = item.model_dump(mode="json", by_alias=True, exclude_none=True)
         d.setdefault("type", "message")
+        if d["type"] == "message" and isinstance(d["content"], str):  # listed as OpenAI lists them: as parts
+            kind = "output_text" if d["role"] == "assistant" else "input_text"
+            d["content"] = [{"type": kind, "text": d["content"]}]
         d["id"] = d.get("id") or new_id(_ID_PREFIX.get(d["type"], "item"))
         out.append(d)
     return out
