@@ -133,8 +133,8 @@ def test_tool_use_streams_input_json(portico: str, claude: anthropic.Anthropic) 
 
 def test_image_blocks_are_accepted(claude: anthropic.Anthropic) -> None:
     image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}}
-    m = claude.messages.create(model="oai", max_tokens=32,
-                               messages=[{"role": "user", "content": [image, {"type": "text", "text": "what?"}]}])  # fmt: skip
+    turn = {"role": "user", "content": [image, {"type": "text", "text": "what?"}]}
+    m = claude.messages.create(model="oai", max_tokens=32, messages=[turn])
     assert "what?" in m.content[0].text
 
 
