@@ -249,3 +249,13 @@ def test_model_permission_is_a_403_permission_error(keyed: str) -> None:
     assert ei.value.body["error"]["type"] == "permission_error"
     with pytest.raises(anthropic.PermissionDeniedError):
         sdk.messages.count_tokens(model="oai", messages=HI)
+
+
+def test_local_model_takes_text_blocks_and_refuses_images(claude: anthropic.Anthropic) -> None:
+    blocks = [{"type": "text", "text": "Say hi"}, {"type": "text", "text": " politely."}]
+    m = claude.messages.create(model="local", max_tokens=4, messages=[{"role": "user", "content": blocks}])
+    assert m.content[0].text
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}}
+    with pytest.raises(anthropic.BadRequestError) as ei:
+        claude.messages.create(model="local", max_tokens=4, messages=[{"role": "user", "content": [image]}])
+    assert "text only" in ei.value.body["error"]["message"]

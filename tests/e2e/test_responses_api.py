@@ -215,6 +215,14 @@ def test_local_stream_ends_incomplete_at_the_token_cap(client: openai.OpenAI) ->
     assert text and last.response.output_text == text and last.response.usage.output_tokens <= 8
 
 
+def test_local_follow_up_with_previous_response_id(client: openai.OpenAI) -> None:
+    first = client.responses.create(model="local", input="Name a colour.", max_output_tokens=4, temperature=0)
+    second = client.responses.create(model="local", input=[{"role": "user", "content": [
+        {"type": "input_text", "text": "And another one?"}]}], previous_response_id=first.id, max_output_tokens=4,
+        temperature=0)  # fmt: skip
+    assert second.output_text and second.usage.input_tokens > first.usage.input_tokens
+
+
 class City(BaseModel):
     city: str = Field(max_length=24)
 

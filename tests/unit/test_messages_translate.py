@@ -14,7 +14,7 @@ from portico.protocol.chat import chunk_dict, delta_choice
 from portico.protocol.errors import InvalidRequest, PorticoError, RateLimited, UpstreamError
 from portico.protocol.messages import MessagesRequest, to_chat_request
 from portico.protocol.messages_out import MessageEvents, error_body, from_completion
-from portico.server.messages import _events
+from portico.server.sse import translated
 
 USER = [{"role": "user", "content": "hi"}]
 
@@ -144,7 +144,7 @@ async def test_text_then_two_tool_calls_as_sequential_blocks() -> None:
         {"tool_calls": [{"index": 1, "id": "call_b", "function": {"name": "g", "arguments": ""}}]},
         finish="tool_calls",
     )  # fmt: skip
-    events = [e async for e in _events("m", _stream(chunks))]
+    events = [e async for e in translated(MessageEvents("m"), _stream(chunks))]
     assert [(e["type"], e.get("index")) for e in events] == [
         ("message_start", None), ("ping", None),
         ("content_block_start", 0), ("content_block_delta", 0), ("content_block_stop", 0),
@@ -160,7 +160,7 @@ async def test_text_then_two_tool_calls_as_sequential_blocks() -> None:
 
 
 async def test_a_failure_mid_stream_is_an_error_event() -> None:
-    events = [e async for e in _events("m", _stream(_chunks({"content": "part"})[:1], fail=True))]
+    events = [e async for e in translated(MessageEvents("m"), _stream(_chunks({"content": "part"})[:1], fail=True))]
     assert [e["type"] for e in events] == ["message_start", "ping", "content_block_start", "content_block_delta",
                                            "error"]  # fmt: skip
     assert events[-1]["error"] == {"type": "timeout_error", "message": "upstream timed out"}
@@ -168,7 +168,6 @@ async def test_a_failure_mid_stream_is_an_error_event() -> None:
 
 def test_interleaved_tool_calls_fail_loudly() -> None:
     tr = MessageEvents("m")
-    tr.start(None)
     call = {"function": {"name": "f", "arguments": "{}"}}
     tr.feed(chunk_dict(id="c", model="m", created=1, choices=[delta_choice(0, {"tool_calls": [{"index": 0, **call}]})]))
     tr.feed(chunk_dict(id="c", model="m", created=1, choices=[delta_choice(0, {"tool_calls": [{"index": 1, **call}]})]))

@@ -72,12 +72,14 @@ class MessageEvents:
         self.closed_tools: set[int] = set()
         self.usage: dict[str, Any] | None = None
         self.finish_reason: str | None = None
+        self.started = False
 
-    def start(self, first: dict[str, Any] | None) -> list[Event]:
-        """``first``: the stream's first chunk, whose id and model the message takes (None: an empty stream)."""
-        first = first or {}
-        self.model = first.get("model") or self.model
-        message = {"id": message_id(first.get("id")), "type": "message", "role": "assistant", "model": self.model,
+    def _start(self, chunk: dict[str, Any]) -> list[Event]:
+        """``message_start`` and a ``ping``, before the first chunk's events: the message takes that chunk's id and
+        model (an Anthropic upstream's ``msg_`` id is kept)."""
+        self.started = True
+        self.model = chunk.get("model") or self.model
+        message = {"id": message_id(chunk.get("id")), "type": "message", "role": "assistant", "model": self.model,
                    "content": [], "stop_reason": None, "stop_sequence": None,
                    "usage": {"input_tokens": 0, "output_tokens": 0}}  # fmt: skip
         return [{"type": "message_start", "message": message}, {"type": "ping"}]
@@ -85,7 +87,7 @@ class MessageEvents:
     def feed(self, chunk: dict[str, Any]) -> list[Event]:
         if chunk.get("usage"):
             self.usage = chunk["usage"]
-        out: list[Event] = []
+        out: list[Event] = [] if self.started else self._start(chunk)
         for choice in chunk.get("choices") or ():
             if choice.get("index", 0) != 0:
                 continue
@@ -93,7 +95,7 @@ class MessageEvents:
             text = delta.get("content") or delta.get("refusal")
             if text:
                 if self.open != "text":
-                    out += self._start({"type": "text", "text": ""}, "text")
+                    out += self._open_block({"type": "text", "text": ""}, "text")
                 out.append(self._delta({"type": "text_delta", "text": text}))
             for call in delta.get("tool_calls") or ():
                 out += self._tool(call)
@@ -110,12 +112,12 @@ class MessageEvents:
                 raise UpstreamError("the upstream interleaved the arguments of parallel tool calls")
             block = {"type": "tool_use", "id": call.get("id") or "toolu_" + uuid.uuid4().hex[:24],
                      "name": fn.get("name") or "", "input": {}}  # fmt: skip
-            out += self._start(block, f"tool:{i}")
+            out += self._open_block(block, f"tool:{i}")
         if fn.get("arguments"):
             out.append(self._delta({"type": "input_json_delta", "partial_json": fn["arguments"]}))
         return out
 
-    def _start(self, block: dict[str, Any], kind: str) -> list[Event]:
+    def _open_block(self, block: dict[str, Any], kind: str) -> list[Event]:
         out = self._stop()
         self.index += 1
         self.open = kind
@@ -135,7 +137,9 @@ class MessageEvents:
     def finish(self) -> list[Event]:
         usage = anthropic_usage(self.usage)
         delta = {"stop_reason": stop_reason(self.finish_reason), "stop_sequence": None}
-        return [*self._stop(), {"type": "message_delta", "delta": delta, "usage": usage}, {"type": "message_stop"}]
+        head = [] if self.started else self._start({})  # an empty stream is still a message
+        return [*head, *self._stop(), {"type": "message_delta", "delta": delta, "usage": usage},
+                {"type": "message_stop"}]  # fmt: skip
 
     def failed(self, e: PorticoError) -> list[Event]:
         """The stream broke after the first byte: Anthropic's in-band ``error`` event ends it."""

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
-from portico.protocol.chat import ChatCompletionRequest
+from portico.protocol.chat import ChatCompletionRequest, check_tool_choice
 from portico.protocol.errors import InvalidRequest
 
 _OPEN = ConfigDict(extra="allow")
@@ -199,9 +199,7 @@ class ResponsesRequest(BaseModel):
     @field_validator("tool_choice")
     @classmethod
     def _tool_choice(cls, v: Any) -> Any:
-        if isinstance(v, str) and v not in ("none", "auto", "required"):
-            raise ValueError("tool_choice must be 'none', 'auto', 'required' or an object naming a function")
-        return v
+        return check_tool_choice(v)
 
     @field_validator("metadata")
     @classmethod

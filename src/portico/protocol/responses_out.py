@@ -154,6 +154,7 @@ class ResponseEvents:
         self.model: str | None = None
         self.finish_reason: str | None = None
         self.response: dict[str, Any] | None = None  # the final response object, once finish() ran
+        self.failed_with: PorticoError | None = None
 
     def _event(self, kind: str, **fields: Any) -> Event:
         event = {"type": kind, "sequence_number": self.seq, **fields}
@@ -260,6 +261,7 @@ class ResponseEvents:
 
     def failed(self, e: PorticoError) -> list[Event]:
         """The stream broke after the first byte: the response ends ``failed`` with the error in it."""
+        self.failed_with = e
         error = {"code": e.code or e.type, "message": e.message}
         self.response = self.head.object("failed", [o.item for o in self.items], self.usage, model=self.model,
                                          error=error)  # fmt: skip

@@ -8,10 +8,8 @@ Keys come as ``x-api-key`` (what Anthropic's SDK sends) or a bearer token; ``ant
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import orjson
 from pydantic import ValidationError
@@ -29,7 +27,7 @@ from portico.server.auth import caller_of
 from portico.server.body import read_model
 from portico.server.chat import answer
 from portico.server.errors import from_validation
-from portico.server.sse import SSEResponse, encode_named
+from portico.server.sse import SSEResponse, encode_named, translated
 
 Handler = Callable[[Request], Awaitable[Response | SSEResponse]]
 
@@ -73,28 +71,7 @@ async def create_message(request: Request) -> Response | SSEResponse:
         assert ans.response is not None
         body = from_completion(ans.response, req.model)
         return Response(orjson.dumps(body), media_type="application/json", headers=ans.headers)
-    return SSEResponse(encode_named(_events(req.model, ans.chunks)), ans.headers)
-
-
-async def _events(model: str, chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
-    tr = MessageEvents(model)
-    async with contextlib.aclosing(chunks):  # type: ignore[type-var]
-        try:
-            first = await anext(chunks, None)
-            for event in tr.start(first):
-                yield event
-            if first is not None:
-                for event in tr.feed(first):
-                    yield event
-            async for chunk in chunks:
-                for event in tr.feed(chunk):
-                    yield event
-        except PorticoError as e:
-            for event in tr.failed(e):
-                yield event
-            return
-    for event in tr.finish():
-        yield event
+    return SSEResponse(encode_named(translated(MessageEvents(req.model), ans.chunks)), ans.headers)
 
 
 async def count_tokens(request: Request) -> Response:

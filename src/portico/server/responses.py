@@ -9,7 +9,6 @@ Portico's database for its key (``storage/responses.py``), which is what ``previ
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from portico.gateway.control import Caller
-from portico.protocol.errors import InvalidRequest, NotFound, PorticoError
+from portico.protocol.errors import InvalidRequest, NotFound
 from portico.protocol.responses import InputItem, ResponsesRequest, new_id, to_chat_request
 from portico.protocol.responses_out import ResponseEvents, ResponseHead, from_completion
 from portico.runtime import Runtime
@@ -28,7 +27,7 @@ from portico.server.auth import caller_of
 from portico.server.body import read_model
 from portico.server.chat import answer
 from portico.server.errors import from_validation
-from portico.server.sse import SSEResponse, encode_named
+from portico.server.sse import SSEResponse, encode_named, translated
 
 # Stored items (input and output alike) read back as input items for the next turn.
 _ITEMS: TypeAdapter[list[InputItem]] = TypeAdapter(list[InputItem])
@@ -106,17 +105,10 @@ async def _events(
     tr = ResponseEvents(head)
     for event in tr.start():
         yield event
-    async with contextlib.aclosing(chunks):  # type: ignore[type-var]
-        try:
-            async for chunk in chunks:
-                for event in tr.feed(chunk):
-                    yield event
-        except PorticoError as e:
-            for event in tr.failed(e):
-                yield event
-            return
-    for event in tr.finish():
+    async for event in translated(tr, chunks):
         yield event
+    if tr.failed_with is not None:
+        return
     assert tr.response is not None
     if req.store:  # stored before the client hears "completed", so an immediate follow-up finds it
         await rt.responses.save(owner, tr.response, inputs, [*context, *inputs, *tr.response["output"]])
