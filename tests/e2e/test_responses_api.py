@@ -10,6 +10,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -261,6 +262,8 @@ def keyed(katan: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict
             {"name": "other", "deployments": [{"provider": "openai", "model": "echo", "base_url": f"{katan}/v1",
                                                "api_key": "sk-x"}]},
         ],
+        "applications": [{"name": "guarded", "model": "oai",
+                          "steps": [{"use": "handoff", "answer": "A colleague will answer here."}]}],
     }  # fmt: skip
     with portico_server(cfg, tmp) as url:
         yield {"url": url, "db": tmp / "state" / "portico.db"}
@@ -328,3 +331,20 @@ def test_usage_is_booked_under_the_responses_endpoint(keyed: dict) -> None:
         t = httpx.get(f"{keyed['url']}/admin/requests/{request_id}", headers={"authorization": f"Bearer {MASTER}"})
         trace = t.json() if t.status_code == 200 else time.sleep(0.2)
     assert trace is not None and trace["endpoint"] == "responses" and trace["spans"]
+
+
+def test_cache_and_guardrail_steps_apply(keyed: dict) -> None:
+    _, sdk = _key(keyed)
+    ask = {"model": "oai", "input": "What is the capital of France?", "temperature": 0, "store": False}
+    first = sdk.responses.with_raw_response.create(**ask)
+    second = sdk.responses.with_raw_response.create(**ask)
+    assert first.headers["x-portico-cache"] == "miss" and second.headers["x-portico-cache"] == "hit"
+    assert second.parse().output_text == first.parse().output_text
+    # The handoff step answers for the model, plain and streamed (a stock answer replayed as events).
+    r = sdk.responses.create(model="guarded", input="I want to talk to a human now")
+    assert r.output_text == "A colleague will answer here."
+    with sdk.responses.stream(model="guarded", input="let me speak to an agent") as s:
+        assert s.get_final_response().output_text == "A colleague will answer here."
+    claude = anthropic.Anthropic(base_url=keyed["url"], api_key=sdk.api_key, max_retries=0)
+    m = claude.messages.create(model="guarded", max_tokens=16, messages=[{"role": "user", "content": "real person"}])
+    assert m.content[0].text == "A colleague will answer here."
