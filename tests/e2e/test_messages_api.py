@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from collections.abc import Iterator
 
 import anthropic
@@ -15,9 +14,8 @@ import httpx
 import openai
 import pytest
 
-from tests.support import portico_server
+from tests.e2e.test_responses_api import keyed_server, new_key
 
-MASTER = "mk-" + "a" * 40
 WEATHER = {
     "name": "get_weather",
     "description": "Get the weather for a city",
@@ -198,22 +196,12 @@ def test_sdk_errors_carry_anthropics_shape(claude: anthropic.Anthropic) -> None:
 
 @pytest.fixture(scope="module")
 def keyed(katan: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    tmp = tmp_path_factory.mktemp("messages-keys")
-    cfg = {
-        "state_dir": str(tmp / "state"),
-        "auth": {"master_key": MASTER},
-        "models": [{"name": name, "deployments": [{"provider": "openai", "model": "echo", "base_url": f"{katan}/v1",
-                                                   "api_key": "sk-x"}]} for name in ("oai", "other")],
-    }  # fmt: skip
-    with portico_server(cfg, tmp) as url:
-        yield url
+    with keyed_server(katan, tmp_path_factory.mktemp("messages-keys")) as server:
+        yield server["url"]
 
 
 def _key(url: str, **fields: object) -> str:
-    r = httpx.post(url + "/admin/keys", headers={"authorization": f"Bearer {MASTER}"},
-                   json={"name": f"k-{time.monotonic_ns()}", **fields}, timeout=30)  # fmt: skip
-    assert r.status_code == 201, r.text
-    return r.json()["key"]
+    return new_key(url, **fields)[1]
 
 
 HI = [{"role": "user", "content": "hi"}]

@@ -5,10 +5,12 @@ clear 400s. The upstream ``oai`` is llm-katan's echo model: its answer names how
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import anthropic
 import httpx
@@ -249,19 +251,16 @@ def test_local_function_call(client: openai.OpenAI) -> None:
 # ---- keys: isolation, permissions, accounting -----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def keyed(katan: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    tmp = tmp_path_factory.mktemp("responses-keys")
+@contextlib.contextmanager
+def keyed_server(katan: str, tmp: Path) -> Iterator[dict]:
+    """A Portico with a master key, two models on llm-katan and an application with a guardrail step (shared with
+    the Messages tests)."""
     cfg = {
         "state_dir": str(tmp / "state"),
         "auth": {"master_key": MASTER},
         "storage": {"usage_flush_seconds": 0.1},
-        "models": [
-            {"name": "oai", "deployments": [{"provider": "openai", "model": "echo", "base_url": f"{katan}/v1",
-                                             "api_key": "sk-x"}]},
-            {"name": "other", "deployments": [{"provider": "openai", "model": "echo", "base_url": f"{katan}/v1",
-                                               "api_key": "sk-x"}]},
-        ],
+        "models": [{"name": name, "deployments": [{"provider": "openai", "model": "echo", "base_url": f"{katan}/v1",
+                                                   "api_key": "sk-x"}]} for name in ("oai", "other")],
         "applications": [{"name": "guarded", "model": "oai",
                           "steps": [{"use": "handoff", "answer": "A colleague will answer here."}]}],
     }  # fmt: skip
@@ -269,12 +268,23 @@ def keyed(katan: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict
         yield {"url": url, "db": tmp / "state" / "portico.db"}
 
 
-def _key(server: dict, **fields: object) -> tuple[str, openai.OpenAI]:
-    r = httpx.post(server["url"] + "/admin/keys", headers={"authorization": f"Bearer {MASTER}"},
+def new_key(url: str, **fields: object) -> tuple[str, str]:
+    """(id, key) of a new virtual key."""
+    r = httpx.post(url + "/admin/keys", headers={"authorization": f"Bearer {MASTER}"},
                    json={"name": f"k-{time.monotonic_ns()}", **fields}, timeout=30)  # fmt: skip
     assert r.status_code == 201, r.text
-    sdk = openai.OpenAI(base_url=server["url"] + "/v1", api_key=r.json()["key"], max_retries=0, timeout=30)
-    return r.json()["id"], sdk
+    return r.json()["id"], r.json()["key"]
+
+
+@pytest.fixture(scope="module")
+def keyed(katan: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    with keyed_server(katan, tmp_path_factory.mktemp("responses-keys")) as server:
+        yield server
+
+
+def _key(server: dict, **fields: object) -> tuple[str, openai.OpenAI]:
+    key_id, key = new_key(server["url"], **fields)
+    return key_id, openai.OpenAI(base_url=server["url"] + "/v1", api_key=key, max_retries=0, timeout=30)
 
 
 def test_stored_responses_are_private_to_their_key(keyed: dict) -> None:
