@@ -137,6 +137,8 @@ def test_stored_response_get_input_items_and_delete(client: openai.OpenAI) -> No
     assert [i.content[0].text for i in page.data] == ["part 0", "part 1"] and page.has_more
     rest = client.responses.input_items.list(r.id, order="asc", limit=2, after=page.data[-1].id)
     assert [i.content[0].text for i in rest.data] == ["part 2"] and not rest.has_more
+    with pytest.raises(openai.BadRequestError):
+        client.responses.retrieve(r.id, stream=True)
     client.responses.delete(r.id)
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(r.id)

@@ -83,6 +83,7 @@ def test_tools_tool_choice_and_text_format() -> None:
     assert c["reasoning_effort"] == "low" and c["metadata"] == {"conversation_id": "c9"}
     assert chat(text={"format": {"type": "json_object"}})["response_format"] == {"type": "json_object"}
     assert "response_format" not in chat(text={"format": {"type": "text"}})
+    assert "tool_choice" not in chat(tool_choice="none")  # no tools: nothing to choose from upstream
 
 
 def test_allowed_tools_narrow_the_tool_list() -> None:

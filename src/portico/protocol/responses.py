@@ -376,7 +376,7 @@ def to_chat_request(req: ResponsesRequest, history: list[InputItem]) -> ChatComp
         "temperature": req.temperature,
         "top_p": req.top_p,
         "tools": tools or None,
-        "tool_choice": choice if tools or choice == "none" else None,
+        "tool_choice": choice if tools else None,  # upstreams reject a tool_choice without tools
         "parallel_tool_calls": req.parallel_tool_calls if tools else None,
         "response_format": _response_format(req.text),
         "verbosity": req.text.verbosity if req.text else None,

@@ -127,6 +127,9 @@ async def _row(request: Request) -> dict[str, Any]:
 
 
 async def get_response(request: Request) -> Response:
+    if request.query_params.get("stream", "false").lower() != "false":
+        raise InvalidRequest("a stored response is returned whole; replaying it as a stream is not supported",
+                             param="stream")  # fmt: skip
     row = await _row(request)
     return Response(orjson.dumps(row["response"]), media_type="application/json")
 
