@@ -107,3 +107,9 @@ bench-guardrails: install-dev
 
 clean:
 	rm -rf $(VENV) .portico .pytest_cache
+
+# Write actions: prompt injections (../shared/data/injection) against an agent with write tools and an upstream that
+# obeys them; two portico processes on one PostgreSQL; then 50 approvals decided through both at once.
+.PHONY: bench-approvals
+bench-approvals: install-dev services
+	$(PY) bench/approvals.py

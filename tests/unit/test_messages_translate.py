@@ -10,11 +10,11 @@ import pytest
 from pydantic import ValidationError
 
 from portico.protocol.anthropic import anthropic_usage, finish_reason, image_block, image_url, openai_usage, stop_reason
-from portico.protocol.chat import chunk_dict, delta_choice
+from portico.protocol.chat import COMMENT_OBJECT, chunk_dict, comment_chunk, delta_choice
 from portico.protocol.errors import InvalidRequest, PorticoError, RateLimited, UpstreamError
 from portico.protocol.messages import MessagesRequest, to_chat_request
 from portico.protocol.messages_out import MessageEvents, error_body, from_completion
-from portico.server.sse import translated
+from portico.server.sse import encode_named, translated
 
 USER = [{"role": "user", "content": "hi"}]
 
@@ -190,3 +190,11 @@ def test_interleaved_tool_calls_fail_loudly() -> None:
 )
 def test_errors_in_anthropics_shape(error: PorticoError, kind: str) -> None:
     assert error_body(error) == {"type": "error", "error": {"type": kind, "message": "x"}}
+
+
+async def test_keep_alive_comments_pass_through_as_sse_comments() -> None:
+    chunks = [comment_chunk("running a tool"), *_chunks({"content": "ok"})]
+    events = [e async for e in translated(MessageEvents("m"), _stream(chunks))]
+    assert events[0]["object"] == COMMENT_OBJECT and events[1]["type"] == "message_start"
+    wire = [b async for b in encode_named(_stream(events[:2]))]
+    assert wire[0] == b": running a tool\n\n" and wire[1].startswith(b"event: message_start\ndata: {")

@@ -17,6 +17,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from portico.actions.approvals.inband import DECISIONS, decisions_from_headers
 from portico.gateway.control import Admission, Caller
 from portico.pipeline.context import RequestContext
 from portico.protocol.chat import ChatCompletionRequest
@@ -56,7 +57,11 @@ async def answer(request: Request, caller: Caller, req: ChatCompletionRequest, e
     state["model"] = req.model
     adm = await rt.control.admit(caller, req.model, lambda: sum(len(m.text()) for m in req.messages))
     ctx = RequestContext(request=req, request_id=state["request_id"], model=req.model, application=application,
-                         caller={"key": caller.name, "key_id": caller.key.id if caller.key else None})  # fmt: skip
+                         caller={"key": caller.name, "key_id": caller.key.id if caller.key else None,
+                                 "tools": caller.key.tools if caller.key else None})  # fmt: skip
+    decisions = decisions_from_headers(request.headers)  # in-band approvals of the caller's own actions
+    if decisions:
+        ctx.state[DECISIONS] = decisions
     cache_control = request.headers.get("cache-control")
     if cache_control:
         ctx.state["http.cache_control"] = cache_control

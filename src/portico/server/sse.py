@@ -11,7 +11,7 @@ from typing import Any, Protocol
 import orjson
 from starlette.types import Receive, Scope, Send
 
-from portico.protocol.chat import completion_chunks
+from portico.protocol.chat import COMMENT_OBJECT, completion_chunks
 from portico.protocol.errors import PorticoError
 
 log = logging.getLogger("portico.server")
@@ -22,6 +22,9 @@ DONE = b"data: [DONE]\n\n"
 async def encode_events(chunks: AsyncIterator[dict[str, Any]], include_usage: bool) -> AsyncIterator[bytes]:
     try:
         async for chunk in chunks:
+            if chunk.get("object") == COMMENT_OBJECT:
+                yield b": " + chunk["comment"].encode() + b"\n\n"
+                continue
             if not include_usage:
                 if not chunk.get("choices") and chunk.get("usage"):
                     continue  # the usage chunk Portico asked the upstream for, not the client
@@ -49,6 +52,9 @@ async def translated(tr: Translator, chunks: AsyncIterator[dict[str, Any]]) -> A
     async with contextlib.aclosing(chunks):  # type: ignore[type-var]
         try:
             async for chunk in chunks:
+                if chunk.get("object") == COMMENT_OBJECT:  # keep-alive of a long step: passed on as is
+                    yield chunk
+                    continue
                 for event in tr.feed(chunk):
                     yield event
         except PorticoError as e:
@@ -63,6 +69,9 @@ async def encode_named(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[b
     """Events whose ``type`` is also the SSE event name (the Responses and Anthropic Messages streams). Their
     translators report failures as events of their own, so nothing is added at the end."""
     async for event in events:
+        if event.get("object") == COMMENT_OBJECT:
+            yield b": " + event["comment"].encode() + b"\n\n"
+            continue
         yield b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
 
 
