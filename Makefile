@@ -113,3 +113,9 @@ clean:
 .PHONY: bench-approvals
 bench-approvals: install-dev services
 	$(PY) bench/approvals.py
+
+# Summarize small, then send big: SciFact claims over their cited abstracts, with and without the condense step
+# (needs ../shared/data; a big model from PORTICO_BENCH_BIG_URL/_MODEL/_KEY, else the local model priced as one).
+bench-condense: install-dev
+	$(PY) bench/condense.py
+.PHONY: bench-condense

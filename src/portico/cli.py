@@ -18,6 +18,7 @@ from portico.actions.cli import tools_app
 from portico.cache.cli import cache_app
 from portico.config import ConfigError, PorticoConfig, load_config
 from portico.context.knowledge.ingest_cli import ingest
+from portico.flow.show import pipeline_app
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Portico: one OpenAI-compatible endpoint for every model."
@@ -114,7 +115,8 @@ def models(config: ConfigOpt = None) -> None:
         deps = ", ".join(d.label for d in m.deployments)
         table.add_row(m.name, m.type, deps, ", ".join(m.fallbacks))
     for a in cfg.applications:
-        table.add_row(a.name, "application", f"→ {a.model}", ", ".join(s.use for s in a.steps))
+        table.add_row(a.name, "application", f"→ {a.model}",
+                      ", ".join(s.use or next(iter(s.model_extra or {}), "?") for s in a.steps))  # fmt: skip
     Console().print(table)
 
 
@@ -402,6 +404,7 @@ def usage(
 
 
 app.add_typer(cache_app, name="cache")
+app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(tools_app, name="tools")
 app.command("ingest")(ingest)
 

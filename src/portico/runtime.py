@@ -15,10 +15,13 @@ from portico.cache.results import ResultCache
 from portico.cache.semantic_step import semantic_cache_step
 from portico.cache.store import make_store
 from portico.config.schema import ApplicationConfig, PorticoConfig
+from portico.context.condense import CondenseStep
 from portico.context.pack import PackStep
 from portico.context.retrieve import RetrieveStep
 from portico.context.rewrite import RewriteStep
 from portico.context.system_prompt import SystemPromptStep
+from portico.flow.build import build_application
+from portico.flow.feedback import FeedbackStep
 from portico.gateway import Gateway, GenerateStep
 from portico.gateway.control import ControlPlane
 from portico.gateway.costing import PriceBook
@@ -32,7 +35,7 @@ from portico.guardrails.pii.step import pii_step
 from portico.guardrails.topics import anomaly_step, topics_step
 from portico.observability.metrics import Metrics
 from portico.observability.tracing import Tracer
-from portico.pipeline import Parallel, Pipeline, Step
+from portico.pipeline import Pipeline, Step
 from portico.pipeline.registry import StepRegistry
 from portico.protocol.errors import InvalidRequest, ModelNotFound
 from portico.routing.context_length import RouteContextStep
@@ -61,6 +64,8 @@ def default_registry() -> StepRegistry:
     reg.register("topics", topics_step, phase="before")
     reg.register("anomaly", anomaly_step, phase="before")
     reg.register("output_checks", output_checks_step, phase="after")
+    reg.register("feedback", FeedbackStep, phase="after")  # a regenerating loop's note to the model
+    reg.register("condense", CondenseStep, phase="before")
     reg.register("agent", agent_step, phase="before")  # answers in place of generate (see _build)
     # Components register their step kinds here, one line each: reg.register(name, factory, phase).
     return reg
@@ -121,25 +126,8 @@ class Runtime:
         self.started_at = 0
 
     def _build(self, app: ApplicationConfig) -> Pipeline:
-        before: list[Step | Parallel] = []
-        after: list[Step | Parallel] = []
-        for i, sc in enumerate(app.steps):
-            options: dict[str, Any] = dict(sc.model_extra or {})
-            where = f"applications '{app.name}' steps[{i}]"
-            if sc.use == "parallel":
-                group = [self._step(where, s) for s in options.get("steps", [])]
-                phases = {p for p, _ in group}
-                if len(phases) != 1:
-                    raise ValueError(f"{where}: a parallel group must hold steps of one phase")
-                (before if "before" in phases else after).append(Parallel(*(s for _, s in group)))
-                continue
-            phase, step = self._step(where, {"use": sc.use, **options})
-            (before if phase == "before" else after).append(step)
-        closers = [s.closer for st in (*before, *after) for s in (st.steps if isinstance(st, Parallel) else (st,))
-                   if s.closer is not None]  # fmt: skip
-        # An agent step answers (its loop makes the model calls): no generate step after it.
-        answer = [] if any(sc.use == "agent" for sc in app.steps) else [GenerateStep(self.gateway, app.model)]
-        return Pipeline(app.name, [*before, *answer, *after, *closers])
+        # Steps, parallel groups, branches, loops and calls of named pipelines (portico.flow.build).
+        return build_application(app, self.cfg.pipelines, self._step, self)
 
     def on_close(self, close: Any) -> None:
         self._closers.append(close)

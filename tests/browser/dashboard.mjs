@@ -30,6 +30,16 @@ try {
   for await (const line of lines) {
     const id = line.trim();
     if (!id) continue;
+    if (id.startsWith("app:")) { // the application view: filter by it, read its pipeline drawing
+      await page.locator('#filters input[name="application"]').fill(id.slice(4));
+      await page.locator('#filters button[type="submit"]').click();
+      await page.getByTestId("application-view").waitFor({ timeout: 10000 });
+      const nodes = await page.locator('[data-testid="trace"] [data-testid="graph-node"] > .node').allInnerTexts();
+      await page.locator('#filters input[name="application"]').fill("");
+      await page.locator('#filters button[type="submit"]').click();
+      say({ app: id.slice(4), nodes });
+      continue;
+    }
     const row = page.locator(`#request-table tbody tr[data-id="${id}"]`);
     await row.waitFor({ timeout: 15000 }); // arrives by auto-refresh, no reload
     await row.click();
@@ -40,7 +50,11 @@ try {
     const attributes = await trace.getByTestId("span-attributes").innerText();
     const output = await trace.getByTestId("trace-output").innerText();
     const prompt = await trace.locator(".msg").allInnerTexts();
-    say({ id, spans, attributes, output, prompt });
+    const path = await trace.locator('[data-testid="trace-path"] li').allInnerTexts(); // branches and loops
+    // the application's pipeline drawn with this request's path: each node's label and whether it ran
+    const graph = await trace.locator('[data-testid="graph-node"]').evaluateAll((els) =>
+      els.map((e) => [e.querySelector(".node").textContent, e.classList.contains("ran")]));
+    say({ id, spans, attributes, output, prompt, path, graph });
   }
   await page.screenshot({ path: `${outDir}/ui-requests.png` });
   await page.getByTestId("tab-usage").click();

@@ -70,6 +70,8 @@ def server(upstream: ScriptedUpstream, tmp_path_factory: pytest.TempPathFactory)
              "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]},
              "timeout": 10},
             {"name": "eta", "kind": "http", "description": "Delivery estimate", "url": f"{upstream.url}/eta"},
+            {"name": "cancel_order", "kind": "http", "method": "POST", "write": True,
+             "url": f"{upstream.url}/orders/{{order_id}}/cancel"},
         ],
         "applications": [{"name": "support-agent", "model": "m", "steps": [
             {"use": "agent", "tools": ["lookup_order", "eta"], "max_steps": 6, "keepalive_seconds": 0.1}]}],
@@ -139,11 +141,15 @@ def test_admin_lists_tools_without_secrets(server: dict[str, Any]) -> None:
     r = httpx.get(f"{server['url']}/admin/tools", headers=AUTH, timeout=10)
     assert r.status_code == 200 and TOKEN not in r.text
     tools = {t["name"]: t for t in r.json()["data"]}
-    assert set(tools) == {"lookup_order", "eta"}
+    assert set(tools) == {"lookup_order", "eta", "cancel_order"} and tools["cancel_order"]["write"] is True
     t = tools["lookup_order"]
     assert t["kind"] == "http" and t["write"] is False and t["parameters"]["required"] == ["order_id"]
     assert t["settings"]["headers"] == ["authorization"] and t["settings"]["url"].endswith("/orders/{order_id}")
-    assert {s["name"]: s["health"]["status"] for s in r.json()["sources"]} == {"lookup_order": "ok", "eta": "ok"}
+    assert {s["health"]["status"] for s in r.json()["sources"]} == {"ok"}
+    metrics = httpx.get(f"{server['url']}/metrics", headers=AUTH, timeout=10).text
+    assert 'portico_tool_calls_total{status="ok",tool="lookup_order"}' in metrics or (
+        'portico_tool_calls_total{tool="lookup_order",status="ok"}' in metrics
+    )
 
 
 def test_cli_lists_and_calls_a_tool(server: dict[str, Any]) -> None:
@@ -156,7 +162,14 @@ def test_cli_lists_and_calls_a_tool(server: dict[str, Any]) -> None:
     listed = subprocess.run([portico, "tools", "list", "--json", "--config", cfg], capture_output=True, text=True,
                             env=ENV, timeout=120)  # fmt: skip
     assert listed.returncode == 0 and TOKEN not in listed.stdout
-    assert [t["name"] for t in json.loads(listed.stdout)["data"]] == ["lookup_order", "eta"]
+    assert [t["name"] for t in json.loads(listed.stdout)["data"]] == ["lookup_order", "eta", "cancel_order"]
+    # A write tool meets the same gate as in a model run: a pending action the server's approval queue lists.
+    write = subprocess.run([portico, "tools", "call", "cancel_order", '{"order_id": "C3"}', "--config", cfg],
+                           capture_output=True, text=True, env=ENV, timeout=120)  # fmt: skip
+    assert write.returncode == 1 and "waits for an operator to approve it" in write.stdout
+    pending = httpx.get(f"{server['url']}/admin/approvals", params={"status": "pending"}, headers=AUTH).json()
+    assert [(a["tool"], a["arguments"], a["key_name"]) for a in pending["data"]] == [
+        ("cancel_order", {"order_id": "C3"}, "cli")]  # fmt: skip
 
 
 def _trace(server: dict[str, Any], request_id: str) -> dict[str, Any]:

@@ -40,6 +40,9 @@ def server(katan: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
             {"name": "down", "retries": {"max": 0},
              "deployments": [{"provider": "openai", "model": "x", "base_url": f"{dead}/v1", "api_key": "sk-test"}]},
         ],
+        "applications": [{"name": "desk", "model": "oai", "steps": [{"branch": [
+            {"when": 'request.metadata.tier == "gold"', "steps": [{"use": "system_prompt", "text": "Gold desk."}]},
+            {"else": [{"use": "system_prompt", "text": "Standard desk."}]}]}]}],
     }  # fmt: skip
     with portico_server(cfg, tmp) as url:
         yield url
@@ -84,6 +87,23 @@ def test_dashboard_shows_requests_traces_and_charts(server: str, tmp_path: Path)
         proc.stdin.write(failed["request_id"] + "\n")
         proc.stdin.flush()
         assert _readline(proc)["spans"][0] == "chat down"
+
+        # a branch: the trace page lists the path (the arm taken, its condition and value) and marks its span
+        raw = client.chat.completions.with_raw_response.create(
+            model="desk", metadata={"tier": "gold"}, messages=[{"role": "user", "content": "hello"}]
+        )
+        proc.stdin.write(raw.headers["x-request-id"] + "\n")
+        proc.stdin.flush()
+        seen = _readline(proc)
+        assert "steps[0].when[0]" in seen["spans"]
+        assert seen["path"] == ['steps[0].when[0] request.metadata.tier == "gold" → true']
+        assert seen["graph"] == [["branch steps[0]", True], ['when request.metadata.tier == "gold"', True],
+                                 ["system_prompt", True], ["else", False], ["system_prompt", False],
+                                 ["generate", True]]  # fmt: skip
+        proc.stdin.write("app:desk\n")  # the application view: its pipeline, before any request is opened
+        proc.stdin.flush()
+        nodes = ["branch steps[0]", 'when request.metadata.tier == "gold"', "system_prompt", "else", "system_prompt"]
+        assert _readline(proc) == {"app": "desk", "nodes": [*nodes, "generate"]}
 
         raw = client.chat.completions.with_raw_response.create(
             model="oai", messages=[{"role": "user", "content": "describe the harbour at dawn"}]

@@ -33,6 +33,7 @@ class ToolServer:
     def __init__(self) -> None:
         self.calls: list[tuple[str, float, float]] = []
         self.idempotency: list[str | None] = []
+        self.order_ids: list[str | None] = []
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
 
@@ -50,6 +51,7 @@ class ToolServer:
             if name == "refund":
                 self.idempotency.append(request.headers.get("idempotency-key"))
                 return web.json_response({"refunded": True})
+            self.order_ids.append(request.query.get("id"))
             return web.json_response({"order": request.query.get("id"), "status": "shipped"})
         finally:
             self.calls.append((name, t0, time.perf_counter()))
@@ -344,13 +346,15 @@ async def test_a_key_is_offered_only_the_tools_it_may_use(tmp_path: Path, tool_s
 
 async def test_stream_passes_text_through_and_keeps_alive_while_tools_run(tmp_path: Path,
                                                                           tool_server: ToolServer) -> None:  # fmt: skip
-    script = [Turn.calls(("wait", {"id": "1"})), Turn.say("Order A1 is shipped, it arrives Monday.")]
+    script = [Turn.calls(("wait", {"id": "1"})), Turn.say("Order A1 is shipped, it arrives Monday.", delay=0.35)]
     async with Setup(tmp_path, tool_server, script, keepalive_seconds=0.1) as s:
         ctx = await ask(s.rt, stream=True, stream_options={"include_usage": True})
         assert ctx.response is None and ctx.stream is not None
         chunks = [c async for c in ctx.stream]
         comments = [c for c in chunks if c.get("object") == COMMENT_OBJECT]
-        assert comments[0]["comment"] == "portico agent: running wait" and len(comments) >= 2
+        assert comments[0]["comment"] == "portico agent: running wait" and len(comments) >= 3
+        assert "portico agent: tools still running" in {c["comment"] for c in comments}
+        assert "portico agent: waiting for the model" in {c["comment"] for c in comments}  # the slow second turn
         data = [c for c in chunks if c.get("object") != COMMENT_OBJECT]
         assert data[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
         pieces = [ch["delta"].get("content") for c in data for ch in c["choices"] if ch["delta"].get("content")]
@@ -401,7 +405,7 @@ async def test_every_model_and_tool_call_is_a_span(tmp_path: Path, tool_server: 
         turns = [sp for sp in spans if sp.name == "chat m"]
         tools = {sp.name: sp for sp in spans if sp.name.startswith("tool ")}
         assert len(turns) == 2 and all(t.parent_id == agent.span_id for t in turns)
-        assert turns[0].attributes["portico.agent.tool_calls"] == ["lookup_order", "slow"]
+        assert turns[0].attributes["portico.agent.requested_tools"] == ["lookup_order", "slow"]
         assert turns[1].attributes["gen_ai.usage.input_tokens"] == 100
         attempts = [sp for sp in spans if sp.name.startswith("chat openai/") or sp.name.startswith("chat m-")
                     or (sp.parent_id in {t.span_id for t in turns})]  # fmt: skip
@@ -447,8 +451,9 @@ async def _embeddings(request: web.Request) -> web.Response:
     texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
     vectors = await fake_embed(texts)
     data = [{"object": "embedding", "index": i, "embedding": v.tolist()} for i, v in enumerate(vectors)]
-    return web.json_response({"object": "list", "data": data, "model": "bow", "usage": {"prompt_tokens": 1,
-                                                                                          "total_tokens": 1}})
+    return web.json_response(
+        {"object": "list", "data": data, "model": "bow", "usage": {"prompt_tokens": 1, "total_tokens": 1}}
+    )
 
 
 async def test_knowledge_tool_in_a_run_gives_passages_and_citations(tmp_path: Path) -> None:
@@ -483,3 +488,35 @@ async def test_knowledge_tool_in_a_run_gives_passages_and_citations(tmp_path: Pa
     agent = ctx.response["portico"]["agent"]
     assert agent["citations"][0]["id"] == "refunds#0" and agent["citations"][0]["source"] == "policy.md"
     assert answer(ctx) == "Refunds are paid within 14 days [refunds#0]."
+
+
+async def test_pii_masking_tools_get_values_the_model_placeholders(tmp_path: Path, tool_server: ToolServer) -> None:
+    def script(body: dict[str, Any]) -> Turn:
+        last = body["messages"][-1]
+        if last["role"] == "user":
+            placeholder = last["content"].split()[-1]  # the masked email, as the model sees it
+            return Turn.call("lookup_order", order_id=placeholder)
+        return Turn.say(f"Found it: {last['content']}")
+
+    up = ScriptedUpstream(script)
+    dep = {"provider": "openai", "model": "scripted", "base_url": f"{up.url}/v1", "api_key": "k"}
+    cfg = validate({
+        "state_dir": str(tmp_path),
+        "models": [{"name": "m", "deployments": [dep]}],
+        "tools": tools_config(tool_server.url),
+        "applications": [{"name": "bot", "model": "m", "steps": [
+            {"use": "pii", "ner": "none"}, {"use": "agent", "tools": ["lookup_order"]}]}],
+    })  # fmt: skip
+    rt = Runtime(cfg)
+    async with up:
+        await rt.start()
+        try:
+            ctx = await ask(rt, "Where is the order of jane.doe@example.com")
+        finally:
+            await rt.close()
+    sent = up.requests[0].body["messages"][-1]["content"]
+    assert "jane.doe@example.com" not in sent and "[EMAIL_ADDRESS_1]" in sent
+    (tool_msg,) = [m["content"] for m in up.requests[1].body["messages"] if m["role"] == "tool"]
+    assert tool_server.order_ids == ["jane.doe@example.com"]  # the tool got the value …
+    assert tool_msg == '{"order":"[EMAIL_ADDRESS_1]","status":"shipped"}'  # … the model only the placeholder
+    assert answer(ctx) == 'Found it: {"order":"jane.doe@example.com","status":"shipped"}'  # unmasked for the client

@@ -503,7 +503,7 @@ def test_runtime_parallel_group_of_mixed_phases_is_rejected() -> None:
 
 def test_runtime_parallel_group_step_without_use_is_rejected() -> None:
     group = {"use": "parallel", "steps": [{"use": "mark", "label": "p1"}, {"label": "p2"}]}
-    with pytest.raises(ValueError, match=r"applications 'helper' steps\[0\]: each step needs 'use'"):
+    with pytest.raises(ValueError, match=r"applications 'helper' steps\[0\]\.steps\[1\]: each step needs 'use'"):
         Runtime(config(app(group)), registry=custom_registry([]))
 
 
@@ -526,7 +526,7 @@ def test_runtime_application_pipeline_is_checked() -> None:
 
     reg = default_registry()
     reg.register("reads_response", ReadsResponse, phase="before")
-    with pytest.raises(PipelineError, match="helper: step reads_response reads"):
+    with pytest.raises(PipelineError, match=r"applications 'helper': steps\[0\] \(reads_response\) reads"):
         Runtime(config(app({"use": "reads_response"})), registry=reg)
 
 

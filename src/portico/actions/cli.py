@@ -1,8 +1,8 @@
 """``portico tools …``: list the configured tools and try one outside a model run, in-process.
 
 ``call`` builds the tools from the config exactly as the server does and runs the tool through ``run_tool``: the
-arguments are validated against its schema and a write tool meets the same gate (without an approval queue it
-is refused with the gate's message).
+arguments are validated against its schema and a write tool meets the same gate (it becomes a pending action in
+the approval queue, as when a model asks for it); the call is audited like every other.
 """
 
 from __future__ import annotations
@@ -93,6 +93,9 @@ async def _call(rt: Any, name: str, arguments: str, as_json: bool) -> int:
             return 2
         ctx = ToolContext(request_id=f"cli-{uuid.uuid4().hex[:12]}", caller={"key": "cli"})
         out = await run_tool(tool, arguments, ctx, rt.tools.gate)
+        record = getattr(rt.tools.gate, "record_call", None)  # the approval queue audits every call
+        if record is not None:
+            await record(out, ctx, "cli")
         r = out.result
         if as_json:
             view = {"tool": out.tool, "status": out.status, "duration_ms": round(out.duration * 1000, 3),

@@ -23,6 +23,8 @@ from portico.actions.execute import CallOutcome, run_tool
 from portico.actions.permissions import tool_allowed
 from portico.actions.tool import Tool, ToolContext, ToolResult
 from portico.gateway.costing import ANSWER_CHARGED
+from portico.guardrails.pii.masking import unmask
+from portico.guardrails.pii.step import MAPPING as PII_MAPPING
 from portico.pipeline.context import CHILD_SPANS, ChildSpan, RequestContext
 from portico.protocol.assemble import assemble
 from portico.protocol.chat import (
@@ -165,7 +167,7 @@ class AgentRun:
                  sub.deployment, "portico.agent.turn": self.steps, "gen_ai.usage.input_tokens":
                  usage.get("prompt_tokens"), "gen_ai.usage.output_tokens": usage.get("completion_tokens"),
                  "portico.cost_usd": round(usd, 8), "gen_ai.response.finish_reasons": [finish] if finish else None,
-                 "portico.agent.tool_calls": [(c.get("function") or {}).get("name") for c in tool_calls or ()]
+                 "portico.agent.requested_tools": [(c.get("function") or {}).get("name") for c in tool_calls or ()]
                  or None}  # fmt: skip
         self.turn_span(sub, None, attrs)
 
@@ -220,7 +222,12 @@ class AgentRun:
                                                         is_error=True), None, 0.0)  # fmt: skip
         else:
             gate = self.step.toolbox.gate
-            out = await run_tool(tool, fn.get("arguments"), tctx, gate, max_result_chars=self.o.max_result_chars)
+            # A pii step masked the conversation: the model wrote placeholders, the operator's tool needs the values.
+            mapping = self.ctx.state.get(PII_MAPPING)
+            raw = fn.get("arguments")
+            if mapping and isinstance(raw, str):
+                raw = unmask(raw, mapping)
+            out = await run_tool(tool, raw, tctx, gate, max_result_chars=self.o.max_result_chars)
             if out.status == "pending_approval" and out.approval_id:
                 out = await self.await_decision(tool, out)
                 if out.status == "pending_approval":
@@ -229,23 +236,15 @@ class AgentRun:
             if record is not None:
                 await record(out, tctx, "agent")
         text, stop = out.result.content, False
+        if mapping := self.ctx.state.get(PII_MAPPING):  # values the model only knows as placeholders stay masked
+            text = remask(text, mapping)
         attrs: dict[str, Any] = {"portico.tool.name": name, "portico.tool.kind": tool.kind if tool else None,
                                  "portico.tool.write": tool.write if tool else None,
                                  "portico.tool.status": out.status, "portico.tool.call_id": call.get("id")}  # fmt: skip
         entry: dict[str, Any] = {"id": call.get("id"), "name": name, "status": out.status,
                                  "duration_ms": round(out.duration * 1000, 3)}  # fmt: skip
-        screen = self.step.screen
-        if screen is not None and tool is not None and out.status in _SCREENED:
-            s = await screen.screen(text)
-            attrs["portico.tool.injection.score"] = round(s.score, 4)
-            if s.flagged:
-                decision = screen.action
-                self.flagged.append(name)
-                attrs["portico.tool.injection.decision"] = entry["injection"] = decision
-                attrs["portico.tool.injection.rules"] = s.rules or None
-                if decision == "strip":
-                    text = s.text
-                stop = decision == "stop"
+        if self.step.screen is not None and tool is not None and out.status in _SCREENED:
+            text, stop = await self.screen(name, text, attrs, entry)
         if out.result.cost:
             self.step.prices.book(self.ctx, "agent", out.result.cost, tool=name)
             self.spent += out.result.cost
@@ -256,6 +255,18 @@ class AgentRun:
                                     None if out.status == "ok" else out.status,
                                     {k: v for k, v in attrs.items() if v is not None}, content))  # fmt: skip
         return text, stop, entry
+
+    async def screen(self, name: str, text: str, attrs: dict[str, Any], entry: dict[str, Any]) -> tuple[str, bool]:
+        """A tool's output through the injection screen: (what the model reads, whether the run stops)."""
+        screen = self.step.screen
+        s = await screen.screen(text)
+        attrs["portico.tool.injection.score"] = round(s.score, 4)
+        if not s.flagged:
+            return text, False
+        self.flagged.append(name)
+        attrs["portico.tool.injection.decision"] = entry["injection"] = screen.action
+        attrs["portico.tool.injection.rules"] = s.rules or None
+        return (s.text if screen.action == "strip" else text), screen.action == "stop"
 
     async def await_decision(self, tool: Tool, out: CallOutcome) -> CallOutcome:
         """A write waiting for approval: wait up to its ``approval.wait`` (within the run's time) for a human's
@@ -356,8 +367,14 @@ class AgentRun:
                 if sub is None:
                     if (reason := self.limit()) is not None:
                         break
+                    call = asyncio.ensure_future(self.model_call(stream=True))
+                    async with contextlib.aclosing(
+                        self.keepalive(call, "portico agent: waiting for the model")
+                    ) as notes:
+                        async for note in notes:
+                            yield note
                     try:
-                        sub = await self.model_call(stream=True)
+                        sub = call.result()
                     except TimeoutError:
                         reason = "time_limit"
                         break
@@ -392,16 +409,11 @@ class AgentRun:
                     return
                 names = ", ".join((c.get("function") or {}).get("name") or "?" for c in calls)
                 yield comment_chunk(f"portico agent: running {names}")
-                task = asyncio.ensure_future(self.run_tools(choice["message"].get("content"), calls))
-                try:  # run_tool ends every call by the run's deadline
-                    while not (await asyncio.wait({task}, timeout=self.o.keepalive_seconds))[0]:
-                        yield comment_chunk("portico agent: tools still running")
-                    reason = task.result()
-                finally:
-                    if not task.done():
-                        task.cancel()
-                        with contextlib.suppress(BaseException):
-                            await task
+                tools = asyncio.ensure_future(self.run_tools(choice["message"].get("content"), calls))
+                async with contextlib.aclosing(self.keepalive(tools, "portico agent: tools still running")) as notes:
+                    async for note in notes:
+                        yield note  # run_tool ends every call by the run's deadline
+                reason = tools.result()
             self.stopped = reason
             text = limit_message(reason or "time_limit", self.o, self.stopped_by)
             yield self.chunk({"content": ("\n\n" if sent_text else "") + text})
@@ -410,6 +422,17 @@ class AgentRun:
         finally:
             if sub is not None and sub.stream is not None:
                 await sub.stream.aclose()  # type: ignore[attr-defined]
+
+    async def keepalive(self, task: asyncio.Future[Any], note: str) -> AsyncIterator[dict[str, Any]]:
+        """Comment lines every ``keepalive_seconds`` until ``task`` is done (it is cancelled if the stream closes)."""
+        try:
+            while not (await asyncio.wait({task}, timeout=self.o.keepalive_seconds))[0]:
+                yield comment_chunk(note)
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
 
     async def relay(self, sub: RequestContext, seen: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
         """One streamed turn: its text passed on as it comes; every chunk kept in ``seen`` (tool calls)."""
@@ -428,6 +451,15 @@ class AgentRun:
                 text = (c.get("delta") or {}).get("content")
                 if text:
                     yield self.chunk({"content": text})
+
+
+def remask(text: str, mapping: dict[str, str]) -> str:
+    """The request's known personal values in a tool result back to their placeholders (longest first, so a value
+    inside another is not replaced within it). New personal data a tool returns is not detected here."""
+    for name, value in sorted(mapping.items(), key=lambda kv: -len(kv[1])):
+        if value and value in text:
+            text = text.replace(value, f"[{name}]")
+    return text
 
 
 def _with_ids(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:

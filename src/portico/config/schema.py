@@ -175,10 +175,17 @@ def _local_model_id(d: LocalDeployment, kind: str) -> str:
 
 
 class StepConfig(BaseModel):
-    """One pipeline step of an application: ``use`` names a registered step kind, the rest are its options."""
+    """One pipeline step of an application: ``use`` names a registered step kind, the rest are its options; or a
+    construct (``branch``, ``loop``, ``call``; see portico.flow.build, which validates them)."""
 
     model_config = ConfigDict(extra="allow")
-    use: str
+    use: str | None = None
+
+    @model_validator(mode="after")
+    def _kind(self) -> StepConfig:
+        if self.use is None and not {"branch", "loop", "call"} & set(self.model_extra or {}):
+            raise ValueError("each step needs 'use' (or is a branch, loop or call)")
+        return self
 
 
 class ApplicationConfig(BaseModel):
@@ -285,6 +292,7 @@ class PorticoConfig(BaseModel):
     tools: list[ToolConfig] = Field(default_factory=list)  # what agent steps may call (portico.actions)
     # The embedding model steps use for vectors (cache, router, guardrails, retrieval); default: the first one.
     embedder: str | None = None
+    pipelines: dict[str, list[StepConfig]] = Field(default_factory=dict)  # named step lists that steps can ``call``
 
     @model_validator(mode="after")
     def _cross_refs(self) -> PorticoConfig:

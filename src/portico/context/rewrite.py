@@ -37,6 +37,9 @@ class RewriteOptions(BaseModel):
     max_tokens: int = Field(default=96, ge=8)
     on_unresolved: Literal["ask", "keep"] = "ask"
     on_error: Literal["keep", "fail"] = "keep"  # the rewrite model fails: use the last message as it is
+    # skip: a first turn is already standalone (no call). rewrite: rephrase it too, e.g. to search again when a
+    # first retrieval was weak (corrective RAG: a loop around rewrite → retrieve).
+    first_turn: Literal["skip", "rewrite"] = "skip"
 
 
 def transcript(messages: list[Message], turns: int) -> tuple[str, str]:
@@ -73,11 +76,12 @@ class RewriteStep(Step):
 
     async def run(self, ctx: RequestContext) -> None:
         history, last = transcript(ctx.request.messages, self.options.history_turns)
-        if not history:
+        o = self.options
+        if not history and (o.first_turn == "skip" or not last):
             ctx.note("rewrite", rewritten=False, reason="first turn")
             return
-        o = self.options
-        prompt = f"Conversation so far:\n{history}\n\nLast user message: {last}\n\nStandalone query:"
+        prompt = f"Conversation so far:\n{history}\n\n" if history else ""
+        prompt += f"Last user message: {last}\n\nStandalone query:"
         messages = [Message(role="system", content=o.prompt), Message(role="user", content=prompt)]
         request = ChatCompletionRequest(model=o.model, temperature=0, max_tokens=o.max_tokens, messages=messages)
         sub = RequestContext(request=request, request_id=f"{ctx.request_id}-rewrite", model=o.model)

@@ -20,6 +20,8 @@ Options (in an application's ``steps:``; it runs after the model call)::
         fallback: [other-model]      # then each of these models once
         handoff: false               # then hand the conversation to a human (see the handoff step)…
         answer: "Sorry, I can't answer that right now."   # …or answer with this; neither: 502
+        record: false                # true: only note the failure; the pipeline decides (a loop's
+                                     # until: output.checks.passed, then a fallback branch)
       hold_back: all                 # streaming: all | <characters> | 0 (see below)
 
 Streaming trade-off (``hold_back``): ``all`` buffers the whole answer, so every check and the whole failure
@@ -92,6 +94,7 @@ class FailurePolicy(BaseModel):
     handoff: bool = False
     answer: str | None = None
     handoff_answer: str = "I'm handing you over to a colleague, who will answer here shortly."
+    record: bool = False  # note the failure and go on (the application's loop or branch acts on it)
 
 
 class OutputOptions(BaseModel):
@@ -261,6 +264,8 @@ class OutputChecksStep(Step):
         ctx.note(self.name, decision="fail", failed=failed, retried=tries, review=review)
         self.metrics.count(self.name, "fail")
         policy = self.options.on_fail
+        if policy.record:
+            return
         if self.handoffs is not None:
             row = await self.handoffs.create(ctx, "output check: " + ",".join(failed), dump_messages(ctx))
             ctx.headers["x-portico-handoff"] = row["id"]

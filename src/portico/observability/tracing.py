@@ -190,6 +190,8 @@ def step_span(t: StepTiming, parent: str, t0: float, ids: _Ids, notes: dict[str,
     for k, v in (notes or {}).items():  # the step's recorded decisions (RequestContext.note)
         if v is not None:
             attrs[f"portico.{t.step}.{k}"] = v
+    if t.attributes:  # a branch arm or loop iteration: its condition and value (portico.flow.*)
+        attrs.update(t.attributes)
     return SpanData(ids.next(), parent, t.step, (t.started - t0) * 1000, t.duration * 1000,
                     "error" if t.error else "ok", attrs)  # fmt: skip
 

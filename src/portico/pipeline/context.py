@@ -34,6 +34,8 @@ class StepTiming:
     started: float
     duration: float
     error: str | None = None
+    # Span attributes of its own (a branch arm's condition and value, a loop iteration); steps use ctx.note.
+    attributes: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)

@@ -36,6 +36,7 @@ from portico.server.embeddings import embeddings
 from portico.server.mcp_gateway import McpGateway
 from portico.server.meta import get_model, healthz, list_models, metrics, readyz
 from portico.server.middleware import RequestIdMiddleware
+from portico.server.pipelines_api import routes as pipeline_routes
 
 log = logging.getLogger("portico.server")
 
@@ -72,6 +73,7 @@ def create_app(cfg: PorticoConfig, *, wait_for_models: bool = False) -> Starlett
         *messages_api.routes(),
         Route("/v1/models", list_models, methods=["GET"]),
         *knowledge_api.routes(),
+        *pipeline_routes(),
         Route("/v1/models/{model:path}", get_model, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),

@@ -136,15 +136,65 @@ function documents(spans) {
   return found.length ? found : [h("p", { class: "muted" }, "No retrieval in this request.")];
 }
 
+// Branch arms and loop iterations (portico.flow.* attributes, see portico.flow): the path the request took.
+function flowPath(spans) {
+  const steps = spans.filter((s) => "portico.flow.kind" in (s.attributes || {}));
+  if (!steps.length) return [h("p", { class: "muted" }, "No branches or loops in this request.")];
+  return [h("ol", { "data-testid": "trace-path" }, steps.map((s) => {
+    const a = s.attributes, cond = a["portico.flow.condition"];
+    const why = (cond ? ` ${cond} → ${a["portico.flow.value"]}` : ` (${a["portico.flow.arm"] || "no condition"})`) +
+      (a["portico.flow.exhausted"] ? ", max_iterations reached" : "") + (a["portico.flow.errors"] ? ` (${a["portico.flow.errors"]})` : "");
+    return h("li", { class: a["portico.flow.value"] ? "taken" : "not-taken" }, h("b", {}, s.name), why);
+  }))];
+}
+
+// The application's pipeline (/admin/applications/{name}/pipeline) with this request's path laid over it: the
+// parts whose spans are in the trace are marked "ran", arms not taken and steps not reached are dimmed.
+// Without spans (the application view) nothing is marked.
+function pipelineGraph(g, spans) {
+  const ran = new Set((spans || []).map((s) => s.name));
+  const list = (nodes, live) => h("ul", { class: "pipe" }, nodes.map((n) => item(n, live)));
+  const mark = (on, label, ...kids) => h("li", { class: spans ? (on ? "ran" : "skipped") : null, "data-testid": "graph-node" },
+    h("span", { class: "node" }, label), ...kids);
+  const item = (n, live) => {
+    const on = live && (n.kind === "parallel" || ran.has(n.span));
+    if (n.kind === "parallel") return mark(on, "parallel", list(n.steps, live));
+    if (n.kind === "branch") return mark(on, `branch ${n.path}`, h("ul", { class: "pipe" }, n.arms.map((a) =>
+      mark(on && ran.has(a.span), a.condition === null ? "else" : `when ${a.condition}`, list(a.steps, on && ran.has(a.span))))));
+    if (n.kind === "call") return mark(on, `call ${n.target}`, list(n.steps, on));
+    if (n.kind === "loop") {
+      const times = spans.filter((s) => s.name.startsWith(n.path + " iteration ")).length;
+      return mark(on, `loop ${n.path} until ${n.until ?? "(none)"}, at most ${n.max_iterations}` +
+        (on ? ` · ran ${times}×` : ""), list(n.steps, on));
+    }
+    return mark(on, n.span + (n.model ? ` (model ${n.model})` : ""));
+  };
+  return h("div", { "data-testid": "pipeline-graph" }, h("div", { class: "muted" }, `${g.application} → ${g.model}`),
+    list(g.steps, true));
+}
+
+// The application view: filtering the requests by an application shows its pipeline until a request is opened.
+async function showApplication(name) {
+  const g = await api(`/admin/applications/${encodeURIComponent(name)}/pipeline`);
+  state.selected = null;
+  $("#trace").hidden = false;
+  $("#trace").replaceChildren(h("h2", { "data-testid": "application-view" }, name),
+    h("div", { class: "muted" }, `version ${g.version} · click one of its requests to see the path it took`),
+    pipelineGraph(g, null));
+}
+
 async function openTrace(id) {
   state.selected = id;
   for (const tr of document.querySelectorAll("#request-table tbody tr")) tr.classList.toggle("selected", tr.dataset.id === id);
   const t = await api("/admin/requests/" + encodeURIComponent(id));
   const spans = flatten(t.spans || [], 0, []);
+  const graph = t.application ? await api(`/admin/applications/${encodeURIComponent(t.application)}/pipeline`)
+    .catch(() => null) : null; // an application no longer configured has no graph
   const total = Math.max(1e-6, ...spans.map((s) => s.start_ms + s.duration_ms));
   const detail = h("div", { "data-testid": "span-attributes" }, h("p", { class: "muted" }, "Click a step to see its attributes."));
   const rows = spans.map((s) => {
-    const row = h("div", { class: "span-row", "data-testid": "span", "data-name": s.name },
+    const flow = "portico.flow.kind" in (s.attributes || {}); // an arm taken or a loop iteration: the path
+    const row = h("div", { class: "span-row" + (flow ? " flow" : ""), "data-testid": "span", "data-name": s.name },
       h("div", { class: "span-name", style: `padding-left:${s.depth * 14}px`, title: s.name }, s.name),
       h("div", { class: "span-track" },
         h("div", { class: "span-bar" + (s.status === "error" ? " error" : ""),
@@ -164,6 +214,8 @@ async function openTrace(id) {
     h("h3", {}, "Steps"),
     h("div", { class: "waterfall", "data-testid": "waterfall" }, rows),
     h("h3", {}, "Step attributes"), detail,
+    h("h3", {}, "Path (branches and loops)"), ...flowPath(spans),
+    ...(graph ? [h("h3", {}, "Pipeline"), pipelineGraph(graph, spans)] : []),
     h("h3", {}, "Prompt sent"), messages(t.input),
     h("h3", {}, "Answer"), output(t.output),
     h("h3", {}, "Retrieved documents"), ...documents(spans));
@@ -289,7 +341,12 @@ function schedule() {
 }
 
 for (const b of document.querySelectorAll(".tab")) b.addEventListener("click", () => showTab(b.dataset.tab));
-$("#filters").addEventListener("submit", (e) => { e.preventDefault(); refresh(); });
+$("#filters").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const app = new FormData($("#filters")).get("application");
+  refresh();
+  if (app) guarded(() => showApplication(app));
+});
 $("#range").addEventListener("change", () => refresh());
 $("#login-form").addEventListener("submit", (e) => {
   e.preventDefault();
