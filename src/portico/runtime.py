@@ -44,6 +44,7 @@ from portico.routing.context_length import RouteContextStep
 from portico.routing.intent import RouteIntentStep
 from portico.routing.step import RoutePreferenceStep
 from portico.storage.db import Database
+from portico.storage.responses import ResponseStore
 from portico.storage.usage import UsageWriter
 
 
@@ -102,6 +103,8 @@ class Runtime:
             versions=versions,
         )
         self.prices = PriceBook(cfg)
+        retention = cfg.responses.retention_days
+        self.responses = ResponseStore(self.db, retention * 86400 if retention else None)  # /v1/responses store
         self.metrics = Metrics(
             [m.name for m in cfg.models] + [a.name for a in cfg.applications],
             [d.label for m in cfg.models for d in m.deployments],

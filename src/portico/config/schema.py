@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from portico.actions.config import ToolConfig
+from portico.config.responses import ResponsesConfig
 from portico.evaluation.config import Experiments, Metrics
 
 _STRICT = ConfigDict(extra="forbid")
@@ -310,6 +311,7 @@ class PorticoConfig(BaseModel):
     tracing: TracingConfig = Field(default_factory=TracingConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     knowledge: KnowledgeConfig = Field(default_factory=KnowledgeConfig)
+    responses: ResponsesConfig = Field(default_factory=ResponsesConfig)
     models: list[ModelConfig] = Field(min_length=1)
     applications: list[ApplicationConfig] = Field(default_factory=list)
     tools: list[ToolConfig] = Field(default_factory=list)  # what agent steps may call (portico.actions)

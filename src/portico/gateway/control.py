@@ -101,10 +101,7 @@ class ControlPlane:
         key = caller.key
         if key is None:
             return adm
-        if not key.allows(model):
-            raise PermissionDenied(
-                f"The key '{key.name}' may not use the model '{model}'.", param="model", code="model_not_allowed"
-            )
+        self.check_model(caller, model)
         if key.budget_usd is not None:
             await self._check_budget(key)
         if key.rpm or key.tpm:
@@ -119,6 +116,14 @@ class ControlPlane:
                 )
             adm.reserved_tokens = est
         return adm
+
+    def check_model(self, caller: Caller, model: str) -> None:
+        """403 when the caller's key may not use ``model`` (also for calls that are not admitted, e.g. counting)."""
+        key = caller.key
+        if key is not None and not key.allows(model):
+            raise PermissionDenied(
+                f"The key '{key.name}' may not use the model '{model}'.", param="model", code="model_not_allowed"
+            )
 
     async def _check_budget(self, key: KeyRecord) -> None:
         bucket, start, ttl = period_bucket(key.budget_period or "total", time.time())

@@ -131,6 +131,13 @@ class StreamOptions(BaseModel):
     include_usage: bool | None = None
 
 
+def check_tool_choice(v: Any) -> Any:
+    """A ``tool_choice`` string must be one of OpenAI's three (shared with the Responses API's request)."""
+    if isinstance(v, str) and v not in ("none", "auto", "required"):
+        raise ValueError("tool_choice must be 'none', 'auto', 'required' or an object naming a function")
+    return v
+
+
 class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
@@ -163,9 +170,7 @@ class ChatCompletionRequest(BaseModel):
     @field_validator("tool_choice")
     @classmethod
     def _tool_choice(cls, v: Any) -> Any:
-        if isinstance(v, str) and v not in ("none", "auto", "required"):
-            raise ValueError("tool_choice must be 'none', 'auto', 'required' or an object naming a function")
-        return v
+        return check_tool_choice(v)
 
     @field_validator("top_logprobs")
     @classmethod

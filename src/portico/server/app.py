@@ -30,6 +30,8 @@ from portico.server import (
     tools_api,
     ui,
 )
+from portico.server import messages as messages_api
+from portico.server import responses as responses_api
 from portico.server.chat import chat_completions
 from portico.server.embeddings import embeddings
 from portico.server.evals_api import routes as eval_routes
@@ -70,6 +72,8 @@ def create_app(cfg: PorticoConfig, *, wait_for_models: bool = False) -> Starlett
     routes = [
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/embeddings", embeddings, methods=["POST"]),
+        *responses_api.routes(),
+        *messages_api.routes(),
         Route("/v1/models", list_models, methods=["GET"]),
         *knowledge_api.routes(),
         *pipeline_routes(),

@@ -1,10 +1,16 @@
-"""``POST /v1/chat/completions``: authenticate → admit → pipeline → encode → settle (usage, spend, tokens)."""
+"""``POST /v1/chat/completions``: authenticate → admit → pipeline → encode → settle (usage, spend, tokens).
+
+:func:`answer` is the part every chat-shaped endpoint shares: the Responses and Messages endpoints translate
+their requests into a :class:`ChatCompletionRequest` and call it too, so keys, limits, caches, guardrails and
+traces behave the same whichever wire format a client speaks.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -12,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from portico.actions.approvals.inband import DECISIONS, decisions_from_headers
-from portico.gateway.control import Admission
+from portico.gateway.control import Admission, Caller
 from portico.pipeline.context import RequestContext
 from portico.protocol.chat import ChatCompletionRequest
 from portico.protocol.errors import PorticoError, UpstreamError
@@ -22,10 +28,30 @@ from portico.server.body import read_model
 from portico.server.sse import SSEResponse, completion_as_chunks, encode_events
 
 
+@dataclass(slots=True)
+class Answer:
+    """A request run through its pipeline. Exactly one of ``response`` (already settled) and ``chunks`` (settled
+    when the iterator ends, fails or is closed) is set."""
+
+    ctx: RequestContext
+    headers: dict[str, str]
+    response: dict[str, Any] | None = None
+    chunks: AsyncIterator[dict[str, Any]] | None = None
+
+
 async def chat_completions(request: Request) -> Response | SSEResponse:
     rt: Runtime = request.app.state.runtime
     caller = await caller_of(request)
     req = await read_model(request, ChatCompletionRequest, rt.cfg.server.max_body_bytes)
+    ans = await answer(request, caller, req, "chat")
+    if ans.chunks is not None:
+        return SSEResponse(encode_events(ans.chunks, req.wants_usage_in_stream), ans.headers)
+    return Response(orjson.dumps(ans.response), media_type="application/json", headers=ans.headers)
+
+
+async def answer(request: Request, caller: Caller, req: ChatCompletionRequest, endpoint: str) -> Answer:
+    """Admit ``req`` for ``caller``, run its pipeline and book it under ``endpoint`` (usage rows, metrics)."""
+    rt: Runtime = request.app.state.runtime
     pipeline, application = rt.pipeline_for(req.model)
     pipeline, application, variant = rt.experiments.assign(application, req, caller, pipeline)  # A/B splits
     state = request.scope["state"]
@@ -46,11 +72,11 @@ async def chat_completions(request: Request) -> Response | SSEResponse:
     try:
         await pipeline.run(ctx)
     except PorticoError as e:
-        await _settle(rt, adm, ctx, e.status, e.code or e.type)
+        await _settle(rt, adm, ctx, endpoint, e.status, e.code or e.type)
         e.headers = {**adm.headers, **e.headers}
         raise
     except Exception:
-        await _settle(rt, adm, ctx, 500, "internal_error")  # the middleware logs it and answers 500
+        await _settle(rt, adm, ctx, endpoint, 500, "internal_error")  # the middleware logs it and answers 500
         raise
     answered = ctx.deployment or f"portico/{ctx.answered_by}"
     state["deployment"] = answered
@@ -58,13 +84,13 @@ async def chat_completions(request: Request) -> Response | SSEResponse:
                **ctx.headers}  # fmt: skip
     if req.stream:
         chunks = ctx.stream if ctx.stream is not None else completion_as_chunks(_required(ctx.response))
-        return SSEResponse(encode_events(_settled(rt, adm, ctx, chunks), req.wants_usage_in_stream), headers)
-    await _settle(rt, adm, ctx, 200)
-    return Response(orjson.dumps(_required(ctx.response)), media_type="application/json", headers=headers)
+        return Answer(ctx, headers, chunks=_settled(rt, adm, ctx, endpoint, chunks))
+    await _settle(rt, adm, ctx, endpoint, 200)
+    return Answer(ctx, headers, response=_required(ctx.response))
 
 
 async def _settled(
-    rt: Runtime, adm: Admission, ctx: RequestContext, chunks: AsyncIterator[dict[str, Any]]
+    rt: Runtime, adm: Admission, ctx: RequestContext, endpoint: str, chunks: AsyncIterator[dict[str, Any]]
 ) -> AsyncIterator[dict[str, Any]]:
     """Pass the stream through; book it when it ends — completed (200), failed, or abandoned by the client."""
     status, error = 200, None
@@ -83,12 +109,14 @@ async def _settled(
         raise
     finally:
         ctx.state["server.chunks"] = n
-        await _settle(rt, adm, ctx, status, error)
+        await _settle(rt, adm, ctx, endpoint, status, error)
 
 
-async def _settle(rt: Runtime, adm: Admission, ctx: RequestContext, status: int, error: str | None = None) -> None:
+async def _settle(
+    rt: Runtime, adm: Admission, ctx: RequestContext, endpoint: str, status: int, error: str | None = None
+) -> None:
     rec = await rt.control.settle(
-        adm, request_id=ctx.request_id, endpoint="chat", status=status, usage=ctx.usage,
+        adm, request_id=ctx.request_id, endpoint=endpoint, status=status, usage=ctx.usage,
         cost=rt.prices.request_cost(ctx), deployment=ctx.deployment,
         application=ctx.application, attempts=len(ctx.attempts), error_type=error,
     )  # fmt: skip

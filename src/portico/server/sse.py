@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from starlette.types import Receive, Scope, Send
@@ -35,6 +36,43 @@ async def encode_events(chunks: AsyncIterator[dict[str, Any]], include_usage: bo
         yield b"data: " + orjson.dumps(e.to_dict()) + b"\n\n"
         return
     yield DONE
+
+
+class Translator(Protocol):
+    """Chat chunks → another wire format's events (the Responses API's, Anthropic's)."""
+
+    def feed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]: ...
+    def finish(self) -> list[dict[str, Any]]: ...
+    def failed(self, e: PorticoError) -> list[dict[str, Any]]: ...
+
+
+async def translated(tr: Translator, chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    """The events of ``chunks`` through ``tr``: its ``finish`` events when the stream ends, or its ``failed``
+    events when it breaks after the first byte (headers are gone, so the failure is reported in-band)."""
+    async with contextlib.aclosing(chunks):  # type: ignore[type-var]
+        try:
+            async for chunk in chunks:
+                if chunk.get("object") == COMMENT_OBJECT:  # keep-alive of a long step: passed on as is
+                    yield chunk
+                    continue
+                for event in tr.feed(chunk):
+                    yield event
+        except PorticoError as e:
+            for event in tr.failed(e):
+                yield event
+            return
+    for event in tr.finish():
+        yield event
+
+
+async def encode_named(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    """Events whose ``type`` is also the SSE event name (the Responses and Anthropic Messages streams). Their
+    translators report failures as events of their own, so nothing is added at the end."""
+    async for event in events:
+        if event.get("object") == COMMENT_OBJECT:
+            yield b": " + event["comment"].encode() + b"\n\n"
+            continue
+        yield b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
 
 
 async def completion_as_chunks(resp: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:

@@ -1,7 +1,7 @@
 """Anthropic Messages SSE events → OpenAI ``chat.completion.chunk`` dicts.
 
-Also home of the two small mappings (stop reason, usage) that the non-streaming path in ``translate.py``
-shares, so the dependency runs one way: translate → stream.
+The stop-reason and usage mappings live in ``portico.protocol.anthropic``, shared with the inbound
+``/v1/messages`` endpoint; ``error_reason`` here is shared with the non-streaming path in ``translate.py``.
 """
 
 from __future__ import annotations
@@ -11,34 +11,9 @@ from typing import Any
 
 import orjson
 
-from portico.protocol.chat import chunk_dict, delta_choice, new_completion_id, usage_dict
+from portico.protocol.anthropic import finish_reason, openai_usage
+from portico.protocol.chat import chunk_dict, delta_choice, new_completion_id
 from portico.protocol.errors import UpstreamError
-
-
-def finish_reason(stop_reason: str | None) -> str | None:
-    """Anthropic ``stop_reason`` → OpenAI ``finish_reason``; unknown future reasons read as a normal stop."""
-    if stop_reason is None:
-        return None
-    return {
-        "end_turn": "stop",
-        "stop_sequence": "stop",
-        "pause_turn": "stop",
-        "max_tokens": "length",
-        "model_context_window_exceeded": "length",
-        "tool_use": "tool_calls",
-        "refusal": "content_filter",
-    }.get(stop_reason, "stop")
-
-
-def openai_usage(
-    input_tokens: int, output_tokens: int, cache_read: int | None, cache_write: int | None
-) -> dict[str, Any]:
-    """Anthropic counts cached prompt tokens separately from ``input_tokens``; OpenAI's prompt_tokens includes them."""
-    prompt = input_tokens + (cache_read or 0) + (cache_write or 0)
-    usage = usage_dict(prompt, output_tokens, cached=cache_read or 0)
-    if cache_write is not None:
-        usage["prompt_tokens_details"]["cache_write_tokens"] = cache_write
-    return usage
 
 
 def error_reason(data: dict[str, Any]) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 
 from portico.config.schema import AnthropicDeployment, HttpDeployment, secret
-from portico.gateway.providers.anthropic.stream import AnthropicStream, error_reason, finish_reason, openai_usage
+from portico.gateway.providers.anthropic.stream import AnthropicStream, error_reason
 from portico.gateway.providers.base import (
     UpstreamRequest,
     alternating_turns,
@@ -16,6 +16,7 @@ from portico.gateway.providers.base import (
     named_tool,
     tool_arguments,
 )
+from portico.protocol.anthropic import finish_reason, image_block, openai_usage
 from portico.protocol.chat import (
     ChatCompletionRequest,
     ImagePart,
@@ -54,18 +55,6 @@ def _system_blocks(req: ChatCompletionRequest) -> list[Block]:
 # ---- request: content blocks ----------------------------------------------------------------------------
 
 
-def _image_block(part: ImagePart, param: str) -> Block:
-    url = part.image_url.url
-    if url.startswith(("http://", "https://")):
-        return {"type": "image", "source": {"type": "url", "url": url}}
-    if url.startswith("data:"):
-        header, sep, data = url[5:].partition(",")
-        media_type, _, encoding = header.partition(";")
-        if sep and encoding == "base64" and media_type:
-            return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
-    raise InvalidRequest("image_url must be an http(s) URL or a base64 data: URL", param=f"{param}.image_url.url")
-
-
 def _content_blocks(msg: Message, i: int) -> list[Block]:
     """Text and image parts of a user, assistant or tool message; empty text is dropped (Anthropic rejects it)."""
     if isinstance(msg.content, str):
@@ -77,7 +66,7 @@ def _content_blocks(msg: Message, i: int) -> list[Block]:
             if part.text:
                 blocks.append({"type": "text", "text": part.text})
         elif isinstance(part, ImagePart):
-            blocks.append(_image_block(part, param))
+            blocks.append(image_block(part.image_url.url, f"{param}.image_url.url"))
         elif part.type == "refusal" and msg.role == "assistant":
             refusal = (part.model_extra or {}).get("refusal")
             if refusal:

@@ -10,8 +10,8 @@ from typing import Any
 
 import orjson
 
-from portico.gateway.providers.anthropic.stream import openai_usage
 from portico.gateway.providers.base import Block, alternating_turns, json_instruction, named_tool, tool_arguments
+from portico.protocol.anthropic import openai_usage
 from portico.protocol.chat import ChatCompletionRequest, ImagePart, Message, TextPart, choice_dict, completion_dict
 from portico.protocol.errors import InvalidRequest, UpstreamError
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from portico.config.schema import LocalDeployment
 from portico.gateway.providers.local.paths import default_gguf
-from portico.protocol.chat import ChatCompletionRequest, chunk_dict, usage_dict
+from portico.protocol.chat import ChatCompletionRequest, Message, TextPart, chunk_dict, usage_dict
 from portico.protocol.errors import InvalidRequest, ServiceUnavailable, UpstreamError
 
 log = logging.getLogger("portico.local")
@@ -83,7 +83,7 @@ class LlamaChatBackend:
         if req.logprobs:
             raise InvalidRequest("logprobs are not available from the local llama.cpp deployment", param="logprobs")
         kw: dict[str, Any] = {
-            "messages": [m.model_dump(exclude_none=True) for m in req.messages],
+            "messages": [_plain_message(m, i) for i, m in enumerate(req.messages)],
             "model": self.model_id,
         }
         if req.temperature is not None:
@@ -220,6 +220,18 @@ class LlamaChatBackend:
         if not text:
             text = "\n".join(str(m.get("content") or "") for m in kw["messages"])
         return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+
+def _plain_message(msg: Message, i: int) -> dict[str, Any]:
+    """The GGUF chat templates take string content: text parts are joined, other parts cannot be sent."""
+    out = msg.model_dump(exclude_none=True)
+    if isinstance(msg.content, list):
+        for j, part in enumerate(msg.content):
+            if not isinstance(part, TextPart):
+                raise InvalidRequest(f"the local model takes text only, not '{part.type}' parts",
+                                     param=f"messages[{i}].content[{j}]")  # fmt: skip
+        out["content"] = msg.text()
+    return out
 
 
 def _has_text(chunk: dict[str, Any]) -> bool:

@@ -1,0 +1,268 @@
+"""Chat completions → Responses API objects: the response object with its output items, and a chunk stream as the
+documented semantic events (``response.created`` … ``response.completed``), each with its ``sequence_number``.
+
+Text becomes one ``message`` item (``output_text`` part, or ``refusal``), each tool call a ``function_call`` item
+that the client runs. A finish for length or the content filter makes the response ``incomplete``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from portico.protocol.errors import PorticoError
+from portico.protocol.responses import Reasoning, ResponsesRequest, new_id
+
+Event = dict[str, Any]
+
+_INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
+
+
+def response_usage(usage: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Chat usage (prompt/completion tokens) in the Responses API's names."""
+    if not usage:
+        return None
+    prompt = int(usage.get("prompt_tokens") or 0)
+    completion = int(usage.get("completion_tokens") or 0)
+    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+    reasoning = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
+    return {
+        "input_tokens": prompt,
+        "input_tokens_details": {"cached_tokens": cached},
+        "output_tokens": completion,
+        "output_tokens_details": {"reasoning_tokens": reasoning},
+        "total_tokens": int(usage.get("total_tokens") or prompt + completion),
+    }
+
+
+def _part(kind: str, text: str) -> dict[str, Any]:
+    if kind == "refusal":
+        return {"type": "refusal", "refusal": text}
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def message_item(item_id: str, parts: list[dict[str, Any]], status: str = "completed") -> dict[str, Any]:
+    return {"id": item_id, "type": "message", "status": status, "role": "assistant", "content": parts}
+
+
+def call_item(item_id: str, call_id: str, name: str, arguments: str, status: str = "completed") -> dict[str, Any]:
+    return {"id": item_id, "type": "function_call", "status": status, "call_id": call_id, "name": name,
+            "arguments": arguments}  # fmt: skip
+
+
+def output_items(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """A chat ``message`` as output items: its text (or refusal) as one message, then one item per tool call."""
+    items: list[dict[str, Any]] = []
+    calls = message.get("tool_calls") or []
+    if message.get("refusal"):
+        items.append(message_item(new_id("msg"), [_part("refusal", message["refusal"])]))
+    elif message.get("content") or not calls:
+        items.append(message_item(new_id("msg"), [_part("text", message.get("content") or "")]))
+    for call in calls:
+        fn = call.get("function") or {}
+        items.append(call_item(new_id("fc"), call.get("id") or new_id("call"), fn.get("name") or "",
+                               fn.get("arguments") or ""))  # fmt: skip
+    return items
+
+
+def _echo(req: ResponsesRequest) -> dict[str, Any]:
+    """The request's settings as a response object repeats them."""
+    fmt = req.text.format if req.text and req.text.format else None
+    text: dict[str, Any] = {"format": fmt.model_dump(by_alias=True, exclude_none=True) if fmt else {"type": "text"}}
+    if req.text and req.text.verbosity:
+        text["verbosity"] = req.text.verbosity
+    reasoning = req.reasoning or Reasoning()
+    return {
+        "instructions": req.instructions,
+        "max_output_tokens": req.max_output_tokens,
+        "metadata": req.metadata or {},
+        "parallel_tool_calls": req.parallel_tool_calls if req.parallel_tool_calls is not None else True,
+        "previous_response_id": req.previous_response_id,
+        "reasoning": {"effort": reasoning.effort, "summary": reasoning.summary},
+        "store": req.store,
+        "temperature": req.temperature if req.temperature is not None else 1.0,
+        "text": text,
+        "tool_choice": req.tool_choice if req.tool_choice is not None else "auto",
+        "tools": req.tools or [],
+        "top_p": req.top_p if req.top_p is not None else 1.0,
+        "truncation": req.truncation or "disabled",
+        "user": req.user,
+    }
+
+
+@dataclass(slots=True)
+class ResponseHead:
+    """What a response object says before its output: id, creation time, model, and the request it echoes."""
+
+    req: ResponsesRequest
+    id: str = field(default_factory=lambda: new_id("resp"))
+    created_at: int = field(default_factory=lambda: int(time.time()))
+
+    def object(
+        self,
+        status: str,
+        output: list[dict[str, Any]],
+        usage: dict[str, Any] | None = None,
+        *,
+        model: str | None = None,
+        finish_reason: str | None = None,
+        error: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        incomplete = _INCOMPLETE.get(finish_reason or "")
+        if incomplete and status == "completed":
+            status = "incomplete"
+        return {
+            "id": self.id, "object": "response", "created_at": self.created_at, "status": status,
+            "background": False, "error": error,
+            "incomplete_details": {"reason": incomplete} if status == "incomplete" else None,
+            "model": model or self.req.model, "output": output, **_echo(self.req),
+            "usage": response_usage(usage),
+        }  # fmt: skip
+
+
+def from_completion(head: ResponseHead, completion: dict[str, Any]) -> dict[str, Any]:
+    """A whole ``chat.completion`` as the response object (its first choice: a response has one answer)."""
+    choice = (completion.get("choices") or [{}])[0]
+    output = output_items(choice.get("message") or {})
+    return head.object("completed", output, completion.get("usage"), model=completion.get("model"),
+                       finish_reason=choice.get("finish_reason"))  # fmt: skip
+
+
+@dataclass(slots=True)
+class _Open:
+    """An output item being streamed."""
+
+    index: int
+    item: dict[str, Any]
+    kind: str  # text | refusal | call
+    buffer: str = ""
+
+
+class ResponseEvents:
+    """One chunk stream as the Responses API's events. Items open as their first delta arrives and close, in
+    order, when the stream ends (the SDK keys its state by ``output_index``, so a late text delta after a tool
+    call still lands in the right item)."""
+
+    def __init__(self, head: ResponseHead) -> None:
+        self.head = head
+        self.seq = 0
+        self.items: list[_Open] = []
+        self.message: _Open | None = None
+        self.calls: dict[int, _Open] = {}  # chat tool-call index → its item
+        self.usage: dict[str, Any] | None = None
+        self.model: str | None = None
+        self.finish_reason: str | None = None
+        self.response: dict[str, Any] | None = None  # the final response object, once finish() ran
+        self.failed_with: PorticoError | None = None
+
+    def _event(self, kind: str, **fields: Any) -> Event:
+        event = {"type": kind, "sequence_number": self.seq, **fields}
+        self.seq += 1
+        return event
+
+    def start(self) -> list[Event]:
+        snapshot = self.head.object("in_progress", [])
+        return [self._event("response.created", response=snapshot),
+                self._event("response.in_progress", response=snapshot)]  # fmt: skip
+
+    def feed(self, chunk: dict[str, Any]) -> list[Event]:
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+        self.model = self.model or chunk.get("model")
+        out: list[Event] = []
+        for choice in chunk.get("choices") or ():
+            if choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            for kind in ("content", "refusal"):
+                if delta.get(kind):
+                    out += self._text(kind if kind == "refusal" else "text", delta[kind])
+            for call in delta.get("tool_calls") or ():
+                out += self._call(call)
+            if choice.get("finish_reason"):
+                self.finish_reason = choice["finish_reason"]
+        return out
+
+    def _text(self, kind: str, piece: str) -> list[Event]:
+        out: list[Event] = []
+        if self.message is None:
+            item = message_item(new_id("msg"), [], "in_progress")
+            self.message = self._open(item, kind, out)
+            out.append(self._event("response.content_part.added", item_id=item["id"], output_index=self.message.index,
+                                   content_index=0, part=_part(kind, "")))  # fmt: skip
+        msg = self.message
+        if kind != msg.kind:  # text and refusal in one answer: keep the first kind's part
+            kind = msg.kind
+        if not piece:
+            return out
+        msg.buffer += piece
+        name = "response.refusal.delta" if kind == "refusal" else "response.output_text.delta"
+        extra = {} if kind == "refusal" else {"logprobs": []}
+        out.append(self._event(name, item_id=msg.item["id"], output_index=msg.index, content_index=0, delta=piece,
+                               **extra))  # fmt: skip
+        return out
+
+    def _call(self, delta: dict[str, Any]) -> list[Event]:
+        out: list[Event] = []
+        index = delta.get("index", 0)
+        fn = delta.get("function") or {}
+        call = self.calls.get(index)
+        if call is None:
+            item = call_item(new_id("fc"), delta.get("id") or new_id("call"), fn.get("name") or "", "", "in_progress")
+            call = self.calls[index] = self._open(item, "call", out)
+        piece = fn.get("arguments") or ""
+        if piece:
+            call.buffer += piece
+            out.append(self._event("response.function_call_arguments.delta", item_id=call.item["id"],
+                                   output_index=call.index, delta=piece))  # fmt: skip
+        return out
+
+    def _open(self, item: dict[str, Any], kind: str, out: list[Event]) -> _Open:
+        opened = _Open(len(self.items), item, kind)
+        self.items.append(opened)
+        out.append(self._event("response.output_item.added", output_index=opened.index, item=dict(item)))
+        return opened
+
+    def _close(self, o: _Open) -> list[Event]:
+        item_id = o.item["id"]
+        if o.kind == "call":
+            done = {**o.item, "status": "completed", "arguments": o.buffer}
+            args = self._event("response.function_call_arguments.done", item_id=item_id, output_index=o.index,
+                               name=o.item["name"], arguments=o.buffer)  # fmt: skip
+            o.item = done
+            return [args, self._event("response.output_item.done", output_index=o.index, item=done)]
+        part = _part(o.kind, o.buffer)
+        where = {"item_id": item_id, "output_index": o.index, "content_index": 0}
+        if o.kind == "refusal":
+            text_done = self._event("response.refusal.done", **where, refusal=o.buffer)
+        else:
+            text_done = self._event("response.output_text.done", **where, text=o.buffer, logprobs=[])
+        o.item = {**o.item, "status": "completed", "content": [part]}
+        return [text_done, self._event("response.content_part.done", **where, part=part),
+                self._event("response.output_item.done", output_index=o.index, item=o.item)]  # fmt: skip
+
+    def finish(self) -> list[Event]:
+        """Close every item; the final response object is then in ``self.response``. The caller stores it before
+        sending :meth:`completed` so a client that follows up at once finds it."""
+        out: list[Event] = []
+        if not self.items:  # an empty answer is still one (empty) message
+            out += self._text("text", "")
+        for o in self.items:
+            out += self._close(o)
+        self.response = self.head.object("completed", [o.item for o in self.items], self.usage, model=self.model,
+                                         finish_reason=self.finish_reason)  # fmt: skip
+        return out
+
+    def completed(self) -> list[Event]:
+        assert self.response is not None
+        kind = "response.incomplete" if self.response["status"] == "incomplete" else "response.completed"
+        return [self._event(kind, response=self.response)]
+
+    def failed(self, e: PorticoError) -> list[Event]:
+        """The stream broke after the first byte: the response ends ``failed`` with the error in it."""
+        self.failed_with = e
+        error = {"code": e.code or e.type, "message": e.message}
+        self.response = self.head.object("failed", [o.item for o in self.items], self.usage, model=self.model,
+                                         error=error)  # fmt: skip
+        return [self._event("response.failed", response=self.response)]
