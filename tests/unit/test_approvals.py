@@ -279,3 +279,51 @@ async def test_schema_gains_new_nullable_columns_in_place(tmp_path) -> None:
     rows = await all_keys(db)
     assert rows[0]["name"] == "old" and rows[0]["tools"] is None
     await db.close()
+
+
+async def test_webhook_receives_the_action_after_it_ran(store_db: Database) -> None:
+    from aiohttp import web
+
+    from tests.support import free_port
+
+    got: list[dict] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        got.append(await request.json())
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        tool = Recorder("notify", write=True)
+        q = make(store_db, tool, webhook=f"http://127.0.0.1:{port}/hook")
+        aid = await ask(q, tool)
+        await q.approve(aid, "op")
+        await q.close()  # waits for the webhook's delivery
+        assert [(g["id"], g["status"], g["result"]["content"]) for g in got] == [(aid, "executed", "order A1")]
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_returning_conversation_learns_of_denials_and_expiry(store_db: Database) -> None:
+    from portico.actions.approvals import inband
+    from portico.protocol.chat import Message
+
+    tool = Recorder("refund", write=True)
+    q = make(store_db, tool, expires=0.2)
+    denied, expired = await ask(q, tool), await ask(q, tool)
+    await q.deny(denied, "carol", "not eligible")
+    await asyncio.sleep(0.3)
+    convo = [Message(role="tool", tool_call_id="1", content=f"waits (approval id {denied})"),
+             Message(role="tool", tool_call_id="2", content=f"waits (approval id {expired})"),
+             Message(role="user", content="and now?")]  # fmt: skip
+    note = await inband.updates(q, convo, [])
+    assert note is not None and note.role == "system"
+    assert f"Action {denied} (refund) was denied: not eligible." in note.text()
+    assert f"Action {expired} (refund) expired without a decision" in note.text()
+    assert await inband.updates(q, [Message(role="user", content="hi")], []) is None
+    assert tool.calls == []
