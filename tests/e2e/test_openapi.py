@@ -101,7 +101,7 @@ def test_examples_answer_as_documented(portico: str, spec: dict[str, Any]) -> No
             for name, field in ex.capture.items():
                 captured[name] = r.json()[field]
             walked += 1
-    assert walked == len(OPS) and {"key_id", "handoff_id"} <= captured.keys()
+    assert walked == len(OPS) and {"key_id", "handoff_id", "response_id"} <= captured.keys()
 
 
 def test_bad_requests_answer_as_documented(portico: str, spec: dict[str, Any]) -> None:
