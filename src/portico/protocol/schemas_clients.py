@@ -96,8 +96,10 @@ class InputItemList(BaseModel):
 
 class AnthropicErrorDetail(BaseModel):
     model_config = _OPEN
-    type: str = Field(description="invalid_request_error, authentication_error, permission_error, not_found_error, "
-                                  "request_too_large, rate_limit_error, api_error, overloaded_error, timeout_error")
+    type: str = Field(
+        description="invalid_request_error, authentication_error, permission_error, not_found_error, "
+        "request_too_large, rate_limit_error, api_error, overloaded_error, timeout_error"
+    )
     message: str
 
 
@@ -145,8 +147,9 @@ class AnthropicMessage(BaseModel):
 
 class AnthropicStreamEvent(BaseModel):
     model_config = _OPEN
-    type: str = Field(description="message_start, content_block_start/delta/stop, message_delta, message_stop, "
-                                  "ping, error")
+    type: str = Field(
+        description="message_start, content_block_start/delta/stop, message_delta, message_stop, ping, error"
+    )
 
 
 class TokenCount(BaseModel):

@@ -156,8 +156,11 @@ def _responses(op: Op) -> dict[str, Any]:
         if op.stream is not None:
             # OpenAPI 3.1 has no schema for SSE events (3.2's itemSchema): the event schema rides in an extension.
             name = op.stream.__name__
-            events = (f"`data: <{name}>` events, then `data: [DONE]`" if op.stream_done
-                      else f"`event: <type>` + `data: <{name}>` events; the stream closes after the last")
+            events = (
+                f"`data: <{name}>` events, then `data: [DONE]`"
+                if op.stream_done
+                else f"`event: <type>` + `data: <{name}>` events; the stream closes after the last"
+            )
             content["text/event-stream"] = {
                 "schema": {"type": "string", "description": events},
                 "x-portico-event-schema": _ref(op.stream),
