@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from portico.protocol.messages import TextBlock, ToolUseBlock
+
 _OPEN = ConfigDict(extra="allow")
 
 
@@ -111,20 +113,6 @@ class AnthropicError(BaseModel):
     error: AnthropicErrorDetail
 
 
-class AnthropicTextBlock(BaseModel):
-    model_config = _OPEN
-    type: Literal["text"]
-    text: str
-
-
-class AnthropicToolUseBlock(BaseModel):
-    model_config = _OPEN
-    type: Literal["tool_use"]
-    id: str
-    name: str
-    input: dict[str, Any]
-
-
 class AnthropicUsage(BaseModel):
     model_config = _OPEN
     input_tokens: int
@@ -139,7 +127,7 @@ class AnthropicMessage(BaseModel):
     type: Literal["message"]
     role: Literal["assistant"]
     model: str
-    content: list[Annotated[AnthropicTextBlock | AnthropicToolUseBlock, Field(discriminator="type")]]
+    content: list[Annotated[TextBlock | ToolUseBlock, Field(discriminator="type")]]  # the request's blocks
     stop_reason: str | None
     stop_sequence: str | None
     usage: AnthropicUsage
