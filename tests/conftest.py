@@ -90,6 +90,7 @@ def server_config(katan: str, slow_katan: str, self_url: str, dead: str, state_d
         "applications": [
             {"name": "helper", "model": "oai", "steps": [{"use": "system_prompt", "text": "You are terse."}]},
         ],
+        "metrics": [{"name": "helpful", "type": "boolean"}],  # for /v1/feedback's documented example
     }
 
 

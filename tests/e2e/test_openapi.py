@@ -37,6 +37,10 @@ def test_document_is_valid_openapi_31(spec: dict[str, Any]) -> None:
     assert spec == orjson.loads(orjson.dumps(openapi_document()))
     err = spec["components"]["schemas"]["ErrorResponse"]
     assert err["properties"]["error"] == {"$ref": "#/components/schemas/ErrorDetail"}
+    for path in ("/v1/messages", "/v1/messages/count_tokens"):  # Anthropic clients get Anthropic's error shape
+        for status in ("400", "401", "404"):
+            content = spec["paths"][path]["post"]["responses"][status]["content"]["application/json"]
+            assert content["schema"] == {"$ref": "#/components/schemas/AnthropicError"}
 
 
 def _served_routes() -> set[tuple[str, str]]:
@@ -101,7 +105,7 @@ def test_examples_answer_as_documented(portico: str, spec: dict[str, Any]) -> No
             for name, field in ex.capture.items():
                 captured[name] = r.json()[field]
             walked += 1
-    assert walked == len(OPS) and {"key_id", "handoff_id"} <= captured.keys()
+    assert walked == len(OPS) and {"key_id", "handoff_id", "response_id"} <= captured.keys()
 
 
 def test_bad_requests_answer_as_documented(portico: str, spec: dict[str, Any]) -> None:
@@ -119,17 +123,22 @@ def test_bad_requests_answer_as_documented(portico: str, spec: dict[str, Any]) -
                 assert r.json()["error"]["message"]
 
 
-def test_streamed_chunks_match_the_event_schema(portico: str, spec: dict[str, Any]) -> None:
-    op = next(o for o in OPS if o.path == "/v1/chat/completions")
+@pytest.mark.parametrize("path", [op.path for op in OPS if op.stream is not None])
+def test_streamed_events_match_the_event_schema(portico: str, spec: dict[str, Any], path: str) -> None:
+    op = next(o for o in OPS if o.path == path and o.stream is not None)
     media = spec["paths"][op.path]["post"]["responses"]["200"]["content"]["text/event-stream"]
     validator = _validator(media["x-portico-event-schema"]["$ref"], orjson.dumps(spec["components"]))
-    body = {**(op.example.body or {}), "stream": True, "stream_options": {"include_usage": True}}
+    body = {**(op.example.body or {}), "stream": True}
+    if op.stream_done:  # chat: ask for the usage chunk too
+        body["stream_options"] = {"include_usage": True}
     events = []
     with httpx.stream("POST", f"{portico}{op.path}", json=body, timeout=60) as r:
         assert r.headers["content-type"].startswith("text/event-stream")
         events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
-    assert events[-1] == "[DONE]" and len(events) > 2
-    for data in events[:-1]:
+    if op.stream_done:
+        assert events.pop() == "[DONE]"
+    assert len(events) > 2 and "[DONE]" not in events
+    for data in events:
         errors = list(validator.iter_errors(orjson.loads(data)))
         assert not errors, f"{errors[0].message} in {data}"
 

@@ -19,7 +19,8 @@ __all__ = ["OPS", "Example", "Op", "openapi_document", "routes"]
 
 DESCRIPTION = (
     "Portico: one OpenAI-compatible endpoint in front of every model. Every error has OpenAI's shape "
-    "(`ErrorResponse`). Send a virtual key (or the master key) as a bearer token or `x-api-key`; "
+    "(`ErrorResponse`), except on `/v1/messages` (Anthropic's, `AnthropicError`) and `/mcp` (JSON-RPC). "
+    "Send a virtual key (or the master key) as a bearer token or `x-api-key`; "
     "`/admin` and `/metrics` need the master key when one is configured."
 )
 

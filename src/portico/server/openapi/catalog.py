@@ -6,13 +6,21 @@ validates each live answer against the document), so keep creates before the rea
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
+from portico.evaluation.feedback import FeedbackBody
 from portico.protocol import schemas as s
+from portico.protocol import schemas_clients as c
+from portico.protocol import schemas_evals as e
 from portico.protocol.chat import ChatCompletionRequest
 from portico.protocol.embeddings import EmbeddingRequest
+from portico.protocol.messages import CountTokensRequest, MessagesRequest
+from portico.protocol.responses import ResponsesRequest
 from portico.server.admin import KeyCreate, KeyUpdate
 from portico.server.approvals_api import Approve, Deny
+from portico.server.evals_api import FromTraces
 from portico.server.handoffs_api import HandoffCreate, HandoffUpdate
 from portico.server.openapi.registry import Example, Op
 
@@ -70,6 +78,24 @@ class DocumentsQuery(BaseModel):
     after: str | None = Field(default=None, description="page: document ids after this one")
 
 
+class InputItemsQuery(BaseModel):
+    model_config = _Q
+    limit: int = Field(default=20, ge=1, le=100)
+    order: Literal["asc", "desc"] = Field(default="desc", description="desc: newest item first (as OpenAI's)")
+    after: str | None = Field(default=None, description="page: items after this item id")
+
+
+class EvalsQuery(BaseModel):
+    model_config = _Q
+    limit: int = Field(default=100, ge=1, le=1000)
+    name: str | None = Field(default=None, description="only the runs of this eval")
+
+
+class ExperimentsQuery(BaseModel):
+    model_config = _Q
+    since: str | None = Field(default=None, description=WHEN + " (default: all traffic)")
+
+
 _CHAT = {"model": "oai", "messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 16}
 _MCP_INIT = {
     "jsonrpc": "2.0",
@@ -77,6 +103,11 @@ _MCP_INIT = {
     "method": "initialize",
     "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "docs", "version": "1"}},
 }
+_ASK = [{"role": "user", "content": "Say hello"}]
+_RESP = "/v1/responses/{response_id}"
+_RID = {"response_id": "resp_0123"}
+# /v1/messages answers every error in Anthropic's shape ({type: "error", error: {type, message}}), statuses as ours.
+_ANTHROPIC = {"tag": "anthropic", "error_model": c.AnthropicError}
 _KB = "/v1/knowledge_bases"
 _DOC = {"documents": [{"id": "doc-1", "text": "Portico routes requests to models.", "metadata": {"lang": "en"}}]}
 
@@ -93,6 +124,40 @@ OPS: list[Op] = [
        example=Example()),
     Op("GET", "/v1/models/{model}", "Get one model", s.Model, errors=(404,), auth="none", tag="openai",
        example=Example(path={"model": "oai"})),
+    Op("POST", "/v1/responses", "Create a response (Responses API; streams named events with stream: true)",
+       c.ResponseObject, ResponsesRequest, errors=(404, 429, 502, 503, 504), tag="openai",
+       stream=c.ResponseStreamEvent, stream_done=False,
+       example=Example({"model": "oai", "input": "Say hello", "max_output_tokens": 16}, capture={"response_id": "id"})),
+    Op("GET", _RESP, "Get a stored response (the key's own)", c.ResponseObject, errors=(400, 404), tag="openai",
+       example=Example(path=_RID)),
+    Op("GET", _RESP + "/input_items", "List a stored response's input items", c.InputItemList, query=InputItemsQuery,
+       errors=(400, 404), tag="openai", example=Example(path=_RID, query={"limit": "10", "order": "asc"})),
+    Op("DELETE", _RESP, "Delete a stored response", c.DeletedResponse, errors=(404,), tag="openai",
+       example=Example(path=_RID)),
+    # ---- Anthropic-compatible -------------------------------------------------------------------------------
+    Op("POST", "/v1/messages", "Create a message (Anthropic's Messages API; errors in Anthropic's shape)",
+       c.AnthropicMessage, MessagesRequest, errors=(404, 429, 502, 503, 504), stream=c.AnthropicStreamEvent,
+       stream_done=False, example=Example({"model": "oai", "max_tokens": 16, "messages": _ASK}), **_ANTHROPIC),
+    Op("POST", "/v1/messages/count_tokens", "Count a message request's input tokens (errors in Anthropic's shape)",
+       c.TokenCount, CountTokensRequest, errors=(404,), example=Example({"model": "oai", "messages": _ASK}),
+       **_ANTHROPIC),
+    # ---- evaluation -----------------------------------------------------------------------------------------
+    Op("POST", "/v1/feedback", "Judge a served request (value) or a pair of them (winner) on a configured metric",
+       e.Feedback, FeedbackBody, errors=(404, 409), tag="evaluation",
+       example=Example({"metric": "helpful", "request_id": "req-openapi-example", "value": True,
+                        "feedback_id": "fb-openapi-example"})),
+    Op("GET", "/admin/experiments", "Experiments: each variant's traffic and feedback with 95% CIs, and tests",
+       e.ExperimentReportList, query=ExperimentsQuery, errors=(400,), auth="admin", tag="evaluation",
+       example=Example()),
+    Op("POST", "/admin/datasets/from-traces", "Build dataset items from traces (registered as a version with name)",
+       e.DatasetFromTraces, FromTraces, auth="admin", tag="evaluation",
+       example=Example({"name": "spec-traces", "limit": 10})),
+    Op("GET", "/admin/datasets", "List datasets, every version", e.DatasetList, auth="admin", tag="evaluation",
+       example=Example()),
+    Op("GET", "/admin/evals", "List eval runs, newest first, with their headline scores", e.EvalRunBriefList,
+       query=EvalsQuery, errors=(400,), auth="admin", tag="evaluation", example=Example(query={"limit": "10"})),
+    Op("GET", "/admin/evals/{run_id}", "Get an eval run with every result and pairwise judgement", e.EvalRun,
+       errors=(404,), auth="admin", tag="evaluation", example=Example(path={"run_id": "run_0123"}, status=404)),
     # ---- knowledge bases ------------------------------------------------------------------------------------
     Op("POST", _KB, "Create a knowledge base", s.KnowledgeBase, s.KnowledgeBaseCreate, status=201,
        errors=(409,), tag="knowledge", example=Example({"name": "spec-docs"}, status=201)),
@@ -149,6 +214,8 @@ OPS: list[Op] = [
                                     capture={"handoff_id": "id"})),
     Op("GET", "/admin/handoffs", "List handoffs, newest first", s.HandoffList, query=HandoffsQuery, errors=(400,),
        auth="admin", tag="admin", example=Example(query={"status": "open"})),
+    Op("GET", "/admin/applications/{name}/pipeline", "An application's pipeline as a graph (steps, arms, loops)",
+       e.PipelineGraph, errors=(404,), auth="admin", tag="admin", example=Example(path={"name": "helper"})),
     Op("GET", "/admin/tools", "Configured tools and the health of their sources", s.ToolList, auth="admin",
        tag="admin", example=Example()),
     Op("GET", "/admin/approvals", "List write actions waiting for (or past) a decision", s.ApprovalList,

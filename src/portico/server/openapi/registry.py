@@ -69,6 +69,8 @@ class Op:
     example: Example | None = None
     # Error statuses whose body is not OpenAI's error shape (e.g. JSON-RPC errors from /mcp).
     error_models: dict[int, type[BaseModel]] = field(default_factory=dict)
+    error_model: type[BaseModel] = ErrorResponse  # every other error status (e.g. Anthropic's shape)
+    stream_done: bool = True  # ends with ``data: [DONE]`` (chat), or named events that just stop (Responses, Messages)
 
     @property
     def operation_id(self) -> str:
@@ -84,7 +86,7 @@ class Op:
 def _collect_models(ops: Iterable[Op]) -> list[type[BaseModel]]:
     seen: dict[type[BaseModel], None] = {ErrorResponse: None}
     for op in ops:
-        for m in (op.request, op.response, op.stream, *op.error_models.values()):
+        for m in (op.request, op.response, op.stream, op.error_model, *op.error_models.values()):
             if m is not None:
                 seen.setdefault(m, None)
     return list(seen)
@@ -153,7 +155,12 @@ def _responses(op: Op) -> dict[str, Any]:
         content: dict[str, Any] = {op.media_type: {"schema": _ref(op.response)}}
         if op.stream is not None:
             # OpenAPI 3.1 has no schema for SSE events (3.2's itemSchema): the event schema rides in an extension.
-            events = f"`data: <{op.stream.__name__}>` events, then `data: [DONE]`"
+            name = op.stream.__name__
+            events = (
+                f"`data: <{name}>` events, then `data: [DONE]`"
+                if op.stream_done
+                else f"`event: <type>` + `data: <{name}>` events; the stream closes after the last"
+            )
             content["text/event-stream"] = {
                 "schema": {"type": "string", "description": events},
                 "x-portico-event-schema": _ref(op.stream),
@@ -164,7 +171,7 @@ def _responses(op: Op) -> dict[str, Any]:
         ok["content"] = {op.media_type: {"schema": {"type": kind}}}
     out = {str(op.status): ok}
     for status in op.error_statuses():
-        err = {"application/json": {"schema": _ref(op.error_models.get(status, ErrorResponse))}}
+        err = {"application/json": {"schema": _ref(op.error_models.get(status, op.error_model))}}
         out[str(status)] = {"description": _STATUS_TEXT.get(status, "Error"), "content": err}
     return out
 
