@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from portico.context.sql.config import SqlSourceConfig, check_unique
+
 _STRICT = ConfigDict(extra="forbid")
 
 
@@ -280,9 +282,11 @@ class PorticoConfig(BaseModel):
     applications: list[ApplicationConfig] = Field(default_factory=list)
     # The embedding model steps use for vectors (cache, router, guardrails, retrieval); default: the first one.
     embedder: str | None = None
+    sql_sources: list[SqlSourceConfig] = Field(default_factory=list)  # databases for questions over SQL
 
     @model_validator(mode="after")
     def _cross_refs(self) -> PorticoConfig:
+        check_unique(self.sql_sources)
         names: dict[str, str] = {}
         for i, m in enumerate(self.models):
             if m.name in names:
