@@ -15,6 +15,7 @@ from rich.table import Table
 from portico.cache.cli import cache_app
 from portico.config import ConfigError, PorticoConfig, load_config
 from portico.context.knowledge.ingest_cli import ingest
+from portico.context.sql.cli import sql_app
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Portico: one OpenAI-compatible endpoint for every model."
@@ -336,6 +337,7 @@ def usage(
 
 
 app.add_typer(cache_app, name="cache")
+app.add_typer(sql_app, name="sql")
 app.command("ingest")(ingest)
 
 router_app = typer.Typer(no_args_is_help=True, help="Preference router: train from pairwise data, calibrate.")

@@ -13,6 +13,7 @@ from portico.config.schema import ApplicationConfig, PorticoConfig
 from portico.context.pack import PackStep
 from portico.context.retrieve import RetrieveStep
 from portico.context.rewrite import RewriteStep
+from portico.context.sql.step import SqlStep
 from portico.context.system_prompt import SystemPromptStep
 from portico.gateway import Gateway, GenerateStep
 from portico.gateway.control import ControlPlane
@@ -55,6 +56,7 @@ def default_registry() -> StepRegistry:
     reg.register("topics", topics_step, phase="before")
     reg.register("anomaly", anomaly_step, phase="before")
     reg.register("output_checks", output_checks_step, phase="after")
+    reg.register("sql", SqlStep, phase="before")
     # Components register their step kinds here, one line each: reg.register(name, factory, phase).
     return reg
 

@@ -18,7 +18,7 @@ from portico.config.schema import PorticoConfig
 from portico.observability.logging import setup_logging
 from portico.protocol.errors import PorticoError
 from portico.runtime import Runtime
-from portico.server import admin, errors, handoffs_api, knowledge_api, requests_api, stats_api, ui
+from portico.server import admin, errors, handoffs_api, knowledge_api, requests_api, sql_api, stats_api, ui
 from portico.server.chat import chat_completions
 from portico.server.embeddings import embeddings
 from portico.server.meta import get_model, healthz, list_models, metrics, readyz
@@ -55,6 +55,7 @@ def create_app(cfg: PorticoConfig, *, wait_for_models: bool = False) -> Starlett
         Route("/v1/embeddings", embeddings, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
         *knowledge_api.routes(),
+        *sql_api.routes(),
         Route("/v1/models/{model:path}", get_model, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
