@@ -114,11 +114,15 @@ def test_legitimate_selects_pass(dialect: str, sql: str) -> None:
 @pytest.mark.parametrize("dialect", DIALECTS)
 def test_limit_added_or_lowered(dialect: str) -> None:
     p = policy(dialect, max_rows=50)
-    assert validate("SELECT name FROM customers", p).sql.endswith("LIMIT 50")
-    assert validate("SELECT name FROM customers LIMIT 1000", p).sql.endswith("LIMIT 50")
+    # max_rows + 1: execution fetches max_rows and flags the result truncated when the extra row exists.
+    assert validate("SELECT name FROM customers", p).sql.endswith("LIMIT 51")
+    assert validate("SELECT name FROM customers LIMIT 1000", p).sql.endswith("LIMIT 51")
+    if dialect == "postgres":
+        assert validate("SELECT name FROM customers LIMIT ALL", p).sql.endswith("LIMIT 51")
+        assert validate("SELECT name FROM customers FETCH FIRST 500 ROWS ONLY", p).sql.endswith("LIMIT 51")
     kept = validate("SELECT name FROM customers LIMIT 5", p)
     assert kept.sql.endswith("LIMIT 5") and not kept.limited
-    assert validate("SELECT name FROM customers UNION SELECT city FROM customers", p).sql.endswith("LIMIT 50")
+    assert validate("SELECT name FROM customers UNION SELECT city FROM customers", p).sql.endswith("LIMIT 51")
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)

@@ -270,7 +270,8 @@ def _check_tree(tree: exp.Expression, policy: Policy) -> list[str]:
 
 
 def _enforce_limit(tree: exp.Expression, max_rows: int) -> bool:
-    """Add a LIMIT, or lower one above ``max_rows`` (a non-literal LIMIT or a FETCH becomes ``max_rows``)."""
+    """Add a LIMIT, or lower one above ``max_rows`` (a non-literal LIMIT or a FETCH becomes ``max_rows``). Callers
+    pass the source's max_rows + 1: the one extra row tells execution that the result was cut (``truncated``)."""
     target = tree.this if isinstance(tree, exp.Subquery) and not tree.args.get("limit") else tree
     limit = target.args.get("limit")
     n: int | None = None
@@ -289,7 +290,7 @@ def validate(sql: str, policy: Policy) -> Validated:
         rule = "write" if isinstance(tree, WRITES) else "command" if isinstance(tree, COMMANDS) else "not_select"
         raise Rejection(rule, f"only SELECT queries are allowed, got {tree.key.upper()}")
     used = _check_tree(tree, policy)
-    limited = _enforce_limit(tree, policy.max_rows)
+    limited = _enforce_limit(tree, policy.max_rows + 1)
     out = tree.sql(dialect=policy.dialect, comments=False)
     # Parser differential guard: what we emit must parse back to the same query, or we do not run it.
     again = parse_one(out, policy.dialect)
