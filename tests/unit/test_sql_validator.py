@@ -127,9 +127,16 @@ def test_limit_added_or_lowered(dialect: str) -> None:
 
 @pytest.mark.parametrize("dialect", DIALECTS)
 def test_comments_never_reach_the_database(dialect: str) -> None:
-    # MySQL executes /*! … */ "comments": the SQL that runs is regenerated from the tree, without any comment.
-    v = validate("/*! DROP TABLE customers */ SELECT name FROM customers -- trailing", policy(dialect))
-    assert "/*" not in v.sql and "--" not in v.sql and "DROP" not in v.sql.upper()
+    # The SQL that runs is regenerated from the checked tree, without any comment.
+    v = validate("/* totals */ SELECT name FROM customers -- trailing", policy(dialect))
+    assert "/*" not in v.sql and "--" not in v.sql
+    # MySQL executes /*! … */ "comments"; a ';' hidden in a comment is an injection attempt: both are refused.
+    assert rule_of("/*! DROP TABLE customers */ SELECT name FROM customers", dialect) == "comment"
+    assert rule_of("SELECT name FROM customers /* ; DELETE FROM orders */", dialect) == "comment"
+
+
+def test_optimizer_hints_are_refused() -> None:
+    assert rule_of("SELECT /*+ MAX_EXECUTION_TIME(0) */ name FROM customers", "mysql") == "hint"
 
 
 def test_cte_names_are_scoped() -> None:

@@ -203,6 +203,12 @@ def _check_tree(tree: exp.Expression, policy: Policy) -> list[str]:
     tables: list[exp.Table] = []
     columns: list[exp.Column] = []
     for node in tree.walk():
+        for c in node.comments or ():
+            # MySQL runs /*! … */ as code, and a hidden ';' is an injection's hallmark: neither is a plain comment.
+            if c.lstrip().startswith("!") or ";" in c:
+                raise Rejection("comment", "executable comments (/*! … */) and comments holding ';' are not allowed")
+        if isinstance(node, exp.Hint):
+            raise Rejection("hint", "optimizer hints (/*+ … */) are not allowed: they can lift the statement timeout")
         if isinstance(node, WRITES):
             raise Rejection("write", f"{node.key.upper()} is not allowed: only SELECT queries run (anywhere in the "
                             "statement, CTEs included)")  # fmt: skip
