@@ -110,3 +110,10 @@ bench-guardrails: install-dev
 
 clean:
 	rm -rf $(VENV) .portico .pytest_cache
+
+# Questions over SQL: table/example retrieval, execution accuracy (local model, nearest-example baseline) on Kummerfeld's
+# GeoQuery and Restaurants from ../shared/data/text2sql (or $$PORTICO_DATA), and the validator on bench/sql_attacks
+# beside LangChain's SQLDatabase.run (langchain-community, a dev dependency).
+.PHONY: bench-sql
+bench-sql: install-dev
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(PY) bench/sql.py

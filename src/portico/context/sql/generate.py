@@ -145,7 +145,7 @@ class SqlAnswerer:
         attempts: list[dict[str, Any]] = []
         best: SqlResult | None = None
         for i in range(cfg.max_repairs + 1):
-            reply = await self._chat(parent, model, messages, f"sql{i}", 512)
+            reply = await self._chat(parent, model, messages, f"sql{i}", 320)
             sql = extract_sql(reply)
             attempt: dict[str, Any] = {"sql": sql}
             attempts.append(attempt)
