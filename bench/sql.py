@@ -21,6 +21,7 @@ names ``RESTAURANT.ID`` where the 2020 SQLite file has ``RESTAURANT_ID``; that o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -37,18 +38,18 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
-import sqlglot  # noqa: E402
-from sqlglot import exp  # noqa: E402
+import numpy as np
+import sqlglot
+from sqlglot import exp
 
-from portico.config.schema import PorticoConfig  # noqa: E402
-from portico.context.sql.engine import SqlExecutionError  # noqa: E402
-from portico.context.sql.generate import SqlAnswerer, SqlFailed  # noqa: E402
-from portico.context.sql.retrieval import Example, ExampleStore  # noqa: E402
-from portico.context.sql.service import SqlSource, sql_of  # noqa: E402
-from portico.context.sql.validate import Policy, Rejection, validate  # noqa: E402
-from portico.protocol.errors import PorticoError  # noqa: E402
-from portico.runtime import Runtime  # noqa: E402
+from portico.config.schema import PorticoConfig
+from portico.context.sql.engine import SqlExecutionError
+from portico.context.sql.generate import SqlAnswerer, SqlFailed
+from portico.context.sql.retrieval import Example, ExampleStore
+from portico.context.sql.service import SqlSource, sql_of
+from portico.context.sql.validate import Policy, Rejection, validate
+from portico.protocol.errors import PorticoError
+from portico.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("PORTICO_DATA", str(ROOT.parent / "shared" / "data"))) / "text2sql" / \
@@ -65,7 +66,8 @@ _NUMBER = re.compile(r"\b\d+(?:\.\d+)?\b")
 # The corpus' schema (bench/sql_attacks): what the allow-list holds; `secrets` exists but is not allow-listed.
 CORPUS_COLUMNS = {"customers": ["id", "name", "city", "email"],
                   "orders": ["id", "customer_id", "total", "status", "placed_at"],
-                  "products": ["id", "name", "price", "category"], "order_items": ["order_id", "product_id", "quantity"]}  # fmt: skip
+                  "products": ["id", "name", "price", "category"],
+                  "order_items": ["order_id", "product_id", "quantity"]}  # fmt: skip
 CORPUS_DEFAULT_SCHEMA = {"sqlite": ["main"], "postgres": ["public"], "mysql": ["shop"]}
 
 
@@ -211,7 +213,8 @@ async def evaluate(rt: Runtime, ds: str, split: str, embed: Any, models: list[st
         group = {r["question"]: r["query_group"] for r in train}
         for r in test:
             vec = (await embed([r["question"]]))[0]
-            ranked = [src.selector.names[i].lower() for i, _ in await src.selector.index.search(r["question"], max(KS), vec)]
+            found = await src.selector.index.search(r["question"], max(KS), vec)
+            ranked = [src.selector.names[i].lower() for i, _ in found]
             for k in KS:
                 recall[k].append(len(r["gold_tables"] & set(ranked[:k])) / len(r["gold_tables"]))
             got = await store.search(r["question"], 5, vec)
@@ -298,10 +301,8 @@ def langchain(attacks: list[dict[str, Any]], legit: list[dict[str, Any]]) -> dic
         n = 0
         for row in rows:
             before = len(sent)
-            try:
+            with contextlib.suppress(Exception):  # Stopped, wrapped by SQLAlchemy
                 db.run(row["sql"])
-            except Exception:  # noqa: BLE001 - Stopped, wrapped by SQLAlchemy
-                pass
             n += len(sent) > before
         return n
 
@@ -341,7 +342,7 @@ def report(results: dict, s: dict, models: list[str], seconds: float, load_befor
              "example + literals | gold SQL passes the validator | " + " | ".join(f"exec acc: {m} (n)" for m in models)
              + " |", "|" + "---|" * (11 + len(models))]  # fmt: skip
     for (ds, split), r in results.items():
-        model_cells = [f"{pct(r['model'][m][0])} ({r['model'][m][1]})" if m in r["model"] else "–" for m in models]
+        model_cells = [f"{pct(r['model'][m][0])} ({r['model'][m][1]})" if m in r["model"] else "-" for m in models]
         lines.append(f"| {ds} | {split} | {r['n']} | " + " | ".join(pct(r["recall"][k]) for k in KS) + " | "
                      + " | ".join(pct(r["hit"][k]) for k in (1, 3, 5)) + f" | {pct(r['template'])} | "
                      f"{pct(r['gold_valid'])} | " + " | ".join(model_cells) + " |")  # fmt: skip
@@ -369,7 +370,8 @@ def report(results: dict, s: dict, models: list[str], seconds: float, load_befor
               "| | attacks blocked | legitimate SELECTs allowed |", "|---|---|---|",
               f"| Portico validator | {s['blocked']}/{s['attacks']} | {s['allowed']}/{s['legit']} |"]  # fmt: skip
     if lc is not None:
-        lines.append(f"| LangChain SQLDatabase.run (statements handed to the driver) | {s['attacks'] - lc['attacks_sent']}"
+        lines.append(f"| LangChain SQLDatabase.run (statements handed to the driver) | "
+                     f"{s['attacks'] - lc['attacks_sent']}"
                      f"/{s['attacks']} | {lc['legit_sent']}/{s['legit']} |")  # fmt: skip
     lines += ["", "Per dialect (blocked/attacks): " + ", ".join(f"{d} {b}/{n}" for d, (b, n) in s["by_dialect"].items())
               + ". Rules that fired: " + ", ".join(f"{k} {v}" for k, v in s["rules"].most_common()) + ".",
@@ -379,7 +381,8 @@ def report(results: dict, s: dict, models: list[str], seconds: float, load_befor
               "so the headline `validate_p99_ms` is the CPU-time p99.", ""]  # fmt: skip
     if lc is not None:
         lines += ["LangChain's `SQLDatabase.run` has no check of its own: every statement goes to the driver except "
-                  "where SQLAlchemy's `text()` stops it first (a `:name` bind parameter with no value).", ""]  # fmt: skip
+                  "where SQLAlchemy's `text()` stops it first (a `:name` bind parameter with no value).",
+                  ""]  # fmt: skip
     if s["missed"]:
         lines += ["Attacks the validator let through:", *[f"- {a['dialect']}: `{a['sql']}`" for a in s["missed"]], ""]
     last = (f"sql table_recall={table_recall:.3f} example_hit={example_hit:.3f} exec_acc_local={local_acc:.3f} "

@@ -35,15 +35,15 @@ class ScriptedUpstream:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["content-length"])))
                 outer.requests.append(body["messages"])
                 i = min(len(outer.requests), len(outer.script)) - 1
                 text = outer.script[i] if outer.script else ""
+                choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                usage = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
                 out = json.dumps({"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "scripted",
-                                  "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                               "finish_reason": "stop"}],
-                                  "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}).encode()  # fmt: skip
+                                  "choices": [choice], "usage": usage}).encode()  # fmt: skip
                 self.send_response(200)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(out)))
@@ -177,7 +177,9 @@ async def test_table_selection_adds_join_paths() -> None:
     assert "admissions" in tables and len(tables) == 3  # the table between them, found through foreign keys
     conds = {j.condition() for j in joins}
     assert conds == {"patients.patient_id = admissions.patient_id", "admissions.ward_id = wards.ward_id"} or conds == {
-        "wards.ward_id = admissions.ward_id", "admissions.patient_id = patients.patient_id"}
+        "wards.ward_id = admissions.ward_id",
+        "admissions.patient_id = patients.patient_id",
+    }
 
 
 async def test_example_store_retrieves_nearest(tmp_path: Path) -> None:

@@ -28,29 +28,48 @@ ALL = {
     "empty": ["", "   ", ";"],
     "parse_error": ["SELECT FROM WHERE (", "SELEC name FROM customers"],
     "multiple_statements": ["SELECT 1; SELECT 2", "SELECT name FROM customers; DROP TABLE customers"],
-    "write": ["DELETE FROM customers", "UPDATE customers SET name = 'x'", "INSERT INTO customers VALUES (1, 'a', 'b')",
-              "DROP TABLE customers", "CREATE TABLE t (a INT)", "ALTER TABLE customers ADD COLUMN x INT",
-              "WITH gone AS (DELETE FROM customers RETURNING id) SELECT * FROM gone"],
+    "write": [
+        "DELETE FROM customers",
+        "UPDATE customers SET name = 'x'",
+        "INSERT INTO customers VALUES (1, 'a', 'b')",
+        "DROP TABLE customers",
+        "CREATE TABLE t (a INT)",
+        "ALTER TABLE customers ADD COLUMN x INT",
+        "WITH gone AS (DELETE FROM customers RETURNING id) SELECT * FROM gone",
+    ],
     "locking_clause": ["SELECT * FROM customers FOR UPDATE"],
     "recursive_cte": ["WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT n FROM r"],
-    "table_not_allowed": ["SELECT * FROM secrets", "SELECT * FROM information_schema.tables",
-                          "SELECT name FROM customers WHERE id IN (SELECT id FROM secrets)",
-                          "SELECT * FROM customers JOIN secrets ON secrets.id = customers.id",
-                          "WITH secrets AS (SELECT * FROM secrets) SELECT * FROM secrets",
-                          "SELECT * FROM other.customers"],
+    "table_not_allowed": [
+        "SELECT * FROM secrets",
+        "SELECT * FROM information_schema.tables",
+        "SELECT name FROM customers WHERE id IN (SELECT id FROM secrets)",
+        "SELECT * FROM customers JOIN secrets ON secrets.id = customers.id",
+        "WITH secrets AS (SELECT * FROM secrets) SELECT * FROM secrets",
+        "SELECT * FROM other.customers",
+    ],
     "unknown_column": ["SELECT password FROM customers"],
     "denied_function": ["SELECT SLEEP(5)", "SELECT LOAD_FILE('/etc/passwd')", "SELECT load_extension('x')"],
 }
 PER_DIALECT = {
     "postgres": {
-        "denied_function": ["SELECT pg_sleep(10)", "SELECT pg_read_file('/etc/passwd')", "SELECT pg_ls_dir('.')",
-                            "SELECT lo_import('/etc/passwd')", "SELECT lo_export(1, '/tmp/x')",
-                            "SELECT * FROM dblink('host=x', 'select 1') AS t(a int)",
-                            "SELECT query_to_xml('delete from customers', true, true, '')",
-                            "SELECT set_config('default_transaction_read_only', 'off', false)",
-                            "SELECT nextval('customers_id_seq')", "SELECT * FROM pg_read_file('/etc/passwd')"],
-        "command": ["SET default_transaction_read_only = off", "COPY customers TO '/tmp/x'",
-                    "COPY (SELECT 1) TO PROGRAM 'id'", "CALL refresh_all()"],
+        "denied_function": [
+            "SELECT pg_sleep(10)",
+            "SELECT pg_read_file('/etc/passwd')",
+            "SELECT pg_ls_dir('.')",
+            "SELECT lo_import('/etc/passwd')",
+            "SELECT lo_export(1, '/tmp/x')",
+            "SELECT * FROM dblink('host=x', 'select 1') AS t(a int)",
+            "SELECT query_to_xml('delete from customers', true, true, '')",
+            "SELECT set_config('default_transaction_read_only', 'off', false)",
+            "SELECT nextval('customers_id_seq')",
+            "SELECT * FROM pg_read_file('/etc/passwd')",
+        ],
+        "command": [
+            "SET default_transaction_read_only = off",
+            "COPY customers TO '/tmp/x'",
+            "COPY (SELECT 1) TO PROGRAM 'id'",
+            "CALL refresh_all()",
+        ],
         "select_into": ["SELECT * INTO stolen FROM customers"],
         "locking_clause": ["SELECT * FROM customers FOR SHARE", "SELECT * FROM customers FOR NO KEY UPDATE"],
         "table_not_allowed": ["SELECT * FROM pg_catalog.pg_shadow", "SELECT * FROM pg_user"],
@@ -58,20 +77,34 @@ PER_DIALECT = {
         "variable": ["SELECT $1"],
     },
     "mysql": {
-        "denied_function": ["SELECT BENCHMARK(100000000, MD5('a'))", "SELECT GET_LOCK('a', 10)",
-                            "SELECT name FROM customers WHERE id = 1 AND SLEEP(3)"],
+        "denied_function": [
+            "SELECT BENCHMARK(100000000, MD5('a'))",
+            "SELECT GET_LOCK('a', 10)",
+            "SELECT name FROM customers WHERE id = 1 AND SLEEP(3)",
+        ],
         "command": ["SET GLOBAL general_log = 1", "CALL p()", "DO SLEEP(1)", "HANDLER customers OPEN"],
         "variable": ["SELECT @@version", "SELECT @a := 1"],
         "locking_clause": ["SELECT * FROM customers LOCK IN SHARE MODE"],
         "table_not_allowed": ["SELECT * FROM mysql.user", "SELECT * FROM performance_schema.threads"],
     },
     "sqlite": {
-        "command": ["PRAGMA writable_schema = 1", "ATTACH DATABASE '/tmp/x.db' AS x", "DETACH DATABASE x",
-                    "VACUUM INTO '/tmp/copy.db'"],
-        "denied_function": ["SELECT readfile('/etc/passwd')", "SELECT writefile('/tmp/x', 'y')",
-                            "SELECT randomblob(1000000000)", "SELECT zeroblob(1000000000)"],
-        "table_not_allowed": ["SELECT * FROM sqlite_master", "SELECT * FROM sqlite_schema",
-                              "SELECT * FROM temp.customers"],
+        "command": [
+            "PRAGMA writable_schema = 1",
+            "ATTACH DATABASE '/tmp/x.db' AS x",
+            "DETACH DATABASE x",
+            "VACUUM INTO '/tmp/copy.db'",
+        ],
+        "denied_function": [
+            "SELECT readfile('/etc/passwd')",
+            "SELECT writefile('/tmp/x', 'y')",
+            "SELECT randomblob(1000000000)",
+            "SELECT zeroblob(1000000000)",
+        ],
+        "table_not_allowed": [
+            "SELECT * FROM sqlite_master",
+            "SELECT * FROM sqlite_schema",
+            "SELECT * FROM temp.customers",
+        ],
         "variable": ["SELECT ?", "SELECT :name"],
         "table_function": ["SELECT * FROM json_each('[1]')", "SELECT * FROM pragma_table_info('customers')"],
     },
@@ -149,8 +182,8 @@ def test_cte_names_are_scoped() -> None:
 
 
 def test_catalogs_only_when_allow_listed() -> None:
-    p = Policy.build("postgres", ["customers", "information_schema.tables"], 10,
-                     {"customers": COLUMNS["customers"], "information_schema.tables": ["table_name"]}, ["public"])  # fmt: skip
+    columns = {"customers": COLUMNS["customers"], "information_schema.tables": ["table_name"]}
+    p = Policy.build("postgres", ["customers", "information_schema.tables"], 10, columns, ["public"])
     assert validate("SELECT table_name FROM information_schema.tables", p).tables == ("information_schema.tables",)
     with pytest.raises(Rejection):
         validate("SELECT * FROM information_schema.columns", p)

@@ -62,7 +62,8 @@ async def query(request: Request) -> Response:
     except SqlExecutionError as e:
         raise InvalidRequest(f"{e.rule}: {e.message}", param="sql", code=e.rule) from None
     except (OSError, ValueError, SQLAlchemyError) as e:
-        raise PorticoError(f"sql source '{name}' is unavailable: {e}", status=503, code="sql_source_unavailable") from None
+        msg = f"sql source '{name}' is unavailable: {e}"
+        raise PorticoError(msg, status=503, code="sql_source_unavailable") from None
 
 
 def routes() -> list[Route]:

@@ -134,7 +134,8 @@ def train(source: SourceArg,
 def query(source: SourceArg, question: Annotated[str, typer.Argument(help="A question, or SQL with --sql")],
           config: ConfigOpt = None, sql: Annotated[bool, typer.Option("--sql", help="Run SQL, no model")] = False,
           model: Annotated[str | None, typer.Option(help="Chat model (default: the source's, or the first)")] = None,
-          as_json: Annotated[bool, typer.Option("--json", help="Print the structured result")] = False) -> None:  # fmt: skip
+          as_json: Annotated[bool, typer.Option("--json", help="Print the structured result")] = False,
+          ) -> None:  # fmt: skip
     """Answer a question from the source in-process (or run SQL with --sql)."""
     from portico.context.sql.engine import SqlExecutionError
     from portico.context.sql.generate import SqlAnswerer, SqlFailed, rows_table

@@ -30,7 +30,7 @@ class SqlSourceConfig(BaseModel):
     @field_validator("url")
     @classmethod
     def _scheme(cls, v: str) -> str:
-        if not v.split(":", 1)[0].split("+", 1)[0] in ("sqlite", "postgresql", "postgres", "mysql", "mariadb"):
+        if v.split(":", 1)[0].split("+", 1)[0] not in ("sqlite", "postgresql", "postgres", "mysql", "mariadb"):
             raise ValueError("url must be a sqlite://, postgresql:// or mysql+pymysql:// SQLAlchemy URL")
         return v
 

@@ -5,6 +5,7 @@ written from the rows and always quotes the SQL and names the tables it read."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -164,7 +165,8 @@ class SqlAnswerer:
                     break
                 attempt.update(rule="empty_result", error="the query returned no rows")
                 feedback = ("The query ran but returned no rows. Check the conditions against the sample values "
-                            "(spelling, case) and the joins; if no rows is the right answer, repeat the query.")  # fmt: skip
+                            "(spelling, case) and the joins; if no rows is the right answer, repeat the "
+                            "query.")  # fmt: skip
                 if len(attempts) > 1 and attempts[-2].get("sql") == sql:
                     break  # the model stands by its query: no rows is the answer
             messages = [*messages, Message(role="assistant", content=reply),
@@ -180,10 +182,9 @@ class SqlAnswerer:
         result, attempts, examples, tables = await self.generate(source, question, model, parent)
         text = "The query returned no rows." if not result.rows else rows_table(result.columns, result.rows)
         if write and result.rows:
-            prompt = (f"Question: {question}\n\nRows returned by the database:\n{rows_table(result.columns, result.rows)}"
-                      "\n\nAnswer the question in one or two sentences using only these rows.")  # fmt: skip
-            try:
+            prompt = (f"Question: {question}\n\nRows returned by the database:\n"
+                      f"{rows_table(result.columns, result.rows)}\n\nAnswer the question in one or two sentences "
+                      "using only these rows.")  # fmt: skip
+            with contextlib.suppress(PorticoError):  # then the rows themselves are the answer
                 text = await self._chat(parent, model, [Message(role="user", content=prompt)], "answer", 256) or text
-            except PorticoError:
-                pass  # the rows themselves are the answer
         return SqlAnswer(question, result, cite(text, result), attempts, examples, tables)

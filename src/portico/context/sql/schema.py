@@ -112,7 +112,9 @@ def introspect(engine: SqlEngine, cfg: SqlSourceConfig) -> SchemaInfo:
         fks = []
         for fk in insp.get_foreign_keys(table, schema=sch):
             ref_schema = fk.get("referred_schema")
-            ref = fk["referred_table"] if not ref_schema or ref_schema == default else f"{ref_schema}.{fk['referred_table']}"
+            ref = fk["referred_table"]
+            if ref_schema and ref_schema != default:
+                ref = f"{ref_schema}.{ref}"
             fks.append(ForeignKey(list(fk["constrained_columns"]), ref, list(fk["referred_columns"])))
         columns = [ColumnInfo(c["name"], str(c["type"]), c["name"] in pk, bool(c.get("nullable", True)),
                               description=cfg.descriptions.get(f"{name}.{c['name']}", "")) for c in cols]  # fmt: skip

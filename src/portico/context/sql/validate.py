@@ -44,23 +44,85 @@ QUERY_ROOTS = _classes(("Select", "Union", "Intersect", "Except", "SetOperation"
 # dialect. Lower-case names; a trailing '*' denies a prefix.
 _COMMON_DENY = {"sleep", "benchmark", "load_file", "load_extension", "readfile", "writefile", "lo_*", "dblink*"}
 DENIED_FUNCTIONS: dict[str, frozenset[str]] = {
-    "postgres": frozenset(_COMMON_DENY | {
-        "pg_*",  # pg_sleep, pg_read_file, pg_ls_dir, pg_stat_file, pg_terminate_backend, pg_advisory_lock, …
-        "set_config", "current_setting", "nextval", "setval", "currval", "lastval", "txid_current",
-        "query_to_xml*", "table_to_xml*", "cursor_to_xml*", "database_to_xml*", "schema_to_xml*",
-        "copy", "version", "inet_server_addr", "inet_client_addr", "generate_series", "repeat",
-        "explodinggenerateseries", "exploding_generate_series", "unnest_generate_series",
-    }),
-    "mysql": frozenset(_COMMON_DENY | {
-        "get_lock", "release_lock", "release_all_locks", "is_free_lock", "is_used_lock", "master_pos_wait",
-        "source_pos_wait", "sys_exec", "sys_eval", "last_insert_id", "uuid_short", "version", "database", "user",
-        "current_user", "session_user", "system_user", "connection_id", "found_rows", "row_count", "repeat", "space",
-        "rpad", "lpad", "name_const", "extractvalue", "updatexml", "gtid_*", "wait_for_executed_gtid_set",
-    }),
-    "sqlite": frozenset(_COMMON_DENY | {
-        "edit", "fts3_tokenizer", "randomblob", "zeroblob", "sqlite_*", "load_extension", "zipfile", "sqlar_*",
-        "changes", "total_changes", "last_insert_rowid", "generate_series", "explodinggenerateseries",
-    }),
+    "postgres": frozenset(
+        _COMMON_DENY
+        | {
+            "pg_*",  # pg_sleep, pg_read_file, pg_ls_dir, pg_stat_file, pg_terminate_backend, pg_advisory_lock, …
+            "set_config",
+            "current_setting",
+            "nextval",
+            "setval",
+            "currval",
+            "lastval",
+            "txid_current",
+            "query_to_xml*",
+            "table_to_xml*",
+            "cursor_to_xml*",
+            "database_to_xml*",
+            "schema_to_xml*",
+            "copy",
+            "version",
+            "inet_server_addr",
+            "inet_client_addr",
+            "generate_series",
+            "repeat",
+            "explodinggenerateseries",
+            "exploding_generate_series",
+            "unnest_generate_series",
+        }
+    ),
+    "mysql": frozenset(
+        _COMMON_DENY
+        | {
+            "get_lock",
+            "release_lock",
+            "release_all_locks",
+            "is_free_lock",
+            "is_used_lock",
+            "master_pos_wait",
+            "source_pos_wait",
+            "sys_exec",
+            "sys_eval",
+            "last_insert_id",
+            "uuid_short",
+            "version",
+            "database",
+            "user",
+            "current_user",
+            "session_user",
+            "system_user",
+            "connection_id",
+            "found_rows",
+            "row_count",
+            "repeat",
+            "space",
+            "rpad",
+            "lpad",
+            "name_const",
+            "extractvalue",
+            "updatexml",
+            "gtid_*",
+            "wait_for_executed_gtid_set",
+        }
+    ),
+    "sqlite": frozenset(
+        _COMMON_DENY
+        | {
+            "edit",
+            "fts3_tokenizer",
+            "randomblob",
+            "zeroblob",
+            "sqlite_*",
+            "load_extension",
+            "zipfile",
+            "sqlar_*",
+            "changes",
+            "total_changes",
+            "last_insert_rowid",
+            "generate_series",
+            "explodinggenerateseries",
+        }
+    ),
 }
 # System catalogs: readable only when a source's allow-list names them (listed for the error message).
 CATALOG_SCHEMAS = {"information_schema", "pg_catalog", "pg_toast", "mysql", "performance_schema", "sys"}
