@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from portico.config import ConfigError, PorticoConfig, load_config
+from portico.config import PorticoConfig
 from portico.context.sql.retrieval import Example
 from portico.context.sql.service import SqlSource, SqlSources, UnknownSource
 from portico.context.sql.validate import Rejection
@@ -24,11 +24,9 @@ BLOCKED = 3  # exit code of `validate` for SQL the validator rejects
 
 
 def _config(path: str | None) -> PorticoConfig:
-    try:
-        return load_config(path)
-    except ConfigError as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False)
-        raise typer.Exit(2) from None
+    from portico.cli import _load  # the main CLI's loader (exit 2 on a bad config); imported late: it imports us
+
+    return _load(path)
 
 
 def _source(cfg: PorticoConfig, name: str) -> SqlSource:
