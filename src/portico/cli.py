@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import os
 import sys
+import time
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from portico.actions.cli import tools_app
 from portico.cache.cli import cache_app
 from portico.config import ConfigError, PorticoConfig, load_config
 from portico.context.knowledge.ingest_cli import ingest
@@ -254,6 +257,9 @@ def keys_create(
     tpm: Annotated[int | None, typer.Option(help="Tokens per minute")] = None,
     budget_usd: Annotated[float | None, typer.Option("--budget-usd", help="Spend limit in USD")] = None,
     budget_period: Annotated[str, typer.Option("--budget-period", help="day | month | total")] = "total",
+    tools: Annotated[
+        str | None, typer.Option(help="Comma-separated tools or globs it may call (default: read-only tools only)")
+    ] = None,
     url: UrlOpt = "http://127.0.0.1:8080",
     master_key: MasterOpt = None,
 ) -> None:
@@ -261,6 +267,8 @@ def keys_create(
     body: dict = {"name": name, "rpm": rpm, "tpm": tpm, "budget_usd": budget_usd}
     if models:
         body["models"] = [m.strip() for m in models.split(",") if m.strip()]
+    if tools:
+        body["tools"] = [t.strip() for t in tools.split(",") if t.strip()]
     if budget_usd is not None:
         body["budget_period"] = budget_period
     out = _admin("POST", url, "/admin/keys", master_key, json={k: v for k, v in body.items() if v is not None})
@@ -289,10 +297,11 @@ def keys_update(
     tpm: Annotated[int | None, typer.Option()] = None,
     budget_usd: Annotated[float | None, typer.Option("--budget-usd")] = None,
     budget_period: Annotated[str | None, typer.Option("--budget-period")] = None,
+    tools: Annotated[str | None, typer.Option(help="Comma-separated tools/globs; 'read-only' for the default")] = None,
     url: UrlOpt = "http://127.0.0.1:8080",
     master_key: MasterOpt = None,
 ) -> None:
-    """Change a key's name, models, limits or budget."""
+    """Change a key's name, models, tools, limits or budget."""
     body: dict = {
         k: v
         for k, v in {
@@ -306,7 +315,64 @@ def keys_update(
     }
     if models is not None:
         body["models"] = None if models == "all" else [m.strip() for m in models.split(",") if m.strip()]
+    if tools is not None:
+        body["tools"] = None if tools == "read-only" else [t.strip() for t in tools.split(",") if t.strip()]
     Console().print(_key_table([_admin("PATCH", url, f"/admin/keys/{key_id}", master_key, json=body)]))
+
+
+approvals_app = typer.Typer(no_args_is_help=True, help="Write actions waiting for a human (a running Portico).")
+app.add_typer(approvals_app, name="approvals")
+
+
+@approvals_app.command("list")
+def approvals_list(
+    status: Annotated[str | None, typer.Option(help="pending, approved, denied, expired, executed, failed, …")] = None,
+    url: UrlOpt = "http://127.0.0.1:8080",
+    master_key: MasterOpt = None,
+) -> None:
+    """List actions (newest first)."""
+    rows = _admin("GET", url, "/admin/approvals", master_key, params={"status": status} if status else {})["data"]
+    t = Table("id", "tool", "status", "asked by", "created", "arguments")
+    for a in rows:
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(a["created_at"]))
+        t.add_row(a["id"], a["tool"], a["status"], a["key_name"] or "", created, json.dumps(a["arguments"])[:80])
+    Console().print(t)
+
+
+@approvals_app.command("show")
+def approvals_show(approval_id: str, url: UrlOpt = "http://127.0.0.1:8080", master_key: MasterOpt = None) -> None:
+    """One action with its conversation excerpt, result and audit trail (JSON)."""
+    print(json.dumps(_admin("GET", url, f"/admin/approvals/{approval_id}", master_key), indent=2))
+
+
+@approvals_app.command("approve")
+def approvals_approve(
+    approval_id: str,
+    arguments: Annotated[str | None, typer.Option(help="Edited arguments as a JSON object")] = None,
+    by: Annotated[str, typer.Option(help="Who approves (recorded in the audit log)")] = "operator",
+    url: UrlOpt = "http://127.0.0.1:8080",
+    master_key: MasterOpt = None,
+) -> None:
+    """Approve: the tool runs once, now; prints the result."""
+    body: dict = {"by": by}
+    if arguments is not None:
+        body["arguments"] = json.loads(arguments)
+    out = _admin("POST", url, f"/admin/approvals/{approval_id}/approve", master_key, json=body)
+    Console().print(f"{out['id']}: {out['status']}")
+    print((out.get("result") or {}).get("content", ""))
+
+
+@approvals_app.command("deny")
+def approvals_deny(
+    approval_id: str,
+    reason: Annotated[str | None, typer.Option(help="Why (shown to the model and in the audit)")] = None,
+    by: Annotated[str, typer.Option(help="Who denies")] = "operator",
+    url: UrlOpt = "http://127.0.0.1:8080",
+    master_key: MasterOpt = None,
+) -> None:
+    """Deny: the tool never runs."""
+    out = _admin("POST", url, f"/admin/approvals/{approval_id}/deny", master_key, json={"reason": reason, "by": by})
+    Console().print(f"{out['id']}: {out['status']}")
 
 
 @app.command()
@@ -338,6 +404,7 @@ def usage(
 
 app.add_typer(cache_app, name="cache")
 app.add_typer(sql_app, name="sql")
+app.add_typer(tools_app, name="tools")
 app.command("ingest")(ingest)
 
 router_app = typer.Typer(no_args_is_help=True, help="Preference router: train from pairwise data, calibrate.")

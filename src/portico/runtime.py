@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from portico.actions import Toolbox, ToolKinds
+from portico.actions.agent import agent_step
+from portico.actions.approvals import ApprovalQueue, ApprovalStore
+from portico.actions.kinds.http import http_kind
+from portico.actions.kinds.knowledge import knowledge_kind
+from portico.actions.kinds.sql import sql_kind
 from portico.cache.factory import cache_step
 from portico.cache.prompt_cache import prompt_cache_step
 from portico.cache.results import ResultCache
@@ -57,8 +63,18 @@ def default_registry() -> StepRegistry:
     reg.register("anomaly", anomaly_step, phase="before")
     reg.register("output_checks", output_checks_step, phase="after")
     reg.register("sql", SqlStep, phase="before")
+    reg.register("agent", agent_step, phase="before")  # answers in place of generate (see _build)
     # Components register their step kinds here, one line each: reg.register(name, factory, phase).
     return reg
+
+
+def default_tool_kinds() -> ToolKinds:
+    kinds = ToolKinds()
+    # Tool kinds register here, one line each: kinds.register(kind, factory) with factory(ToolConfig, services).
+    kinds.register("http", http_kind)
+    kinds.register("knowledge", knowledge_kind)
+    kinds.register("sql", sql_kind)
+    return kinds
 
 
 class Runtime:
@@ -91,6 +107,11 @@ class Runtime:
         )
         self._closers: list[Any] = []  # async callables releasing step resources, run at close()
         self._results_store: Any = None  # made on first use of result_cache()
+        # Before the pipelines: agent steps check the tool names they list against it.
+        self.tools = Toolbox.build(cfg.tools, default_tool_kinds(), self)
+        policies = {t.name: t.approval for t in cfg.tools}
+        self.approvals = ApprovalQueue(ApprovalStore(self.db), self.tools, policies, keys=self.keys)
+        self.tools.gate = self.approvals  # no write tool runs without a recorded approval
         # Plain model names share the minimal pipeline: generate, wrapped by the exact cache when it is on.
         stages: list[Step] = [GenerateStep(self.gateway)]
         if cfg.cache.enabled:
@@ -117,7 +138,9 @@ class Runtime:
             (before if phase == "before" else after).append(step)
         closers = [s.closer for st in (*before, *after) for s in (st.steps if isinstance(st, Parallel) else (st,))
                    if s.closer is not None]  # fmt: skip
-        return Pipeline(app.name, [*before, GenerateStep(self.gateway, app.model), *after, *closers])
+        # An agent step answers (its loop makes the model calls): no generate step after it.
+        answer = [] if any(sc.use == "agent" for sc in app.steps) else [GenerateStep(self.gateway, app.model)]
+        return Pipeline(app.name, [*before, *answer, *after, *closers])
 
     def on_close(self, close: Any) -> None:
         self._closers.append(close)
@@ -168,12 +191,16 @@ class Runtime:
         await self.keys.load()
         self.usage.start()
         self.tracing.start()
+        await self.tools.start()  # MCP servers connect here; one that is down is reported, not fatal
+        await self.approvals.recover()  # approved actions a crash left unstarted run; lost calls become unknown
 
     async def start(self) -> None:
         await self.open()
         await self.gateway.start()  # models may load for a while; /readyz reports it
 
     async def close(self) -> None:
+        await self.approvals.close()
+        await self.tools.close()
         await self.gateway.close()
         await self.usage.close()  # every queued usage row is written before the database closes
         await self.tracing.close()  # likewise every queued trace (and its OTLP export)

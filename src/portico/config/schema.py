@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from portico.actions.config import ToolConfig
 from portico.context.sql.config import SqlSourceConfig, check_unique
 
 _STRICT = ConfigDict(extra="forbid")
@@ -280,6 +281,7 @@ class PorticoConfig(BaseModel):
     knowledge: KnowledgeConfig = Field(default_factory=KnowledgeConfig)
     models: list[ModelConfig] = Field(min_length=1)
     applications: list[ApplicationConfig] = Field(default_factory=list)
+    tools: list[ToolConfig] = Field(default_factory=list)  # what agent steps may call (portico.actions)
     # The embedding model steps use for vectors (cache, router, guardrails, retrieval); default: the first one.
     embedder: str | None = None
     sql_sources: list[SqlSourceConfig] = Field(default_factory=list)  # databases for questions over SQL
@@ -314,6 +316,11 @@ class PorticoConfig(BaseModel):
             if names[a.model] != "chat":
                 raise ValueError(f"applications[{i}].model: '{a.model}' is not a chat model")
             names[a.name] = "application"
+        tool_names: set[str] = set()
+        for i, t in enumerate(self.tools):
+            if t.name in tool_names:
+                raise ValueError(f"tools[{i}].name: tool '{t.name}' is defined twice")
+            tool_names.add(t.name)
         if self.embedder is not None and names.get(self.embedder) != "embedding":
             raise ValueError(f"embedder: '{self.embedder}' is not an embedding model")
         doc = self.knowledge.document_embedder
@@ -351,6 +358,9 @@ def secret(value: SecretStr | None) -> str | None:
 
 def public_view(cfg: PorticoConfig) -> dict[str, Any]:
     """The config without secrets, for ``portico models`` and admin views."""
+    # Tools are left out whole: their kind-specific fields (headers, tokens) may hold interpolated secrets;
+    # /admin/tools shows each tool's safe view.
     return cfg.model_dump(
-        mode="json", exclude={"auth": True, "models": {"__all__": {"deployments": {"__all__": {"api_key"}}}}}
+        mode="json",
+        exclude={"auth": True, "tools": True, "models": {"__all__": {"deployments": {"__all__": {"api_key"}}}}},
     )

@@ -9,6 +9,9 @@ from portico.gateway.pricing import cost_usd, resolve_price
 from portico.pipeline.context import RequestContext
 
 _STEP_CALLS = "cost.step_calls"  # ctx.state: the model calls steps made besides the answer (see charge)
+# ctx.state: the name of a step that charged every model call of the answer itself (an agent run), so the answer's
+# usage, which then sums the whole run, is not priced a second time.
+ANSWER_CHARGED = "cost.answer_charged"
 
 
 class PriceBook:
@@ -28,7 +31,12 @@ class PriceBook:
         """What a chat request's upstream call cost: priced as the model of its last attempt (a fallback's), plus
         (``steps``) the model calls its steps made on the way, e.g. a query rewrite (see ``charge``)."""
         model = ctx.attempts[-1].model if ctx.attempts else ctx.model
-        extra = sum(c["cost_usd"] for c in ctx.state.get(_STEP_CALLS, ())) if steps else 0.0
+        calls = ctx.state.get(_STEP_CALLS, ())
+        by = ctx.state.get(ANSWER_CHARGED)
+        if by:  # the answering step's own charges are the answer's cost
+            answer = sum(c["cost_usd"] for c in calls if c["step"] == by)
+            return answer + (sum(c["cost_usd"] for c in calls if c["step"] != by) if steps else 0.0)
+        extra = sum(c["cost_usd"] for c in calls) if steps else 0.0
         return self.cost(model, ctx.deployment, ctx.usage) + extra
 
     def charge(self, ctx: RequestContext, step: str, model: str, deployment: str | None,
@@ -40,3 +48,7 @@ class PriceBook:
             {"step": step, "model": model, "deployment": deployment, "usage": dict(usage or {}), "cost_usd": usd}
         )
         return usd
+
+    def book(self, ctx: RequestContext, step: str, usd: float, **detail: Any) -> None:
+        """Add a cost no model call priced (a paid search API behind a tool) to the request's cost."""
+        ctx.state.setdefault(_STEP_CALLS, []).append({"step": step, **detail, "cost_usd": usd})

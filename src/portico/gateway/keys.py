@@ -39,6 +39,7 @@ class KeyRecord:
     budget_period: Period | None
     created_at: float
     revoked_at: float | None
+    tools: tuple[str, ...] | None = None  # tool names/globs it may call; None: read-only tools only
 
     @classmethod
     def from_row(cls, r: dict[str, Any]) -> KeyRecord:
@@ -47,7 +48,7 @@ class KeyRecord:
             id=r["id"], name=r["name"], key_hash=r["key_hash"], prefix=r["key_prefix"],
             models=frozenset(models) if models is not None else None, rpm=r.get("rpm"), tpm=r.get("tpm"),
             budget_usd=r.get("budget_usd"), budget_period=r.get("budget_period"), created_at=r["created_at"],
-            revoked_at=r.get("revoked_at"),
+            revoked_at=r.get("revoked_at"), tools=tuple(r["tools"]) if r.get("tools") is not None else None,
         )  # fmt: skip
 
     @property
@@ -63,6 +64,7 @@ class KeyRecord:
             "models": sorted(self.models) if self.models is not None else None, "rpm": self.rpm, "tpm": self.tpm,
             "budget_usd": self.budget_usd, "budget_period": self.budget_period, "created_at": self.created_at,
             "revoked_at": self.revoked_at, "active": self.active,
+            "tools": list(self.tools) if self.tools is not None else None,
         }  # fmt: skip
 
 
@@ -116,13 +118,14 @@ class KeyStore:
         tpm: int | None = None,
         budget_usd: float | None = None,
         budget_period: Period | None = None,
+        tools: list[str] | None = None,
     ) -> tuple[KeyRecord, str]:
         token = KEY_PREFIX + secrets.token_urlsafe(32)
         row = {
             "id": "key_" + uuid.uuid4().hex[:20], "name": name, "key_hash": hash_key(token),
             "key_prefix": token[:10], "models": models, "rpm": rpm, "tpm": tpm, "budget_usd": budget_usd,
             "budget_period": budget_period if budget_usd is not None else None, "created_at": time.time(),
-            "revoked_at": None,
+            "revoked_at": None, "tools": tools,
         }  # fmt: skip
         await repo.insert_key(self.db, row)
         rec = self._by_hash[row["key_hash"]] = KeyRecord.from_row(row)

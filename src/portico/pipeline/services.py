@@ -17,6 +17,7 @@ class Services(Protocol):
     db: Any  # Database: SQLAlchemy async engine (SQLite or PostgreSQL)
     state: Any  # MemoryState | RedisState: shared counters; RedisState.redis is the redis client
     prices: Any  # PriceBook: cost(model, deployment, usage) in USD
+    tools: Any  # Toolbox: the configured tools (portico.actions), expand(names) / get(name) / gate
 
     def on_close(self, close: Any) -> None:
         """Register an async callable that releases a step's resources (stores, clients) at shutdown."""

@@ -63,6 +63,13 @@ class ModelNotFound(NotFound):
     code = "model_not_found"
 
 
+class Conflict(PorticoError):
+    """The resource is not in a state that allows this (an approval already decided or expired)."""
+
+    status = 409
+    type = "invalid_request_error"
+
+
 class RateLimited(PorticoError):
     status = 429
     type = "rate_limit_error"

@@ -30,6 +30,8 @@ class KeyFields(BaseModel):
     tpm: int | None = Field(default=None, ge=1)
     budget_usd: float | None = Field(default=None, gt=0)
     budget_period: Literal["day", "month", "total"] | None = None
+    # Tool names or globs (send_*) the key may call; absent: read-only tools only, never a write tool.
+    tools: list[str] | None = None
 
 
 class KeyCreate(KeyFields):
@@ -54,7 +56,7 @@ async def create_key(request: Request) -> Response:
     _check_models(rt, body.models)
     rec, token = await rt.keys.create(
         body.name, models=body.models, rpm=body.rpm, tpm=body.tpm, budget_usd=body.budget_usd,
-        budget_period=body.budget_period or ("total" if body.budget_usd is not None else None),
+        budget_period=body.budget_period or ("total" if body.budget_usd is not None else None), tools=body.tools,
     )  # fmt: skip
     return _json({**rec.public(), "key": token}, 201)
 

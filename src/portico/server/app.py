@@ -18,9 +18,21 @@ from portico.config.schema import PorticoConfig
 from portico.observability.logging import setup_logging
 from portico.protocol.errors import PorticoError
 from portico.runtime import Runtime
-from portico.server import admin, errors, handoffs_api, knowledge_api, requests_api, sql_api, stats_api, ui
+from portico.server import (
+    admin,
+    approvals_api,
+    errors,
+    handoffs_api,
+    knowledge_api,
+    requests_api,
+    sql_api,
+    stats_api,
+    tools_api,
+    ui,
+)
 from portico.server.chat import chat_completions
 from portico.server.embeddings import embeddings
+from portico.server.mcp_gateway import McpGateway
 from portico.server.meta import get_model, healthz, list_models, metrics, readyz
 from portico.server.middleware import RequestIdMiddleware
 
@@ -31,6 +43,7 @@ def create_app(cfg: PorticoConfig, *, wait_for_models: bool = False) -> Starlett
     """Build the app. Local models load in the background after start-up (``/readyz`` says when), unless
     ``wait_for_models`` is set."""
     runtime = Runtime(cfg)
+    mcp = McpGateway(runtime)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -43,7 +56,8 @@ def create_app(cfg: PorticoConfig, *, wait_for_models: bool = False) -> Starlett
         if wait_for_models:
             await loading
         try:
-            yield
+            async with mcp.running():
+                yield
         finally:
             if not loading.done():
                 loading.cancel()
@@ -73,6 +87,9 @@ def create_app(cfg: PorticoConfig, *, wait_for_models: bool = False) -> Starlett
         Route("/admin/handoffs/{handoff_id}", handoffs_api.get_handoff, methods=["GET"]),
         Route("/admin/handoffs/{handoff_id}", handoffs_api.update_handoff, methods=["POST"]),
         Route("/readyz", readyz, methods=["GET"]),
+        *approvals_api.routes(),
+        *mcp.routes(),
+        *tools_api.routes(),
         *ui.routes(),
     ]
     app = Starlette(

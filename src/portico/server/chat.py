@@ -30,7 +30,8 @@ async def chat_completions(request: Request) -> Response | SSEResponse:
     state["model"] = req.model
     adm = await rt.control.admit(caller, req.model, lambda: sum(len(m.text()) for m in req.messages))
     ctx = RequestContext(request=req, request_id=state["request_id"], model=req.model, application=application,
-                         caller={"key": caller.name, "key_id": caller.key.id if caller.key else None})  # fmt: skip
+                         caller={"key": caller.name, "key_id": caller.key.id if caller.key else None,
+                                 "tools": caller.key.tools if caller.key else None})  # fmt: skip
     cache_control = request.headers.get("cache-control")
     if cache_control:
         ctx.state["http.cache_control"] = cache_control

@@ -20,6 +20,8 @@ from sqlalchemy import (
     String,
     Table,
     event,
+    inspect,
+    text,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
@@ -41,6 +43,7 @@ api_keys = Table(
     Column("budget_period", String(8), nullable=True),  # day | month | total
     Column("created_at", Float, nullable=False),
     Column("revoked_at", Float, nullable=True),
+    Column("tools", JSON, nullable=True),  # tool names/globs it may call; null: read-only tools only
 )
 
 usage = Table(
@@ -129,6 +132,7 @@ class Database:
             try:
                 async with self.engine.begin() as conn:
                     await conn.run_sync(metadata.create_all)
+                    await conn.run_sync(_add_missing_columns)
                 return
             except (OperationalError, ProgrammingError, IntegrityError):
                 if attempt == 2:
@@ -137,6 +141,21 @@ class Database:
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+
+def _add_missing_columns(conn) -> None:  # type: ignore[no-untyped-def]
+    """Nullable columns added since a database was created (``create_all`` only makes missing tables). A stopgap
+    until versioned migrations exist: it only ever adds nullable columns, which both dialects do in place."""
+    inspector = inspect(conn)
+    existing_tables = set(inspector.get_table_names())
+    for table in metadata.sorted_tables:
+        if table.name not in existing_tables:
+            continue
+        have = {c["name"] for c in inspector.get_columns(table.name)}
+        for col in table.columns:
+            if col.name not in have and col.nullable:
+                kind = col.type.compile(dialect=conn.dialect)
+                conn.execute(text(f'ALTER TABLE "{table.name}" ADD COLUMN "{col.name}" {kind}'))
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
