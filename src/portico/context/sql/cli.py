@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
 from portico.config import PorticoConfig
-from portico.context.sql.retrieval import Example
-from portico.context.sql.service import SqlSource, SqlSources, UnknownSource
-from portico.context.sql.validate import Rejection
+
+if TYPE_CHECKING:  # the SQL stack (SQLAlchemy, sqlglot, BM25) loads only when a `portico sql` command runs
+    from portico.context.sql.retrieval import Example
+    from portico.context.sql.service import SqlSource
 
 sql_app = typer.Typer(no_args_is_help=True, help="Questions over SQL: refresh schemas, add examples, check SQL.")
 out = Console()
@@ -30,6 +31,8 @@ def _config(path: str | None) -> PorticoConfig:
 
 
 def _source(cfg: PorticoConfig, name: str) -> SqlSource:
+    from portico.context.sql.service import SqlSources, UnknownSource
+
     try:
         return SqlSources(cfg.sql_sources, cfg.state_dir, None).get(name)  # no embedder: nothing here searches
     except UnknownSource:
@@ -69,6 +72,8 @@ def validate_cmd(source: SourceArg, sql: Annotated[str, typer.Argument(help="The
     """Check SQL as a question's SQL would be checked: prints the SQL that would run (exit 0), or the rule that
     blocks it (exit 3)."""
 
+    from portico.context.sql.validate import Rejection
+
     async def go() -> int:
         src = _source(_config(config), source)
         await _opened(src)
@@ -85,6 +90,8 @@ def validate_cmd(source: SourceArg, sql: Annotated[str, typer.Argument(help="The
 
 
 def read_examples(path: Path) -> list[Example]:
+    from portico.context.sql.retrieval import Example
+
     rows: list[Example] = []
     for n, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
@@ -105,6 +112,7 @@ def train(source: SourceArg,
           examples: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSON lines: question, sql")],
           config: ConfigOpt = None) -> None:  # fmt: skip
     """Add question→SQL examples to the source's example store; each example's SQL must pass the validator."""
+    from portico.context.sql.validate import Rejection
 
     async def go() -> int:
         src = _source(_config(config), source)
@@ -138,6 +146,7 @@ def query(source: SourceArg, question: Annotated[str, typer.Argument(help="A que
     from portico.context.sql.engine import SqlExecutionError
     from portico.context.sql.generate import SqlAnswerer, SqlFailed, rows_table
     from portico.context.sql.service import sql_of
+    from portico.context.sql.validate import Rejection
     from portico.runtime import Runtime
 
     cfg = _config(config)
