@@ -37,8 +37,11 @@ services:
 	@redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 || redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 \
 		--save "" --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log
 	@pg_isready -h 127.0.0.1 -q || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
-	@for i in $$(seq 1 30); do redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && pg_isready -h 127.0.0.1 -q && exit 0; \
-		sleep 1; done; echo "Redis or PostgreSQL did not come up on 127.0.0.1" >&2; exit 1
+	@mariadb-admin -h 127.0.0.1 -u root ping >/dev/null 2>&1 || ! test -x /usr/sbin/mariadbd || \
+		start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
+	@for i in $$(seq 1 30); do redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && pg_isready -h 127.0.0.1 -q && \
+		{ ! test -x /usr/sbin/mariadbd || mariadb-admin -h 127.0.0.1 -u root ping >/dev/null 2>&1; } && exit 0; \
+		sleep 1; done; echo "Redis, PostgreSQL or MariaDB did not come up on 127.0.0.1" >&2; exit 1
 
 # The dashboard test drives Debian's chromium through playwright-core (pinned in tests/browser/package-lock.json).
 tests/browser/node_modules/.package-lock.json: tests/browser/package-lock.json
@@ -119,3 +122,9 @@ bench-approvals: install-dev services
 bench-condense: install-dev
 	$(PY) bench/condense.py
 .PHONY: bench-condense
+# Questions over SQL: table/example retrieval, execution accuracy (local model, nearest-example baseline) on Kummerfeld's
+# GeoQuery and Restaurants from ../shared/data/text2sql (or $$PORTICO_DATA), and the validator on bench/sql_attacks
+# beside LangChain's SQLDatabase.run (langchain-community, a dev dependency).
+.PHONY: bench-sql
+bench-sql: install-dev
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(PY) bench/sql.py

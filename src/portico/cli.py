@@ -18,6 +18,7 @@ from portico.actions.cli import tools_app
 from portico.cache.cli import cache_app
 from portico.config import ConfigError, PorticoConfig, load_config
 from portico.context.knowledge.ingest_cli import ingest
+from portico.context.sql.cli import sql_app
 from portico.evaluation.cli import eval_app
 from portico.flow.show import pipeline_app
 
@@ -415,6 +416,7 @@ def usage(
 app.add_typer(cache_app, name="cache")
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(eval_app, name="eval")
+app.add_typer(sql_app, name="sql")
 app.add_typer(tools_app, name="tools")
 app.command("ingest")(ingest)
 

@@ -9,6 +9,7 @@ from portico.actions.agent import agent_step
 from portico.actions.approvals import ApprovalQueue, ApprovalStore
 from portico.actions.kinds.http import http_kind
 from portico.actions.kinds.knowledge import knowledge_kind
+from portico.actions.kinds.sql import sql_kind
 from portico.cache.factory import cache_step
 from portico.cache.prompt_cache import prompt_cache_step
 from portico.cache.results import ResultCache
@@ -19,6 +20,7 @@ from portico.context.condense import CondenseStep
 from portico.context.pack import PackStep
 from portico.context.retrieve import RetrieveStep
 from portico.context.rewrite import RewriteStep
+from portico.context.sql.step import SqlStep
 from portico.context.system_prompt import SystemPromptStep
 from portico.evaluation.experiments import ExperimentService
 from portico.evaluation.feedback import FeedbackService
@@ -68,6 +70,7 @@ def default_registry() -> StepRegistry:
     reg.register("output_checks", output_checks_step, phase="after")
     reg.register("feedback", FeedbackStep, phase="after")  # a regenerating loop's note to the model
     reg.register("condense", CondenseStep, phase="before")
+    reg.register("sql", SqlStep, phase="before")
     reg.register("agent", agent_step, phase="before")  # answers in place of generate (see _build)
     # Components register their step kinds here, one line each: reg.register(name, factory, phase).
     return reg
@@ -78,6 +81,7 @@ def default_tool_kinds() -> ToolKinds:
     # Tool kinds register here, one line each: kinds.register(kind, factory) with factory(ToolConfig, services).
     kinds.register("http", http_kind)
     kinds.register("knowledge", knowledge_kind)
+    kinds.register("sql", sql_kind)
     return kinds
 
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from portico.actions.config import ToolConfig
 from portico.config.responses import ResponsesConfig
+from portico.context.sql.config import SqlSourceConfig, check_unique
 from portico.evaluation.config import Experiments, Metrics
 
 _STRICT = ConfigDict(extra="forbid")
@@ -320,9 +321,11 @@ class PorticoConfig(BaseModel):
     pipelines: dict[str, list[StepConfig]] = Field(default_factory=dict)  # named step lists that steps can ``call``
     metrics: Metrics = Field(default_factory=list)  # feedback metrics (portico.evaluation.config)
     experiments: Experiments = Field(default_factory=list)  # traffic splits between applications (same module)
+    sql_sources: list[SqlSourceConfig] = Field(default_factory=list)  # databases for questions over SQL
 
     @model_validator(mode="after")
     def _cross_refs(self) -> PorticoConfig:
+        check_unique(self.sql_sources)
         names: dict[str, str] = {}
         for i, m in enumerate(self.models):
             if m.name in names:

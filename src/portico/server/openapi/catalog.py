@@ -14,6 +14,7 @@ from portico.evaluation.feedback import FeedbackBody
 from portico.protocol import schemas as s
 from portico.protocol import schemas_clients as c
 from portico.protocol import schemas_evals as e
+from portico.protocol import schemas_sql as q
 from portico.protocol.chat import ChatCompletionRequest
 from portico.protocol.embeddings import EmbeddingRequest
 from portico.protocol.messages import CountTokensRequest, MessagesRequest
@@ -158,6 +159,9 @@ OPS: list[Op] = [
        query=EvalsQuery, errors=(400,), auth="admin", tag="evaluation", example=Example(query={"limit": "10"})),
     Op("GET", "/admin/evals/{run_id}", "Get an eval run with every result and pairwise judgement", e.EvalRun,
        errors=(404,), auth="admin", tag="evaluation", example=Example(path={"run_id": "run_0123"}, status=404)),
+    Op("POST", "/v1/sql_sources/{name}/query", "Ask a SQL source a question, or run one checked SELECT",
+       q.SqlResult, q.SqlQuery, errors=(400, 404, 503), tag="sql",
+       example=Example({"sql": "SELECT 1"}, path={"name": "no-such-source"}, status=404)),
     # ---- knowledge bases ------------------------------------------------------------------------------------
     Op("POST", _KB, "Create a knowledge base", s.KnowledgeBase, s.KnowledgeBaseCreate, status=201,
        errors=(409,), tag="knowledge", example=Example({"name": "spec-docs"}, status=201)),

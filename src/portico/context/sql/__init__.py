@@ -1,0 +1,1 @@
+"""Questions over SQL databases: introspection, a read-only validator, schema/example retrieval, generation."""
