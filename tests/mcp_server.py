@@ -16,6 +16,7 @@ import os
 import time
 
 from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 
 server = MCPServer("orders")
@@ -53,7 +54,7 @@ def cancel_order(order_id: str) -> str:
 @server.tool()
 def fail(reason: str) -> str:
     """Always fails with the given reason."""
-    raise ValueError(reason)
+    raise ToolError(reason)
 
 
 @server.tool()

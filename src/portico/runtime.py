@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from portico.actions import ToolKinds, Toolbox
-from portico.actions.kinds.mcp import mcp_kind
-from portico.actions.kinds.web_search import web_search_kind
+from portico.actions.kinds import lazy_kind
 from portico.cache.factory import cache_step
 from portico.cache.prompt_cache import prompt_cache_step
 from portico.cache.results import ResultCache
@@ -65,8 +64,8 @@ def default_registry() -> StepRegistry:
 def default_tool_kinds() -> ToolKinds:
     kinds = ToolKinds()
     # Tool kinds register here, one line each: kinds.register(kind, factory) with factory(ToolConfig, services).
-    kinds.register("web_search", web_search_kind)
-    kinds.register("mcp", mcp_kind)
+    kinds.register("web_search", lazy_kind("portico.actions.kinds.web_search:web_search_kind"))
+    kinds.register("mcp", lazy_kind("portico.actions.kinds.mcp:mcp_kind"))
     return kinds
 
 
