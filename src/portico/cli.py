@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from portico.actions.cli import tools_app
 from portico.cache.cli import cache_app
 from portico.config import ConfigError, PorticoConfig, load_config
 from portico.context.knowledge.ingest_cli import ingest
@@ -336,6 +337,7 @@ def usage(
 
 
 app.add_typer(cache_app, name="cache")
+app.add_typer(tools_app, name="tools")
 app.command("ingest")(ingest)
 
 router_app = typer.Typer(no_args_is_help=True, help="Preference router: train from pairwise data, calibrate.")

@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from portico.actions import ToolKinds, Toolbox
+from portico.actions.agent import agent_step
 from portico.actions.kinds import lazy_kind
+from portico.actions.kinds.http import http_kind
+from portico.actions.kinds.knowledge import knowledge_kind
 from portico.cache.factory import cache_step
 from portico.cache.prompt_cache import prompt_cache_step
 from portico.cache.results import ResultCache
@@ -57,6 +60,7 @@ def default_registry() -> StepRegistry:
     reg.register("topics", topics_step, phase="before")
     reg.register("anomaly", anomaly_step, phase="before")
     reg.register("output_checks", output_checks_step, phase="after")
+    reg.register("agent", agent_step, phase="before")  # answers in place of generate (see _build)
     # Components register their step kinds here, one line each: reg.register(name, factory, phase).
     return reg
 
@@ -64,6 +68,8 @@ def default_registry() -> StepRegistry:
 def default_tool_kinds() -> ToolKinds:
     kinds = ToolKinds()
     # Tool kinds register here, one line each: kinds.register(kind, factory) with factory(ToolConfig, services).
+    kinds.register("http", http_kind)
+    kinds.register("knowledge", knowledge_kind)
     kinds.register("web_search", lazy_kind("portico.actions.kinds.web_search:web_search_kind"))
     kinds.register("mcp", lazy_kind("portico.actions.kinds.mcp:mcp_kind"))
     return kinds
@@ -127,7 +133,9 @@ class Runtime:
             (before if phase == "before" else after).append(step)
         closers = [s.closer for st in (*before, *after) for s in (st.steps if isinstance(st, Parallel) else (st,))
                    if s.closer is not None]  # fmt: skip
-        return Pipeline(app.name, [*before, GenerateStep(self.gateway, app.model), *after, *closers])
+        # An agent step answers (its loop makes the model calls): no generate step after it.
+        answer = [] if any(sc.use == "agent" for sc in app.steps) else [GenerateStep(self.gateway, app.model)]
+        return Pipeline(app.name, [*before, *answer, *after, *closers])
 
     def on_close(self, close: Any) -> None:
         self._closers.append(close)

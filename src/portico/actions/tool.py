@@ -79,6 +79,10 @@ class Tool(ABC):
     async def call(self, arguments: dict[str, Any], ctx: ToolContext) -> ToolResult:
         """Run with arguments already validated against ``parameters``."""
 
+    def public(self) -> dict[str, Any]:
+        """Kind-specific settings an operator may see (admin API, CLI): never header values or other secrets."""
+        return {}
+
     def spec(self) -> dict[str, Any]:
         """The OpenAI ``tools`` entry offered to the model."""
         return {
@@ -103,6 +107,11 @@ class ToolSource(ABC):
     @abstractmethod
     def tools(self) -> list[Tool]:
         """The tools available now (an MCP server that is down lists none)."""
+
+    def declares(self, name: str) -> bool:
+        """Whether ``name`` is a tool this source offers, asked when agent steps are built (before ``start``): a
+        server whose tools are discovered later answers from its config (e.g. its allowed tools)."""
+        return any(t.name == name for t in self.tools())
 
     def health(self) -> dict[str, Any]:
         return {"status": "ok"}

@@ -79,6 +79,10 @@ class Toolbox:
     def source(self, name: str) -> ToolSource | None:
         return next((s for s in self.sources if s.name == name), None)
 
+    def declares(self, name: str) -> bool:
+        """A tool name or a source name that agent steps may list (checked at build time)."""
+        return any(s.name == name or s.declares(name) for s in self.sources)
+
     def all(self) -> list[Tool]:
         return [t for s in self.sources for t in s.tools()]
 

@@ -9,6 +9,9 @@ from portico.gateway.pricing import cost_usd, resolve_price
 from portico.pipeline.context import RequestContext
 
 _STEP_CALLS = "cost.step_calls"  # ctx.state: the model calls steps made besides the answer (see charge)
+# ctx.state: set by a step that charged every model call itself (an agent run), so the answer's usage, which then
+# sums the whole run, is not priced a second time.
+ANSWER_CHARGED = "cost.answer_charged"
 
 
 class PriceBook:
@@ -29,6 +32,8 @@ class PriceBook:
         (``steps``) the model calls its steps made on the way, e.g. a query rewrite (see ``charge``)."""
         model = ctx.attempts[-1].model if ctx.attempts else ctx.model
         extra = sum(c["cost_usd"] for c in ctx.state.get(_STEP_CALLS, ())) if steps else 0.0
+        if ctx.state.get(ANSWER_CHARGED):
+            return extra
         return self.cost(model, ctx.deployment, ctx.usage) + extra
 
     def charge(self, ctx: RequestContext, step: str, model: str, deployment: str | None,
@@ -40,3 +45,7 @@ class PriceBook:
             {"step": step, "model": model, "deployment": deployment, "usage": dict(usage or {}), "cost_usd": usd}
         )
         return usd
+
+    def book(self, ctx: RequestContext, step: str, usd: float, **detail: Any) -> None:
+        """Add a cost no model call priced (a paid search API behind a tool) to the request's cost."""
+        ctx.state.setdefault(_STEP_CALLS, []).append({"step": step, **detail, "cost_usd": usd})

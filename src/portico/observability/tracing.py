@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from portico.config.schema import TracingConfig
-from portico.pipeline.context import Attempt, RequestContext, StepTiming
+from portico.pipeline.context import CHILD_SPANS, Attempt, ChildSpan, RequestContext, StepTiming
 from portico.storage.db import Database
 from portico.storage.traces import TraceWriter
 from portico.storage.usage import UsageRecord
@@ -214,10 +214,36 @@ def build_spans(
     for t in sorted(timings, key=lambda t: t.started):
         s = step_span(t, root.span_id, t0, ids, (notes or {}).get(t.step))
         spans.append(s)
-        if t.step == "generate":
+        if t.step in ("generate", "agent"):  # the steps that call the answering model
             generate = s.span_id
     spans.extend(attempt_span(a, operation, generate, t0, ids, now) for a in attempts)
     return spans
+
+
+def nest_child_spans(spans: list[SpanData], children: Sequence[ChildSpan], t0: float, content: bool) -> None:
+    """Add the spans steps recorded inside themselves (an agent's model and tool calls) under their step's span;
+    the upstream attempts made during a child model call move under it."""
+    ids = _Ids()
+    ids.n = len(spans)
+    by_step = {s.name: s for s in spans[1:] if "portico.step" in s.attributes}
+    attempts = [s for s in spans[1:] if "portico.step" not in s.attributes]
+    for c in sorted(children, key=lambda c: c.started):
+        parent = by_step.get(c.step)
+        if parent is None:
+            continue
+        attrs = dict(c.attributes)
+        if c.error:
+            attrs["error.type"] = c.error
+        if content:
+            attrs.update((k, v) for k, v in c.content.items() if v is not None)
+        child = SpanData(ids.next(), parent.span_id, c.name, (c.started - t0) * 1000, c.duration * 1000,
+                         "error" if c.error else "ok", attrs)  # fmt: skip
+        if "gen_ai.operation.name" in attrs:  # a model call: its attempts are its children
+            end = child.start_ms + child.duration_ms
+            for s in attempts:
+                if s.parent_id == parent.span_id and child.start_ms <= s.start_ms <= end:
+                    s.parent_id = child.span_id
+        spans.append(child)
 
 
 def chat_trace(ctx: RequestContext, rec: UsageRecord, content: str, now: float | None = None) -> TraceData:
@@ -226,6 +252,8 @@ def chat_trace(ctx: RequestContext, rec: UsageRecord, content: str, now: float |
     attrs = root_attributes("chat", rec, ctx.model, response_model, _finish_reasons(ctx.response))
     spans = build_spans(f"chat {ctx.model}", attrs, rec.status >= 400, ctx.timings, ctx.attempts, "chat",
                         ctx.started, now, ctx.state.get("trace.notes"))  # fmt: skip
+    if ctx.state.get(CHILD_SPANS):
+        nest_child_spans(spans, ctx.state[CHILD_SPANS], ctx.started, stores_content(content))
     trace = TraceData(rec, time.time_ns() - int((now - ctx.started) * 1e9), spans)
     if stores_content(content):
         trace.input_src = list(ctx.request.messages)  # dumped to JSON by the writer

@@ -37,6 +37,23 @@ class StepTiming:
 
 
 @dataclass(slots=True)
+class ChildSpan:
+    """A span a step records for work inside it (an agent's model and tool calls), kept in
+    ``ctx.state[CHILD_SPANS]``; the tracer nests it under the step's own span."""
+
+    step: str  # the step whose span is the parent
+    name: str
+    started: float  # perf_counter
+    duration: float
+    error: str | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+    content: dict[str, Any] = field(default_factory=dict)  # arguments/results: stored only with tracing.content full
+
+
+CHILD_SPANS = "trace.child_spans"
+
+
+@dataclass(slots=True)
 class RequestContext:
     request: ChatCompletionRequest
     request_id: str

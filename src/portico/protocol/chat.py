@@ -278,6 +278,16 @@ def delta_choice(
     return {"index": index, "delta": delta, "finish_reason": finish_reason, "logprobs": logprobs}
 
 
+# A stream item that is not an answer chunk: the SSE encoder writes it as a comment line (": text"), which clients
+# and the OpenAI SDK skip. Steps that work for a while mid-stream (an agent running tools) keep the connection
+# alive with it.
+COMMENT_OBJECT = "portico.comment"
+
+
+def comment_chunk(text: str) -> dict[str, Any]:
+    return {"object": COMMENT_OBJECT, "comment": " ".join(text.split()), "choices": []}
+
+
 def completion_chunks(resp: dict[str, Any]) -> list[dict[str, Any]]:
     """A finished ``chat.completion`` as the chunks a stream of it would have had (usage chunk last)."""
     base = {"id": resp.get("id", ""), "model": resp.get("model", ""), "created": resp.get("created", 0)}

@@ -18,7 +18,7 @@ from portico.config.schema import PorticoConfig
 from portico.observability.logging import setup_logging
 from portico.protocol.errors import PorticoError
 from portico.runtime import Runtime
-from portico.server import admin, errors, handoffs_api, knowledge_api, requests_api, stats_api, ui
+from portico.server import admin, errors, handoffs_api, knowledge_api, requests_api, stats_api, tools_api, ui
 from portico.server.chat import chat_completions
 from portico.server.embeddings import embeddings
 from portico.server.meta import get_model, healthz, list_models, metrics, readyz
@@ -72,6 +72,7 @@ def create_app(cfg: PorticoConfig, *, wait_for_models: bool = False) -> Starlett
         Route("/admin/handoffs/{handoff_id}", handoffs_api.get_handoff, methods=["GET"]),
         Route("/admin/handoffs/{handoff_id}", handoffs_api.update_handoff, methods=["POST"]),
         Route("/readyz", readyz, methods=["GET"]),
+        *tools_api.routes(),
         *ui.routes(),
     ]
     app = Starlette(

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from starlette.types import Receive, Scope, Send
 
-from portico.protocol.chat import completion_chunks
+from portico.protocol.chat import COMMENT_OBJECT, completion_chunks
 from portico.protocol.errors import PorticoError
 
 log = logging.getLogger("portico.server")
@@ -21,6 +21,9 @@ DONE = b"data: [DONE]\n\n"
 async def encode_events(chunks: AsyncIterator[dict[str, Any]], include_usage: bool) -> AsyncIterator[bytes]:
     try:
         async for chunk in chunks:
+            if chunk.get("object") == COMMENT_OBJECT:
+                yield b": " + chunk["comment"].encode() + b"\n\n"
+                continue
             if not include_usage:
                 if not chunk.get("choices") and chunk.get("usage"):
                     continue  # the usage chunk Portico asked the upstream for, not the client
