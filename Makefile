@@ -107,3 +107,9 @@ bench-guardrails: install-dev
 
 clean:
 	rm -rf $(VENV) .portico .pytest_cache
+
+# Agents: Portico's agent step vs LangGraph's ReAct agent and the OpenAI Agents SDK on one scripted multi-step task
+# (overhead per step, runs/s at 16 in flight), plus the local model's tool-call accuracy on bench/agent_tasks.jsonl.
+.PHONY: bench-agents
+bench-agents: install-dev
+	flock /tmp/portico-bench.lock $(PY) bench/agents.py

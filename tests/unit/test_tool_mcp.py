@@ -45,7 +45,11 @@ class HttpServer:
 
     def start(self) -> None:
         cmd = [sys.executable, "-m", "tests.mcp_server", "http", "--port", str(self.port), "--token", TOKEN]
-        env = {**os.environ, "MCP_TEST_LOG": str(self.calls), "PYTHONPATH": f"{ROOT}:{os.environ.get('PYTHONPATH', '')}"}
+        env = {
+            **os.environ,
+            "MCP_TEST_LOG": str(self.calls),
+            "PYTHONPATH": f"{ROOT}:{os.environ.get('PYTHONPATH', '')}",
+        }
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         wait_http(f"http://127.0.0.1:{self.port}/health", self.proc, 30)
@@ -95,14 +99,22 @@ async def call(source: McpServer, name: str, args: dict[str, Any], gate: Any = N
 async def test_http_lists_calls_and_flags_writes(http_server: HttpServer) -> None:
     async with started(http_entry(http_server, blocked_tools=["fail"])) as source:
         tools = {t.name: t for t in source.tools()}
-        assert sorted(tools) == ["orders_add", "orders_cancel_order", "orders_lookup_order", "orders_pid", "orders_sleep"]
+        assert sorted(tools) == [
+            "orders_add",
+            "orders_cancel_order",
+            "orders_lookup_order",
+            "orders_pid",
+            "orders_sleep",
+        ]
         add = tools["orders_add"]
         assert add.description == "Add two integers." and add.parameters["required"] == ["a", "b"]
         assert add.spec()["function"]["name"] == "orders_add"
         # destructiveHint makes cancel_order a write tool; the rest follow the entry's default (read-only).
         assert tools["orders_cancel_order"].write and not add.write and not tools["orders_lookup_order"].write
         health = source.health()
-        assert health["connected"] and health["tools"] == 5 and health["transport"] == "http" and health["status"] == "ok"
+        assert (
+            health["connected"] and health["tools"] == 5 and health["transport"] == "http" and health["status"] == "ok"
+        )
 
         out = await call(source, "orders_add", {"a": 2, "b": 40})
         assert out.status == "ok" and out.result.content == "42" and out.result.data == {"result": 42}
