@@ -109,6 +109,7 @@ async def test_http_lists_calls_and_flags_writes(http_server: HttpServer) -> Non
         add = tools["orders_add"]
         assert add.description == "Add two integers." and add.parameters["required"] == ["a", "b"]
         assert add.spec()["function"]["name"] == "orders_add"
+        assert add.public() == {"server": "orders", "remote_name": "add", "transport": "http"}
         # destructiveHint makes cancel_order a write tool; the rest follow the entry's default (read-only).
         assert tools["orders_cancel_order"].write and not add.write and not tools["orders_lookup_order"].write
         health = source.health()
@@ -250,3 +251,11 @@ def test_config_errors() -> None:
         mcp_kind(entry(url="http://x/mcp", parameters={"type": "object"}), None)
     with pytest.raises(ValueError, match="Extra inputs"):
         mcp_kind(entry(url="http://x/mcp", allow_tools=["a"]), None)
+
+
+def test_agent_steps_may_name_tools_before_the_server_is_reached() -> None:
+    open_server = mcp_kind(entry(url="http://127.0.0.1:9/mcp", tool_names={"add": "plus"}), None)
+    assert open_server.declares("orders_anything") and open_server.declares("plus")
+    assert not open_server.declares("other_tool")
+    listed = mcp_kind(entry(url="http://127.0.0.1:9/mcp", allowed_tools=["add", "pid"], blocked_tools=["pid"]), None)
+    assert listed.declares("orders_add") and not listed.declares("orders_pid") and not listed.declares("orders_x")

@@ -312,5 +312,7 @@ def test_config_errors() -> None:
         build(provider="brave", api_key="k", parameters={"type": "object"})
     with pytest.raises(ValueError, match="only reads"):
         build(provider="brave", api_key="k", write=True)
-    tool = build(provider="tavily", api_key="k").tools()[0]
+    tool = build(provider="tavily", api_key="k", deny_domains=["x.test"]).tools()[0]
+    assert tool.public() == {"provider": "tavily", "base_url": "https://api.tavily.com", "max_results": 5, "fetch": 0,
+                             "allow_domains": [], "deny_domains": ["x.test"]}  # fmt: skip
     assert tool.write is False and tool.spec()["function"]["parameters"]["required"] == ["query"]

@@ -310,6 +310,18 @@ class McpServer(ToolSource):
     def tools(self) -> list[Tool]:
         return list(self._tools)
 
+    def declares(self, name: str) -> bool:
+        """Asked when agent steps are built, before the server is reached: a listed tool, a name the config gives
+        (allowed_tools, tool_names), or, when every tool of the server is allowed, any name with its prefix."""
+        if any(t.name == name for t in self._tools):
+            return True
+        o = self.options
+        named = {o.tool_names.get(r, f"{self.prefix}{r}") for r in o.allowed_tools or [] if r not in o.blocked_tools}
+        if name in named:
+            return True
+        open_ended = o.allowed_tools is None and (bool(self.prefix) and name.startswith(self.prefix))
+        return open_ended or (o.allowed_tools is None and name in o.tool_names.values())
+
     def health(self) -> dict[str, Any]:
         connected = self._session is not None and self._session.alive
         out: dict[str, Any] = {
@@ -344,6 +356,9 @@ class McpTool(Tool):
 
     async def call(self, arguments: dict[str, Any], ctx: ToolContext) -> ToolResult:
         return _result(await self.server.call(self, arguments))
+
+    def public(self) -> dict[str, Any]:
+        return {"server": self.server.name, "remote_name": self.remote_name, "transport": self.server.transport}
 
 
 def _result(r: CallToolResult) -> ToolResult:

@@ -136,6 +136,11 @@ class WebSearchTool(Tool):
         ]
         return ToolResult(_render(query, hits, extra), data=data, citations=citations, cost=self.options.cost_per_call)
 
+    def public(self) -> dict[str, Any]:
+        o = self.options
+        return {"provider": o.provider, "base_url": self.provider.base_url, "max_results": o.max_results,
+                "fetch": o.fetch, "allow_domains": o.allow_domains, "deny_domains": o.deny_domains}  # fmt: skip
+
     async def _fetch(self, fetcher: PageFetcher, hits: list[Hit]) -> dict[str, str]:
         results = await asyncio.gather(*(fetcher.fetch(h.url) for h in hits), return_exceptions=True)
         failures: dict[str, str] = {}
