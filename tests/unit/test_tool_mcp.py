@@ -112,6 +112,7 @@ async def test_http_lists_calls_and_flags_writes(http_server: HttpServer) -> Non
         assert add.public() == {"server": "orders", "remote_name": "add", "transport": "http"}
         # destructiveHint makes cancel_order a write tool; the rest follow the entry's default (read-only).
         assert tools["orders_cancel_order"].write and not add.write and not tools["orders_lookup_order"].write
+        session = source._session
         health = source.health()
         assert (
             health["connected"] and health["tools"] == 5 and health["transport"] == "http" and health["status"] == "ok"
@@ -129,9 +130,10 @@ async def test_http_lists_calls_and_flags_writes(http_server: HttpServer) -> Non
         assert out.status == "denied" and "cancel_order A7" not in http_server.ran()
         out = await call(source, "orders_cancel_order", {"order_id": "A7"}, Approve())
         assert out.status == "ok" and out.result.content == "order A7 cancelled"
-        # Concurrent calls share the one session.
+        # Every call, concurrent ones too, went over the one session opened at start.
         outs = await asyncio.gather(*(call(source, "orders_add", {"a": i, "b": i}) for i in range(8)))
         assert [o.result.content for o in outs] == [str(2 * i) for i in range(8)]
+        assert source._session is session
 
 
 async def test_allowed_tools_names_and_write_config(http_server: HttpServer) -> None:

@@ -191,6 +191,9 @@ async def test_model_asks_for_fewer_but_never_more(server: Server) -> None:
     try:
         out = await call(tool, {"query": "q", "max_results": 2})
         assert out.status == "ok" and len(out.result.data["results"]) == 2
+        client = tool._api
+        await call(tool, {"query": "again"})
+        assert client is not None and tool._api is client  # one HTTP client for the tool's life
         out = await call(tool, {"query": "q", "max_results": 9})
         assert out.status == "invalid_arguments" and "max_results" in out.result.content
         out = await call(tool, {"query": ""})

@@ -199,6 +199,8 @@ class McpServer(ToolSource):
                 specs = await self._list(session.client)
         except BaseException as e:
             await session.close()
+            if isinstance(e, asyncio.CancelledError):  # the caller gave up (a run's deadline): not the server's fault
+                raise
             self._last_error = _describe(e)
             raise ConnectionLost(f"MCP server '{self.name}' is unreachable: {self._last_error}") from None
         self._tools = self._build_tools(specs)
