@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -342,7 +343,7 @@ async def accuracy(model_entry: dict[str, Any], state: Path) -> dict[str, Any]:
     try:
         for t in tasks:
             body = {"model": name, "messages": [{"role": "user", "content": t["prompt"]}], "tools": tools,
-                    "tool_choice": "auto", "temperature": 0, "max_tokens": 128}  # fmt: skip
+                    "tool_choice": "auto", "temperature": 0, "max_tokens": 96}  # fmt: skip
             req = ChatCompletionRequest.model_validate(body)
             pipeline, app = rt.pipeline_for(name)
             ctx = RequestContext(request=req, request_id=f"acc-{t['id']}", model=name, application=app)
@@ -351,6 +352,7 @@ async def accuracy(model_entry: dict[str, Any], state: Path) -> dict[str, Any]:
                 calls = (ctx.response or {})["choices"][0]["message"].get("tool_calls") or []
             except Exception as e:
                 calls, misses = [], [*misses, f"{t['id']}: {type(e).__name__}"]
+            print(f"  {name} {t['id']}: {calls[0]['function']['name'] if calls else 'no tool call'}", flush=True)
             if calls and calls[0]["function"]["name"] == t["tool"]:
                 right_tool += 1
                 try:
@@ -408,6 +410,7 @@ async def main() -> None:
             m = results[name]
             print(f"{name}: p50 run {statistics.median(m.runs) * 1000:.2f} ms, {m.rps:.1f} runs/s", flush=True)
         acc: list[dict[str, Any]] = []
+        report(results, acc, n_seq, seconds, started, load_before)  # kept if the slow accuracy part is cut short
         if os.environ.get("BENCH_SKIP_ACCURACY") != "1":
             local = {"name": "local", "deployments": [{"provider": "local"}]}
             acc.append(await accuracy(local, Path(tmp) / "a1"))
@@ -500,4 +503,5 @@ if __name__ == "__main__":
     if a.serve:
         serve(a.serve[0], int(a.serve[1]))
     else:
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the server processes are stopped on a kill
         asyncio.run(main())
