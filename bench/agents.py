@@ -473,7 +473,9 @@ def report(results: dict[str, Measured], acc: list[dict[str, Any]], n_seq: int, 
             lines.append(f"| {a['model']} | {a['tool']:.3f} | {a['tool_and_args']:.3f} | {a['seconds']:.0f} |")
         misses = acc[0]["misses"]
         lines += ["", "`local` is SmolLM2-135M-Instruct (Q4) through llama.cpp's ChatML function-calling grammar: a "
-                  "floor figure for the plumbing, not a model to run agents with. First misses of local: "
+                  "floor figure for the plumbing, not a model to run agents with (llama-cpp-python's ChatML "
+                  "function calling ignores max_tokens for the arguments, so a runaway argument string runs to the "
+                  "end of the context: that is where the time goes). First misses of local: "
                   + "; ".join(misses[:10]) + (" …" if len(misses) > 10 else "")]  # fmt: skip
     tool_acc = f"{acc[0]['tool_and_args']:.3f}" if acc else "nan"
     lines += [

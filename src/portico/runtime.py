@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from portico.actions import ToolKinds, Toolbox
+from portico.actions import Toolbox, ToolKinds
 from portico.actions.agent import agent_step
 from portico.actions.kinds import lazy_kind
 from portico.actions.kinds.http import http_kind
