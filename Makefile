@@ -122,9 +122,16 @@ bench-approvals: install-dev services
 bench-condense: install-dev
 	$(PY) bench/condense.py
 .PHONY: bench-condense
+
 # Questions over SQL: table/example retrieval, execution accuracy (local model, nearest-example baseline) on Kummerfeld's
 # GeoQuery and Restaurants from ../shared/data/text2sql (or $$PORTICO_DATA), and the validator on bench/sql_attacks
 # beside LangChain's SQLDatabase.run (langchain-community, a dev dependency).
 .PHONY: bench-sql
 bench-sql: install-dev
 	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(PY) bench/sql.py
+
+# Agents: Portico's agent step vs LangGraph's ReAct agent and the OpenAI Agents SDK on one scripted multi-step task
+# (overhead per step, runs/s at 16 in flight), plus the local model's tool-call accuracy on bench/agent_tasks.jsonl.
+.PHONY: bench-agents
+bench-agents: install-dev
+	$(PY) bench/agents.py

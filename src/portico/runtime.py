@@ -7,6 +7,7 @@ from typing import Any
 from portico.actions import Toolbox, ToolKinds
 from portico.actions.agent import agent_step
 from portico.actions.approvals import ApprovalQueue, ApprovalStore
+from portico.actions.kinds import lazy_kind
 from portico.actions.kinds.http import http_kind
 from portico.actions.kinds.knowledge import knowledge_kind
 from portico.actions.kinds.sql import sql_kind
@@ -82,6 +83,8 @@ def default_tool_kinds() -> ToolKinds:
     kinds.register("http", http_kind)
     kinds.register("knowledge", knowledge_kind)
     kinds.register("sql", sql_kind)
+    kinds.register("web_search", lazy_kind("portico.actions.kinds.web_search:web_search_kind"))
+    kinds.register("mcp", lazy_kind("portico.actions.kinds.mcp:mcp_kind"))
     return kinds
 
 
