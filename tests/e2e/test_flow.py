@@ -50,6 +50,10 @@ def server(katan: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
             "device-desk": [{"use": "system_prompt", "text": "You are the device desk."},
                             {"use": "generate", "model": "device-model"}],
         },
+        "tools": [{"name": "cancel_order", "kind": "http", "method": "POST", "write": True,
+                   "description": "Cancel an order", "url": "http://127.0.0.1:9/orders/{order_id}/cancel",
+                   "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}},
+                                  "required": ["order_id"]}}],
         "applications": [
             {"name": "helpdesk", "model": "small", "steps": [
                 {"use": "route_intent", "clarification": None, "intents": intents},
@@ -80,6 +84,19 @@ def server(katan: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
                         {"use": "rewrite", "model": "small", "first_turn": "rewrite", "on_unresolved": "keep"},
                         {"use": "retrieve", "kb": "handbook", "mode": "bm25", "k": 3, "min_score": 0.01}]}}]}]},
                 {"use": "pack", "answer_tokens": 128},
+            ]},
+            {"name": "act-or-answer", "model": "small", "steps": [  # an agent only when the intent is an action
+                {"use": "route_intent", "clarification": None, "intents": [
+                    {"name": "action", "description": "the user wants something done: cancel, send, book, change",
+                     "examples": ["cancel my order A-17", "send the invoice to my email", "book a technician visit"]},
+                    {"name": "question", "description": "the user asks for information",
+                     "examples": ["what are your opening hours", "how long does shipping take",
+                                  "what is your refund policy"]}]},
+                {"branch": [
+                    {"when": 'intent.name == "action" && intent.confidence >= 0.5',
+                     "steps": [{"use": "agent", "tools": ["cancel_order"], "max_steps": 1, "on_injection": "off"}]},
+                    {"else": [{"use": "generate"}]},
+                ]},
             ]},
             {"name": "desk", "model": "small", "steps": [
                 {"branch": [
@@ -182,6 +199,21 @@ def test_corrective_rag_retries_retrieval_a_bounded_number_of_times(server: str)
     iters = [a for n, a in path.items() if "iteration" in n]
     assert [a["portico.flow.value"] for a in iters] == [False, False] and iters[-1]["portico.flow.exhausted"]
     assert [s["name"] for s in spans(server, rid)].count("rewrite") == 2  # at most max_iterations rewrites
+
+
+def test_answer_or_act_runs_the_agent_only_for_actions(server: str) -> None:
+    act = sdk(server).chat.completions.with_raw_response.create(
+        model="act-or-answer", messages=[{"role": "user", "content": "Please cancel my order A-17"}])
+    approvals = act.headers.get("x-portico-approvals", "")
+    assert approvals.startswith("appr_")  # the write waits for a human: nothing was cancelled
+    taken = flow_spans(server, act.headers["x-request-id"])
+    assert any(a.get("portico.flow.kind") == "branch" for a in taken.values())
+    assert "agent" in {s["name"] for s in spans(server, act.headers["x-request-id"])}
+    answer, deployment, rid = ask(server, "act-or-answer", "What are your opening hours?")
+    assert answer.startswith("[echo]") and deployment == "small-dep"
+    assert "agent" not in {s["name"] for s in spans(server, rid)}
+    pending = httpx.get(f"{server}/admin/approvals", params={"status": "pending"}, timeout=30).json()["data"]
+    assert approvals.split(",")[0] in {a["id"] for a in pending}
 
 
 def test_streaming_through_a_branch(server: str) -> None:
