@@ -61,6 +61,8 @@ class Metrics:
         self.tokens = Counter("portico_tokens", "Tokens by kind", ("kind", "key", "model", "deployment"), registry=r)
         self.cost = Counter("portico_cost_usd", "Cost in USD", ("key", "model", "deployment"), registry=r)
         self.errors = Counter("portico_errors", "Failed requests by error type", ("type", "model"), registry=r)
+        self.traces_dropped = Counter("portico_traces_dropped", "Traces not stored: the trace writer's queue was full",
+                                      registry=r)  # fmt: skip
         self.attempts = Counter("portico_upstream_attempts", "Upstream attempts, retries and fallbacks included",
                                 ("deployment", "outcome"), registry=r)  # fmt: skip
 
