@@ -264,3 +264,9 @@ async def test_sources_are_built_and_redacted_in_the_writer_thread(tmp_path) -> 
     finally:
         await tracer.close()
         await db.close()
+
+
+def test_a_writer_that_cannot_open_its_store_fails_at_start() -> None:
+    writer = TraceWriter("nosuchdialect://x")
+    with pytest.raises(RuntimeError, match="could not start"):
+        writer.start()

@@ -67,6 +67,7 @@ class TraceWriter:
         self._wake: asyncio.Event | None = None
         self._lock: asyncio.Lock | None = None
         self._ready = threading.Event()
+        self._failure: BaseException | None = None
         self._closing = False
         self.written = 0
         self.dropped = 0
@@ -90,6 +91,8 @@ class TraceWriter:
         self._thread = threading.Thread(target=self._main, name="portico-trace-writer", daemon=True)
         self._thread.start()
         self._ready.wait()
+        if self._failure is not None:
+            raise RuntimeError(f"the trace writer could not start: {self._failure}") from self._failure
 
     async def flush(self) -> None:
         """Write everything queued so far (the admin request browser reads right after)."""
@@ -115,7 +118,11 @@ class TraceWriter:
         loop = asyncio.new_event_loop()
         try:
             loop.run_until_complete(self._run(loop))
+        except BaseException as e:  # e.g. an unusable storage URL: start() reports it instead of waiting forever
+            self._failure = e
+            raise
         finally:
+            self._ready.set()
             loop.close()
 
     async def _run(self, loop: asyncio.AbstractEventLoop) -> None:
