@@ -8,6 +8,7 @@ number of series. Components add their own counters through ``counter(...)``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -35,6 +36,7 @@ class Metrics:
         self._key_names = key_names
         self._versions = versions or {}  # application → its configured pipeline version (bounded by the config)
         self._components: dict[str, Counter] = {}  # component counters by name: one per name per registry
+        self._series: dict[tuple[Any, ...], tuple[Any, Any]] = {}  # labels → (requests child, latency child)
         r = self.registry
         self.requests = Counter("portico_requests", "Requests answered", _LABELS, registry=r)
         self.latency = Histogram(
@@ -91,9 +93,17 @@ class Metrics:
                 attempts: Iterable[tuple[str, int | None]] = ()) -> None:  # fmt: skip
         key, model, dep = self._k(rec.key_name), self._m(rec.model), self._d(rec.deployment)
         app = self._m(rec.application) if rec.application else "none"
-        version = self._versions.get(app, "none")
-        self.requests.labels(rec.endpoint, key, app, version, model, dep, str(rec.status)).inc()
-        self.latency.labels(rec.endpoint, model, dep).observe(rec.latency_ms / 1000)
+        # The request's two always-present series, looked up once per label combination (bounded, see above):
+        # prometheus_client's labels() validates and stringifies its values on every call.
+        pair = self._series.get((rec.endpoint, key, app, model, dep, rec.status))
+        if pair is None:
+            version = self._versions.get(app, "none")
+            pair = self._series[(rec.endpoint, key, app, model, dep, rec.status)] = (
+                self.requests.labels(rec.endpoint, key, app, version, model, dep, str(rec.status)),
+                self.latency.labels(rec.endpoint, model, dep),
+            )
+        pair[0].inc()
+        pair[1].observe(rec.latency_ms / 1000)
         if rec.prompt_tokens:
             self.tokens.labels("prompt", key, model, dep).inc(rec.prompt_tokens)
         if rec.completion_tokens:
