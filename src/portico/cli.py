@@ -16,7 +16,8 @@ from rich.table import Table
 
 from portico.actions.cli import tools_app
 from portico.cache.cli import cache_app
-from portico.config import ConfigError, PorticoConfig, load_config
+from portico.cli_config import load_for_cli
+from portico.config import PorticoConfig
 from portico.context.knowledge.ingest_cli import ingest
 from portico.context.sql.cli import sql_app
 from portico.evaluation.cli import eval_app
@@ -32,12 +33,7 @@ ConfigOpt = Annotated[
 ]
 
 
-def _load(path: str | None) -> PorticoConfig:
-    try:
-        return load_config(path)
-    except ConfigError as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False)
-        raise typer.Exit(2) from None
+_load = load_for_cli
 
 
 def is_loopback(host: str) -> bool:

@@ -255,8 +255,10 @@ class TracingConfig(BaseModel):
     """Per-request traces, stored in Portico's database and optionally exported over OTLP/HTTP."""
 
     model_config = _STRICT
-    # full: prompts and answers are stored. redacted: meant to store them after PII masking, which does not exist
-    # yet, so it stores nothing (like none) until it does.
+    # full: prompts and answers are stored (as a pii step masked them, when the application has one). redacted: they
+    # are stored with PII replaced by placeholders — the pii step's masked text, or, for a request no pii step
+    # scanned, prompt, answer, tool arguments and step notes through the same recognisers in the trace writer's
+    # thread (never on the request path; it starts the spaCy worker process). none: neither is stored.
     content: Literal["full", "redacted", "none"] = "full"
     sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)  # errors are always kept
     otlp_endpoint: str | None = None  # e.g. http://127.0.0.1:4318/v1/traces
