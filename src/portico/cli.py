@@ -14,14 +14,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from portico.actions.cli import tools_app
 from portico.cache.cli import cache_app
 from portico.cli_config import load_for_cli
+from portico.commands.eval import eval_app
+from portico.commands.pipeline import pipeline_app
+from portico.commands.sql import sql_app
+from portico.commands.tools import tools_app
 from portico.config import PorticoConfig
 from portico.context.knowledge.ingest_cli import ingest
-from portico.context.sql.cli import sql_app
-from portico.evaluation.cli import eval_app
-from portico.flow.show import pipeline_app
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Portico: one OpenAI-compatible endpoint for every model."

@@ -1,6 +1,6 @@
 """The config loader every ``portico`` command uses: a bad config is printed (no traceback) and exits 2.
 
-Its own module so the sub-command apps (``actions.cli``, ``context.sql.cli``) share it without importing
+Its own module so the sub-command apps (``portico.commands``) share it without importing
 ``portico.cli``, which imports them.
 """
 

@@ -245,7 +245,7 @@ async def test_sources_are_built_and_redacted_in_the_writer_thread(tmp_path) -> 
 
     def redact(values: list) -> list:  # type: ignore[type-arg]
         seen.append(threading.current_thread().name)
-        return [str(v).replace("herons", "[ANIMAL_1]") if v is not None else None for v in values[:2]] + [values[2]]
+        return [str(v).replace("herons", "[ANIMAL_1]") if v is not None else None for v in values[:2]] + values[2:]
 
     tracer = Tracer.build(TracingConfig(content="redacted"), db.url, batch_size=5, interval=0.05, redact=redact,
                           versions={"support": "v2"})  # fmt: skip

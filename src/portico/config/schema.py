@@ -10,10 +10,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from portico.actions.config import ToolConfig
+from portico.config.evaluation import Experiments, Metrics
 from portico.config.responses import ResponsesConfig
-from portico.context.sql.config import SqlSourceConfig, check_unique
-from portico.evaluation.config import Experiments, Metrics
+from portico.config.sql import SqlSourceConfig, check_unique
+from portico.config.tools import ToolConfig
 
 _STRICT = ConfigDict(extra="forbid")
 
@@ -321,7 +321,7 @@ class PorticoConfig(BaseModel):
     # The embedding model steps use for vectors (cache, router, guardrails, retrieval); default: the first one.
     embedder: str | None = None
     pipelines: dict[str, list[StepConfig]] = Field(default_factory=dict)  # named step lists that steps can ``call``
-    metrics: Metrics = Field(default_factory=list)  # feedback metrics (portico.evaluation.config)
+    metrics: Metrics = Field(default_factory=list)  # feedback metrics (portico.config.evaluation)
     experiments: Experiments = Field(default_factory=list)  # traffic splits between applications (same module)
     sql_sources: list[SqlSourceConfig] = Field(default_factory=list)  # databases for questions over SQL
 
