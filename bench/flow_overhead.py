@@ -16,7 +16,7 @@ import statistics
 import time
 from typing import Any
 
-from portico.observability.tracing import build_spans
+from portico.observability.spans import build_spans
 from portico.pipeline import Pipeline, RequestContext, Step
 from portico.protocol.chat import ChatCompletionRequest
 

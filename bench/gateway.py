@@ -94,11 +94,11 @@ def sse_body() -> str:
 PORTICO_MASTER = "mk-bench-" + secrets.token_hex(24)
 
 
-def portico_config(upstream_url: str, traces: bool = False) -> dict:
+def portico_config(upstream_url: str, traces: bool = True) -> dict:
     """Portico as it would be deployed: auth on (master key), every request under a virtual key with RPM/TPM
     limits and a budget (checked and booked per request), cost accounting with a usage row per request (batched
-    into SQLite) and Prometheus metrics — all on. ``traces`` also stores every request's span tree and content
-    (the observability overhead, measured as a second Portico row)."""
+    into SQLite), Prometheus metrics and tracing at its defaults (every request's span tree and content stored) —
+    all on. ``traces=False`` samples tracing to 0 (the observability overhead, measured as a second row)."""
 
     def model(name: str, base_url: str) -> dict:
         deployment = {"provider": "openai", "model": UPSTREAM_MODEL, "base_url": base_url, "api_key": "unused",
@@ -115,6 +115,7 @@ def portico_config(upstream_url: str, traces: bool = False) -> dict:
 
 def _portico_yaml_shown(upstream: str) -> str:
     shown = yaml.safe_dump(portico_config(upstream), sort_keys=False)
+    shown += "# the 'traces sampled to 0' row: tracing.sample_rate 0.0 (errors would still be kept)\n"
     return shown.replace(PORTICO_MASTER, "mk-bench-<random>").strip()
 
 
@@ -165,8 +166,8 @@ def fresh_dir(parent: Path, name: str) -> Path:
 def systems(tmp: Path, upstream: str) -> list[System]:
     portico_yaml = tmp / "portico.yaml"
     portico_yaml.write_text(yaml.safe_dump(portico_config(upstream), sort_keys=False))
-    traced_yaml = tmp / "portico-traces.yaml"
-    traced_yaml.write_text(yaml.safe_dump(portico_config(upstream, traces=True), sort_keys=False))
+    untraced_yaml = tmp / "portico-untraced.yaml"
+    untraced_yaml.write_text(yaml.safe_dump(portico_config(upstream, traces=False), sort_keys=False))
     litellm_key = "sk-bench-" + secrets.token_hex(24)
     litellm_yaml = tmp / "litellm.yaml"
     litellm_yaml.write_text(yaml.safe_dump(litellm_config(upstream, litellm_key), sort_keys=False))
@@ -184,8 +185,9 @@ def systems(tmp: Path, upstream: str) -> list[System]:
 
     return [
         System("passthrough (aiohttp, ceiling)", passthrough, "/health", stream_path=UPSTREAM_STREAM_PATH),
-        System("Portico", portico, "/readyz", setup=portico_key),
-        System("Portico + traces", lambda port: portico(port, traced_yaml), "/readyz", setup=portico_key),
+        System("Portico (default: traces of every request, full content)", portico, "/readyz", setup=portico_key),
+        System("Portico, traces sampled to 0", lambda port: portico(port, untraced_yaml), "/readyz",
+               setup=portico_key),
         System("LiteLLM proxy", litellm, "/health/readiness", litellm_key),
     ]
 
@@ -473,10 +475,13 @@ def configs_section() -> list[str]:
     ]
 
 
-def report(all_systems: list[System], direct: System, info: RunInfo) -> str:
+def report(all_systems: list[System], direct: System, info: RunInfo, goal_lines: list[str]) -> str:
     lo = CONCURRENCIES[0]
     return "\n".join([
         "# Gateway overhead: Portico vs LiteLLM proxy vs a bare aiohttp passthrough", "",
+        "Portico's headline row is its default config: tracing on for every request (sample_rate 1.0) with full "
+        "content, as `make run` serves it; the row with traces sampled to 0 shows what tracing costs.", "",
+        *goal_lines, "",
         "Every system forwards to the same nginx upstream answering a canned OpenAI chat.completion, so these numbers "
         "are the gateways' own cost. Each system under test runs one worker pinned to CPU 0; nginx (one worker), wrk "
         "(one thread) and the streaming client share CPU 1. Each is started fresh per round, warmed up "
@@ -498,12 +503,42 @@ def report(all_systems: list[System], direct: System, info: RunInfo) -> str:
     ])
 
 
-def summary(portico: System, litellm: System) -> str:
+def goals(portico: System, passthrough: System, litellm: System, direct: System) -> list[str]:
+    """Issue 30's goals for the default config, each with its number from this run."""
+    lo, hi = CONCURRENCIES
+
+    def rps(s: System, c: int) -> float:
+        return med([r.rps for r in s.runs[c]])
+
+    added = med([r.p50_ms for r in portico.runs[lo]]) - med([r.p50_ms for r in direct.runs[lo]])
+    first = med([r.ttfb_p50_ms for r in portico.streams])
+    chunks = med([r.chunks_per_s for r in portico.streams]) / med([r.chunks_per_s for r in passthrough.streams])
+    rows = [
+        (f"≥ 0.60x the passthrough's req/s at c={lo}", rps(portico, lo) / rps(passthrough, lo) >= 0.6,
+         f"{rps(portico, lo) / rps(passthrough, lo):.2f}x"),
+        (f"≥ 0.60x the passthrough's req/s at c={hi}", rps(portico, hi) / rps(passthrough, hi) >= 0.6,
+         f"{rps(portico, hi) / rps(passthrough, hi):.2f}x"),
+        (f"≥ 35x LiteLLM's req/s (c={hi})", rps(portico, hi) / rps(litellm, hi) >= 35,
+         f"{rps(portico, hi) / rps(litellm, hi):.1f}x"),
+        (f"added p50 ≤ 1.2 ms at c={lo}", added <= 1.2, f"{added:.2f} ms"),
+        (f"p99 ≤ 2.5 ms at c={lo}", med([r.p99_ms for r in portico.runs[lo]]) <= 2.5,
+         f"{med([r.p99_ms for r in portico.runs[lo]]):.2f} ms"),
+        ("first streamed event ≤ 1.0 ms p50", first <= 1.0, f"{first:.2f} ms"),
+        ("≥ 0.6x the passthrough's content chunks/s", chunks >= 0.6, f"{chunks:.2f}x"),
+    ]
+    return ["| goal (default config) | this run | met |", "|---|---|---|",
+            *[f"| {goal} | {value} | {'yes' if ok else '**no**'} |" for goal, ok, value in rows]]
+
+
+def summary(portico: System, passthrough: System, litellm: System, direct: System) -> str:
     lo, hi = CONCURRENCIES
     rps_p, rps_l = med([r.rps for r in portico.runs[hi]]), med([r.rps for r in litellm.runs[hi]])
+    rps_t = med([r.rps for r in passthrough.runs[hi]])
+    added = med([r.p50_ms for r in portico.runs[lo]]) - med([r.p50_ms for r in direct.runs[lo]])
     return (f"gateway rps_portico={rps_p:.0f} rps_litellm={rps_l:.0f} ratio={rps_p / rps_l:.2f} "
-            f"p50_ms_c4={med([r.p50_ms for r in portico.runs[lo]]):.2f} "
-            f"p99_ms_c4={med([r.p99_ms for r in portico.runs[lo]]):.2f}")
+            f"rps_passthrough={rps_t:.0f} passthrough_ratio={rps_p / rps_t:.2f} p50_added_ms={added:.2f} "
+            f"p99_ms={med([r.p99_ms for r in portico.runs[lo]]):.2f} "
+            f"first_event_ms={med([r.ttfb_p50_ms for r in portico.streams]):.2f} traces=default")
 
 
 def preflight() -> None:
@@ -529,12 +564,12 @@ def main() -> None:
             info.loads.append(load())
             print(f"round {i + 1}/{ROUNDS} (load average {info.loads[-1]})", flush=True)
             one_round(everything[i % len(everything):] + everything[:i % len(everything)], direct, upstream, tmp)
-    text = report(everything, direct, info)
+    text = report(everything, direct, info, goals(sut[1], sut[0], sut[3], direct))
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(text)
     shutil.rmtree(tmp, ignore_errors=True)  # Portico's SQLite (usage, traces) grows ~200 MB a run; kept on failure
     print(text)
-    print(summary(sut[1], sut[3]))  # Portico (keys, limits, cost, metrics) vs LiteLLM
+    print(summary(sut[1], sut[0], sut[3], direct))  # Portico's default config vs the passthrough and LiteLLM
 
 
 if __name__ == "__main__":

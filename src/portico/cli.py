@@ -14,13 +14,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from portico.actions.cli import tools_app
 from portico.cache.cli import cache_app
-from portico.config import ConfigError, PorticoConfig, load_config
+from portico.cli_config import load_for_cli
+from portico.commands.eval import eval_app
+from portico.commands.pipeline import pipeline_app
+from portico.commands.sql import sql_app
+from portico.commands.tools import tools_app
+from portico.config import PorticoConfig
 from portico.context.knowledge.ingest_cli import ingest
-from portico.context.sql.cli import sql_app
-from portico.evaluation.cli import eval_app
-from portico.flow.show import pipeline_app
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Portico: one OpenAI-compatible endpoint for every model."
@@ -32,12 +33,7 @@ ConfigOpt = Annotated[
 ]
 
 
-def _load(path: str | None) -> PorticoConfig:
-    try:
-        return load_config(path)
-    except ConfigError as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False)
-        raise typer.Exit(2) from None
+_load = load_for_cli
 
 
 def is_loopback(host: str) -> bool:

@@ -11,11 +11,10 @@ from portico.actions.kinds import lazy_kind
 from portico.actions.kinds.http import http_kind
 from portico.actions.kinds.knowledge import knowledge_kind
 from portico.actions.kinds.sql import sql_kind
-from portico.cache.factory import cache_step
+from portico.cache.factory import cache_step, make_store
 from portico.cache.prompt_cache import prompt_cache_step
 from portico.cache.results import ResultCache
 from portico.cache.semantic_step import semantic_cache_step
-from portico.cache.store import make_store
 from portico.config.schema import ApplicationConfig, PorticoConfig
 from portico.context.condense import CondenseStep
 from portico.context.pack import PackStep
@@ -36,6 +35,7 @@ from portico.gateway.state import make_state
 from portico.guardrails.handoffs import handoff_step
 from portico.guardrails.injection.step import injection_step
 from portico.guardrails.output import output_checks_step
+from portico.guardrails.pii.redact import TraceRedactor
 from portico.guardrails.pii.step import pii_step
 from portico.guardrails.topics import anomaly_step, topics_step
 from portico.observability.metrics import Metrics
@@ -102,12 +102,16 @@ class Runtime:
         )
         self.control = ControlPlane(cfg, self.keys, self.state, self.usage)
         versions = {a.name: a.version for a in cfg.applications}
+        redactor = TraceRedactor() if cfg.tracing.content == "redacted" else None  # the pii step's recognisers
         self.tracing = Tracer.build(
             cfg.tracing,
-            self.db,
+            self.db.url,
             batch_size=cfg.storage.usage_batch_size,
             interval=cfg.storage.usage_flush_seconds,
             versions=versions,
+            redact=redactor.redact if redactor else None,
+            close_redactor=redactor.close if redactor else None,
+            on_drop=lambda: self.metrics.traces_dropped.inc(),
         )
         self.prices = PriceBook(cfg)
         retention = cfg.responses.retention_days

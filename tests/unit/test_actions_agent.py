@@ -9,12 +9,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp import web
 
 from portico.config.loader import validate
 from portico.context.knowledge.service import knowledge_of
-from portico.observability.tracing import chat_trace
+from portico.observability.spans import ChatSource, TraceData, chat_trace
 from portico.pipeline.context import RequestContext
 from portico.protocol.chat import COMMENT_OBJECT, ChatCompletionRequest
 from portico.runtime import Runtime
@@ -250,7 +251,7 @@ async def test_poisoned_tool_output_is_caught(tmp_path: Path, tool_server: ToolS
         else:
             assert "Ignore all previous" not in seen and "removed by Portico" in seen
             assert "Order A1 is shipped." in seen and "Delivery is planned for Monday." in seen
-        spans = chat_trace(ctx, _record(), "full").spans
+        spans = _trace(ctx, "full").spans
         tool_span = next(sp for sp in spans if sp.name == "tool poisoned")
         assert tool_span.attributes["portico.tool.injection.decision"] == action
         assert tool_span.attributes["portico.tool.injection.rules"]
@@ -383,8 +384,18 @@ async def test_time_limit_mid_stream_keeps_what_was_sent_and_says_why(tmp_path: 
         assert text.startswith("one two") and "seven eight nine ten" not in text
         assert text.endswith("its time limit of 0.5 seconds (time_limit).")
         assert chunks[-2]["portico"]["agent"]["stopped"] == "time_limit"
-        spans = chat_trace(ctx, _record(), "none").spans
+        spans = _trace(ctx, "none").spans
         assert [sp.attributes.get("error.type") for sp in spans if sp.name == "chat m"] == ["TimeoutError"]
+
+
+def _trace(ctx: RequestContext, content: str, redact: Any = None) -> TraceData:
+    """The trace the writer builds from the settled request."""
+    return chat_trace(ChatSource(ctx, _record(), time.perf_counter(), time.time_ns()), content, redact)
+
+
+def _redact(values: list[Any]) -> list[Any]:
+    """A stand-in for the PII redactor: the order id is the 'personal data'."""
+    return [orjson.loads(orjson.dumps(v).replace(b"A1", b"[ID_1]")) for v in values]
 
 
 def _record(status: int = 200) -> UsageRecord:
@@ -394,12 +405,12 @@ def _record(status: int = 200) -> UsageRecord:
                        attempts=1)  # fmt: skip
 
 
-@pytest.mark.parametrize("content", ["full", "none"])
+@pytest.mark.parametrize("content", ["full", "redacted", "none"])
 async def test_every_model_and_tool_call_is_a_span(tmp_path: Path, tool_server: ToolServer, content: str) -> None:
     script = [Turn.calls(("lookup_order", {"order_id": "A1"}), ("slow", {})), Turn.say("ok")]
     async with Setup(tmp_path, tool_server, script) as s:
         ctx = await ask(s.rt)
-        spans = chat_trace(ctx, _record(), content).spans
+        spans = _trace(ctx, content, _redact).spans
         by_id = {sp.span_id: sp for sp in spans}
         agent = next(sp for sp in spans if sp.name == "agent")
         turns = [sp for sp in spans if sp.name == "chat m"]
@@ -417,6 +428,10 @@ async def test_every_model_and_tool_call_is_a_span(tmp_path: Path, tool_server: 
         if content == "full":
             assert ok.attributes["portico.tool.arguments"] == '{"order_id":"A1"}'
             assert "shipped" in ok.attributes["portico.tool.result"]
+        elif content == "redacted":  # no pii step: the tool's arguments and result go through the redactor
+            assert ok.attributes["portico.tool.arguments"] == '{"order_id":"[ID_1]"}'
+            result = ok.attributes["portico.tool.result"]
+            assert "shipped" in result and "A1" not in result
         else:
             assert "portico.tool.arguments" not in ok.attributes and "portico.tool.result" not in ok.attributes
 

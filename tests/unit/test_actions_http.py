@@ -12,8 +12,8 @@ import pytest
 from aiohttp import web
 
 from portico.actions import NoApprovalQueue, ToolContext, run_tool
-from portico.actions.config import ToolConfig
 from portico.actions.kinds.http import HttpTool, http_kind
+from portico.config.tools import ToolConfig
 from tests.support import free_port
 
 CTX = ToolContext(request_id="r1")

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from portico.actions import NoApprovalQueue, ToolContext, run_tool
-from portico.actions.config import ToolConfig
 from portico.actions.kinds.knowledge import knowledge_kind
+from portico.config.tools import ToolConfig
 from portico.context.knowledge.service import knowledge_of
 from tests.unit.test_knowledge import doc
 from tests.unit.test_rag_steps import Services

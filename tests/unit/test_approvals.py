@@ -12,9 +12,9 @@ import pytest
 
 from portico.actions import Toolbox, ToolContext
 from portico.actions.approvals import ApprovalQueue, ApprovalStore
-from portico.actions.config import ApprovalConfig
 from portico.actions.tool import SingleTool
 from portico.config.loader import ConfigError, validate
+from portico.config.tools import ApprovalConfig
 from portico.protocol.errors import Conflict, InvalidRequest, NotFound
 from portico.storage.db import Database
 from tests.unit.test_actions_contract import Recorder

@@ -10,7 +10,7 @@ import pytest
 
 from portico.config.loader import ConfigError, validate
 from portico.flow.conditions import FIELDS, LOOP_KEY, Condition, ConditionError, referenced
-from portico.observability.tracing import build_spans
+from portico.observability.spans import build_spans
 from portico.pipeline import PipelineError, RequestContext, Step
 from portico.pipeline.options import stock_answer
 from portico.protocol.chat import ChatCompletionRequest

@@ -172,7 +172,7 @@ async def test_pii_closer_unmasks_a_stream() -> None:
 
 
 async def test_redacted_trace_content_is_the_masked_form() -> None:
-    from portico.observability.tracing import redacted_content
+    from portico.observability.spans import masked_content as redacted_content
 
     step = pii_step({"ner": "none"}, _Services())
     ctx = ctx_for("Email john@acme.com")

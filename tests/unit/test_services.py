@@ -10,7 +10,7 @@ import pytest
 
 from portico.gateway.embedder import QueryEmbedder
 from portico.gateway.step import GenerateStep
-from portico.observability.tracing import build_spans
+from portico.observability.spans import build_spans
 from portico.pipeline import RequestContext
 from portico.pipeline.context import StepTiming
 from portico.protocol.chat import ChatCompletionRequest

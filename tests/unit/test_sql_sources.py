@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from portico.context.sql.config import SqlSourceConfig
+from portico.config.sql import SqlSourceConfig
 from portico.context.sql.engine import SqlEngine, SqlExecutionError
 from portico.context.sql.service import SqlSource
 from portico.context.sql.validate import Rejection

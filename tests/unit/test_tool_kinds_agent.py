@@ -3,6 +3,7 @@ server and the test MCP server over streamable HTTP; the model's tool messages, 
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from portico.config.loader import validate
-from portico.observability.tracing import chat_trace
+from portico.observability.spans import ChatSource, chat_trace
 from portico.pipeline.context import RequestContext
 from portico.protocol.chat import ChatCompletionRequest
 from portico.runtime import Runtime
@@ -77,7 +78,7 @@ async def test_agent_runs_web_search_and_mcp_tools(tmp_path: Path, searxng: str)
             assert any('"status": "shipped"' in m for m in tool_msgs)
             assert mcp.ran() == ["lookup_order A1"]
             record = UsageRecord(ts=0, request_id="r1", endpoint="chat", status=200, model="support")
-            names = {sp.name for sp in chat_trace(ctx, record, "full").spans}
+            names = {sp.name for sp in chat_trace(ChatSource(ctx, record, time.perf_counter(), 0), "full").spans}
             assert {"agent", "tool web", "tool orders_lookup_order"} <= names
     finally:
         await rt.close()

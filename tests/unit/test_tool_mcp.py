@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from portico.actions import NoApprovalQueue, Tool, ToolContext, run_tool
-from portico.actions.config import ToolConfig
 from portico.actions.execute import GateDecision
 from portico.actions.kinds.mcp import McpServer, mcp_kind
+from portico.config.tools import ToolConfig
 from tests.support import free_port, wait_http
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,8 +12,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from portico.actions import NoApprovalQueue, ToolContext, run_tool
-from portico.actions.config import ToolConfig
 from portico.actions.kinds.web_search import WebSearchTool, web_search_kind
+from portico.config.tools import ToolConfig
 
 Server = tuple[str, list[web.Request], list[dict[str, Any]]]  # base URL, requests seen, Tavily bodies
 BRAVE_KEY = "brave-secret-123"

@@ -8,21 +8,25 @@ import pytest
 from pydantic import ValidationError
 
 from portico.config.schema import TracingConfig
-from portico.observability.tracing import (
+from portico.observability.spans import (
+    ChatSource,
+    EmbeddingsSource,
     SpanData,
-    Tracer,
+    TraceData,
     chat_trace,
     embeddings_trace,
-    keep,
     provider_of,
 )
+from portico.observability.trace_writer import TraceWriter
+from portico.observability.tracing import Tracer, keep
 from portico.pipeline.context import Attempt, RequestContext, StepTiming
 from portico.protocol.chat import ChatCompletionRequest
 from portico.storage.db import Database
-from portico.storage.traces import TraceWriter, get_trace, list_traces
+from portico.storage.traces import get_trace, list_traces
 from portico.storage.usage import UsageRecord
 
 T0 = 1000.0  # perf_counter origin of the hand-made contexts
+WALL_NS = 1_700_000_000_000_000_000  # the wall clock when they settled
 
 
 def make_ctx(request_id: str = "req-1", prompt: str = "tell me about herons") -> RequestContext:
@@ -44,6 +48,11 @@ def make_rec(request_id: str = "req-1", status: int = 200) -> UsageRecord:
                        prompt_tokens=12, completion_tokens=5, cost_usd=0.0001, latency_ms=40.0, attempts=1)  # fmt: skip
 
 
+def trace(ctx: RequestContext, rec: UsageRecord, content: str, now: float) -> TraceData:
+    """What the trace writer builds from a settled request's source."""
+    return chat_trace(ChatSource(ctx, rec, now, WALL_NS), content)
+
+
 def by_name(spans: list[SpanData]) -> dict[str, SpanData]:
     return {s.name: s for s in spans}
 
@@ -57,7 +66,7 @@ def test_parallel_steps_overlap_and_attempts_sit_under_generate() -> None:
         StepTiming("generate", T0 + 0.006, 0.030),
     ]
     ctx.attempts = [Attempt("openai/gpt-4o-mini", "gpt-4o-mini", T0 + 0.007, 0.028, 200)]
-    spans = chat_trace(ctx, make_rec(), "full", now=T0 + 0.040).spans
+    spans = trace(ctx, make_rec(), "full", T0 + 0.040).spans
     root, named = spans[0], by_name(spans)
     assert root.name == "chat support" and root.parent_id is None and root.duration_ms == pytest.approx(40.0)
     assert [s.name for s in spans[1:4]] == ["route", "guard", "generate"]  # start order, not completion order
@@ -73,7 +82,7 @@ def test_parallel_steps_overlap_and_attempts_sit_under_generate() -> None:
 def test_root_carries_gen_ai_and_portico_attributes() -> None:
     ctx = make_ctx()
     ctx.timings = [StepTiming("generate", T0, 0.01)]
-    a = chat_trace(ctx, make_rec(), "full", now=T0 + 0.02).spans[0].attributes
+    a = trace(ctx, make_rec(), "full", T0 + 0.02).spans[0].attributes
     assert a["gen_ai.operation.name"] == "chat" and a["gen_ai.system"] == "openai"
     assert a["gen_ai.request.model"] == "support" and a["gen_ai.response.model"] == "gpt-4o-mini-2024"
     assert a["gen_ai.usage.input_tokens"] == 12 and a["gen_ai.usage.output_tokens"] == 5
@@ -92,7 +101,7 @@ def test_retries_and_fallback_each_get_an_attempt_span() -> None:
         Attempt("openai/dead", "x", T0 + 0.10, 0.05, 503, "connection refused"),
         Attempt("anthropic/claude", "claude-3", T0 + 0.20, 0.25, 200),
     ]
-    spans = chat_trace(ctx, make_rec(), "none", now=T0 + 0.5).spans
+    spans = trace(ctx, make_rec(), "none", T0 + 0.5).spans
     attempts = [s for s in spans if s.name.startswith("chat ") and s.parent_id == spans[1].span_id]
     assert [s.status for s in attempts] == ["error", "error", "ok"]
     assert [s.attributes["gen_ai.system"] for s in attempts] == ["openai", "openai", "anthropic"]
@@ -105,7 +114,7 @@ def test_failed_step_and_request_are_errors_and_attempts_without_generate_hang_o
     ctx.response = None
     ctx.timings = [StepTiming("guard", T0, 0.001, "Blocked")]
     ctx.attempts = [Attempt("custom-name", "m", T0, 0.0, None)]  # still running when settled
-    spans = chat_trace(ctx, make_rec(status=400), "full", now=T0 + 0.01).spans
+    spans = trace(ctx, make_rec(status=400), "full", T0 + 0.01).spans
     assert spans[0].status == "error" and by_name(spans)["guard"].status == "error"
     attempt = spans[-1]
     assert attempt.parent_id == spans[0].span_id and attempt.duration_ms == pytest.approx(10.0)
@@ -114,7 +123,7 @@ def test_failed_step_and_request_are_errors_and_attempts_without_generate_hang_o
 
 @pytest.mark.parametrize(("content", "stored"), [("full", True), ("redacted", False), ("none", False)])
 def test_content_policy(content: str, stored: bool) -> None:
-    row = chat_trace(make_ctx(), make_rec(), content, now=T0 + 0.01).row()
+    row = trace(make_ctx(), make_rec(), content, T0 + 0.01).row()
     if stored:
         assert row["input"] == [{"role": "user", "content": "tell me about herons"}]
         assert row["output"] == [{"role": "assistant", "content": "Tall birds."}]
@@ -125,15 +134,15 @@ def test_content_policy(content: str, stored: bool) -> None:
 def test_stream_without_text_stores_no_output() -> None:
     ctx = make_ctx()
     ctx.response = None  # a stream: the gateway keeps no text
-    row = chat_trace(ctx, make_rec(), "full", now=T0 + 0.01).row()
+    row = trace(ctx, make_rec(), "full", T0 + 0.01).row()
     assert row["input"] and row["output"] is None
 
 
 def test_embeddings_trace() -> None:
     rec = UsageRecord(ts=1.7e9, request_id="e1", endpoint="embeddings", status=200, model="emb",
                       deployment="local/all-MiniLM-L6-v2", prompt_tokens=3)  # fmt: skip
-    t = embeddings_trace(rec, ["a", "b"], [Attempt("local/all-MiniLM-L6-v2", "m", T0, 0.01, 200)], T0, "full",
-                         now=T0 + 0.02)  # fmt: skip
+    attempts = [Attempt("local/all-MiniLM-L6-v2", "m", T0, 0.01, 200)]
+    t = embeddings_trace(EmbeddingsSource(rec, ["a", "b"], attempts, T0, T0 + 0.02, WALL_NS), "full")
     assert t.spans[0].name == "embeddings emb" and t.spans[0].attributes["gen_ai.operation.name"] == "embeddings"
     assert t.spans[1].parent_id == t.spans[0].span_id and t.spans[1].attributes["gen_ai.system"] == "local"
     assert t.row()["input"] == ["a", "b"] and t.row()["output"] is None
@@ -185,17 +194,17 @@ def db(store_db: Database) -> Database:
 
 
 async def test_store_roundtrip_search_tree_and_duplicates(db: Database) -> None:
-    writer = TraceWriter(db, batch_size=2, interval=0.05)
+    writer = TraceWriter(db.url, batch_size=2, interval=0.05)
     writer.start()
     try:
         for i, prompt in enumerate(["herons fly", "owls hoot", "50%_off"]):
             ctx = make_ctx(f"r{i}", prompt)
             ctx.timings = [StepTiming("generate", T0, 0.01)]
             ctx.attempts = [Attempt("openai/gpt-4o-mini", "gpt-4o-mini", T0, 0.009, 200)]
-            writer.add(chat_trace(ctx, make_rec(f"r{i}"), "full", now=T0 + 0.02))
-        writer.add(chat_trace(make_ctx("r0"), make_rec("r0"), "full", now=T0 + 0.02))  # same id again: skipped
+            writer.add(trace(ctx, make_rec(f"r{i}"), "full", T0 + 0.02))
+        writer.add(trace(make_ctx("r0"), make_rec("r0"), "full", T0 + 0.02))  # same id again: skipped
         await writer.flush()
-        assert not writer._pending
+        assert not writer._pending and writer.written == 3
         rows = await list_traces(db, filters={}, limit=10)
         assert sorted(r["request_id"] for r in rows) == ["r0", "r1", "r2"] and "input" not in rows[0]
         assert [r["request_id"] for r in await list_traces(db, filters={}, text="owls")] == ["r1"]
@@ -210,3 +219,54 @@ async def test_store_roundtrip_search_tree_and_duplicates(db: Database) -> None:
         assert await get_trace(db, "missing") is None
     finally:
         await writer.close()
+
+
+async def test_full_queue_drops_and_counts_then_the_rest_is_written(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    db = Database(f"sqlite:///{tmp_path}/t.db")
+    await db.create_schema()
+    dropped: list[int] = []
+    writer = TraceWriter(db.url, batch_size=10, interval=60, max_queue=3, on_drop=lambda: dropped.append(1))
+    for i in range(5):  # the writer's thread is not started: nothing drains
+        writer.add(trace(make_ctx(f"r{i}"), make_rec(f"r{i}"), "none", T0 + 0.01))
+    assert len(writer._pending) == 3 and writer.dropped == 2 and len(dropped) == 2
+    writer.start()
+    await writer.close()  # writes what is queued before the thread ends
+    assert writer.written == 3
+    assert sorted(r["request_id"] for r in await list_traces(db, filters={})) == ["r0", "r1", "r2"]
+    await db.close()
+
+
+async def test_sources_are_built_and_redacted_in_the_writer_thread(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    db = Database(f"sqlite:///{tmp_path}/t.db")
+    await db.create_schema()
+    seen: list[str] = []
+
+    def redact(values: list) -> list:  # type: ignore[type-arg]
+        seen.append(threading.current_thread().name)
+        return [str(v).replace("herons", "[ANIMAL_1]") if v is not None else None for v in values[:2]] + values[2:]
+
+    tracer = Tracer.build(TracingConfig(content="redacted"), db.url, batch_size=5, interval=0.05, redact=redact,
+                          versions={"support": "v2"})  # fmt: skip
+    tracer.start()
+    try:
+        ctx = make_ctx()
+        ctx.note("route", decision="kept")
+        ctx.timings = [StepTiming("route", T0, 0.001)]
+        tracer.chat(ctx, make_rec())
+        await tracer.flush()
+        t = await get_trace(db, "req-1")
+        assert t is not None and "[ANIMAL_1]" in t["input"] and "herons" not in t["input"]
+        assert t["spans"][0]["attributes"]["portico.application.version"] == "v2"
+        assert t["spans"][0]["children"][0]["attributes"]["portico.route.decision"] == "kept"
+        assert seen == ["portico-trace-writer"]  # never the request's thread
+    finally:
+        await tracer.close()
+        await db.close()
+
+
+def test_a_writer_that_cannot_open_its_store_fails_at_start() -> None:
+    writer = TraceWriter("nosuchdialect://x")
+    with pytest.raises(RuntimeError, match="could not start"):
+        writer.start()

@@ -10,10 +10,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from portico.actions.config import ToolConfig
+from portico.config.evaluation import Experiments, Metrics
 from portico.config.responses import ResponsesConfig
-from portico.context.sql.config import SqlSourceConfig, check_unique
-from portico.evaluation.config import Experiments, Metrics
+from portico.config.sql import SqlSourceConfig, check_unique
+from portico.config.tools import ToolConfig
 
 _STRICT = ConfigDict(extra="forbid")
 
@@ -255,8 +255,10 @@ class TracingConfig(BaseModel):
     """Per-request traces, stored in Portico's database and optionally exported over OTLP/HTTP."""
 
     model_config = _STRICT
-    # full: prompts and answers are stored. redacted: meant to store them after PII masking, which does not exist
-    # yet, so it stores nothing (like none) until it does.
+    # full: prompts and answers are stored (as a pii step masked them, when the application has one). redacted: they
+    # are stored with PII replaced by placeholders — the pii step's masked text, or, for a request no pii step
+    # scanned, prompt, answer, tool arguments and step notes through the same recognisers in the trace writer's
+    # thread (never on the request path; it starts the spaCy worker process). none: neither is stored.
     content: Literal["full", "redacted", "none"] = "full"
     sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)  # errors are always kept
     otlp_endpoint: str | None = None  # e.g. http://127.0.0.1:4318/v1/traces
@@ -319,7 +321,7 @@ class PorticoConfig(BaseModel):
     # The embedding model steps use for vectors (cache, router, guardrails, retrieval); default: the first one.
     embedder: str | None = None
     pipelines: dict[str, list[StepConfig]] = Field(default_factory=dict)  # named step lists that steps can ``call``
-    metrics: Metrics = Field(default_factory=list)  # feedback metrics (portico.evaluation.config)
+    metrics: Metrics = Field(default_factory=list)  # feedback metrics (portico.config.evaluation)
     experiments: Experiments = Field(default_factory=list)  # traffic splits between applications (same module)
     sql_sources: list[SqlSourceConfig] = Field(default_factory=list)  # databases for questions over SQL
 

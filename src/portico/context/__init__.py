@@ -1,1 +1,2 @@
-"""Context construction: prompt assembly now; knowledge bases, retrieval and rewriting arrive with their issue."""
+"""Context construction: system prompts, query rewriting, retrieval from knowledge bases (knowledge/) and packing the
+retrieved chunks into the prompt with citations."""

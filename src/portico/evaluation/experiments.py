@@ -24,7 +24,7 @@ import numpy as np
 from scipy.stats import fisher_exact, mannwhitneyu
 from sqlalchemy import select
 
-from portico.evaluation.config import ExperimentConfig
+from portico.config.evaluation import ExperimentConfig
 from portico.storage.feedback import feedback, request_meta
 
 if TYPE_CHECKING:

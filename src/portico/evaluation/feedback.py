@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from portico.evaluation.config import MetricConfig
+from portico.config.evaluation import MetricConfig
 from portico.protocol.errors import InvalidRequest, NotFound, PorticoError
 from portico.storage.feedback import (
     RequestMeta,

@@ -8,6 +8,7 @@ rows go to the batched writer, counters to memory or one Redis round trip.
 from __future__ import annotations
 
 import calendar
+import functools
 import hmac
 import logging
 import time
@@ -50,7 +51,13 @@ class Admission:
 
 def period_bucket(period: str, now: float) -> tuple[str, float, int | None]:
     """(bucket name, period start epoch, TTL seconds for the counter) of a budget period."""
-    t = time.gmtime(now)
+    # Days and months start on a minute boundary, so the bucket is the same all minute long: computed once a minute.
+    return _bucket_of_minute(period, int(now // 60))
+
+
+@functools.lru_cache(maxsize=16)
+def _bucket_of_minute(period: str, minute: int) -> tuple[str, float, int | None]:
+    t = time.gmtime(minute * 60)
     if period == "day":
         start = calendar.timegm((t.tm_year, t.tm_mon, t.tm_mday, 0, 0, 0))
         return f"d:{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}", start, 2 * 86400

@@ -1,1 +1,2 @@
-"""Observability: structured logs now; traces and metrics arrive with their issue."""
+"""Observability: JSON-lines logs, Prometheus metrics, and request traces (built, redacted, stored and exported over
+OTLP by a background writer thread, never on the request path)."""

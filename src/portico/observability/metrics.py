@@ -16,6 +16,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -73,6 +74,7 @@ class Metrics:
         self._key_names = key_names
         self._versions = versions or {}  # application → its configured pipeline version (bounded by the config)
         self._components: dict[str, Counter] = {}  # component counters by name: one per name per registry
+        self._series: dict[tuple[Any, ...], tuple[Any, Any]] = {}  # labels → (requests child, latency child)
         # Several workers: a scrape reads every worker's files (built once; it reads the files at each collect).
         self._scrape = self.registry
         if os.environ.get(MULTIPROC_ENV):
@@ -104,6 +106,8 @@ class Metrics:
         self.tokens = Counter("portico_tokens", "Tokens by kind", ("kind", "key", "model", "deployment"), registry=r)
         self.cost = Counter("portico_cost_usd", "Cost in USD", ("key", "model", "deployment"), registry=r)
         self.errors = Counter("portico_errors", "Failed requests by error type", ("type", "model"), registry=r)
+        self.traces_dropped = Counter("portico_traces_dropped", "Traces not stored: the trace writer's queue was full",
+                                      registry=r)  # fmt: skip
         self.attempts = Counter("portico_upstream_attempts", "Upstream attempts, retries and fallbacks included",
                                 ("deployment", "outcome"), registry=r)  # fmt: skip
 
@@ -132,9 +136,17 @@ class Metrics:
                 attempts: Iterable[tuple[str, int | None]] = ()) -> None:  # fmt: skip
         key, model, dep = self._k(rec.key_name), self._m(rec.model), self._d(rec.deployment)
         app = self._m(rec.application) if rec.application else "none"
-        version = self._versions.get(app, "none")
-        self.requests.labels(rec.endpoint, key, app, version, model, dep, str(rec.status)).inc()
-        self.latency.labels(rec.endpoint, model, dep).observe(rec.latency_ms / 1000)
+        # The request's two always-present series, looked up once per label combination (bounded, see above):
+        # prometheus_client's labels() validates and stringifies its values on every call.
+        pair = self._series.get((rec.endpoint, key, app, model, dep, rec.status))
+        if pair is None:
+            version = self._versions.get(app, "none")
+            pair = self._series[(rec.endpoint, key, app, model, dep, rec.status)] = (
+                self.requests.labels(rec.endpoint, key, app, version, model, dep, str(rec.status)),
+                self.latency.labels(rec.endpoint, model, dep),
+            )
+        pair[0].inc()
+        pair[1].observe(rec.latency_ms / 1000)
         if rec.prompt_tokens:
             self.tokens.labels("prompt", key, model, dep).inc(rec.prompt_tokens)
         if rec.completion_tokens:

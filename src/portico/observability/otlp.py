@@ -1,12 +1,11 @@
 """OTLP/HTTP export of stored traces through the OpenTelemetry SDK, with a provider owned by the Runtime.
 
-Spans are re-created after the fact with explicit start/end timestamps reconstructed from the request context;
-the BatchSpanProcessor exports them from its own thread.
+Spans are re-created after the fact (by the background trace writer) with explicit start/end timestamps
+reconstructed from the request context; the BatchSpanProcessor exports them from its own thread.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
 from opentelemetry import trace
@@ -18,7 +17,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 if TYPE_CHECKING:
-    from portico.observability.tracing import TraceData
+    from portico.observability.spans import TraceData
 
 
 class OtlpExporter:
@@ -47,6 +46,6 @@ class OtlpExporter:
         for s in t.spans:
             live[s.span_id].end(end_time=t.start_ns + int((s.start_ms + s.duration_ms) * 1e6))
 
-    async def close(self) -> None:
-        # shutdown() flushes the batch processor and blocks on HTTP: keep it off the event loop.
-        await asyncio.to_thread(self.provider.shutdown)
+    def close(self) -> None:
+        """Flush the batch processor and stop it (blocks on HTTP: called from the trace writer's thread)."""
+        self.provider.shutdown()

@@ -49,7 +49,7 @@ class ChildSpan:
     duration: float
     error: str | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
-    content: dict[str, Any] = field(default_factory=dict)  # arguments/results: stored only with tracing.content full
+    content: dict[str, Any] = field(default_factory=dict)  # arguments/results: stored per tracing.content
 
 
 CHILD_SPANS = "trace.child_spans"

@@ -123,7 +123,7 @@ async def _settle(
     if rec is not None:
         rt.metrics.observe(rec, ttft=ctx.state.get("server.ttft"), chunks=ctx.state.get("server.chunks", 0),
                            attempts=[(a.deployment, a.status) for a in ctx.attempts])  # fmt: skip
-        rt.tracing.chat(ctx, rec)  # builds the span tree only; serialising and writing happen in the background
+        rt.tracing.chat(ctx, rec)  # samples and queues the settled context: the trace is built in the writer thread
         rt.feedback.observe(ctx, rec)  # who asked, for feedback ownership (queued, written in the background)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import time
 
 import orjson
@@ -27,6 +28,9 @@ class RequestIdMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # Ids from a generator seeded once from the OS: os.urandom per request releases the GIL (getrandom), and a
+        # thread waiting for it (the trace writer, SQLite's) then holds the event loop up for a switch interval.
+        self._ids = random.Random(os.urandom(32))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -38,7 +42,7 @@ class RequestIdMiddleware:
                 rid = v
                 break
         if not _valid_id(rid):
-            rid = os.urandom(16).hex().encode()  # uuid4's randomness without building a UUID object
+            rid = b"%032x" % self._ids.getrandbits(128)  # uuid4's randomness without building a UUID object
         request_id = rid.decode()
         scope.setdefault("state", {})["request_id"] = request_id
         t0 = time.perf_counter()

@@ -8,7 +8,6 @@ One lock keeps ``flush()`` (admin reports, budget checks) and the background tas
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from typing import Generic, TypeVar
@@ -57,11 +56,16 @@ class BatchWriter(Generic[T]):
     async def _run(self) -> None:
         failures = 0
         while not self._closing:
-            with contextlib.suppress(TimeoutError):
+            timed_out = False
+            try:
                 await asyncio.wait_for(self._wake.wait(), self.interval)
+            except TimeoutError:
+                timed_out = True
             self._wake.clear()
             try:
-                while self._pending and not self._closing:
+                # Woken by a full batch: full batches only (a partial one waits for the interval), so a busy
+                # server writes few large transactions, not one per handful of requests.
+                while len(self._pending) >= (1 if timed_out else self.batch_size) and not self._closing:
                     await self._write_batch()
                 failures = 0
             except Exception:

@@ -1,69 +1,14 @@
-"""Traces: written off the request path in batches (like usage), read back for the admin request browser.
-
-``TraceWriter.add`` only queues; a background task serialises and inserts batches (trace rows and their spans in
-one transaction), then hands them to the OTLP exporter when one is configured. On shutdown everything queued is
-written before the database closes. A request id seen twice (a client may send its own ``x-request-id``) keeps
-the first trace; the duplicate is logged and skipped so it cannot wedge the queue.
-"""
+"""Stored traces read back for the admin request browser (observability.trace_writer writes them)."""
 
 from __future__ import annotations
 
-import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sqlalchemy import String, cast, insert, or_, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import String, cast, or_, select
 
-from portico.storage.batch import BatchWriter
 from portico.storage.db import Database, spans, traces
 
-if TYPE_CHECKING:
-    from portico.observability.otlp import OtlpExporter
-    from portico.observability.tracing import TraceData
-
-log = logging.getLogger("portico.storage")
-
 SUMMARY = tuple(c for c in traces.c if c.name not in ("input", "output"))
-
-
-class TraceWriter(BatchWriter["TraceData"]):
-    name = "trace"
-
-    def __init__(
-        self, db: Database, *, batch_size: int = 200, interval: float = 0.5, exporter: OtlpExporter | None = None
-    ) -> None:
-        super().__init__(db, batch_size=batch_size, interval=interval)
-        self.exporter = exporter
-
-    async def close(self) -> None:
-        await super().close()
-        if self.exporter is not None:
-            await self.exporter.close()
-
-    async def _written(self, batch: list[TraceData]) -> None:
-        if self.exporter is not None:
-            for t in batch:
-                self.exporter.export(t)
-
-    async def _insert(self, batch: list[TraceData]) -> None:
-        try:
-            await self._insert_rows(batch)
-        except IntegrityError:
-            await self._insert_one_by_one(batch)
-
-    async def _insert_rows(self, batch: list[TraceData]) -> None:
-        span_rows = [s.row(t.request_id) for t in batch for s in t.spans]
-        async with self.db.engine.begin() as conn:
-            await conn.execute(insert(traces), [t.row() for t in batch])
-            if span_rows:
-                await conn.execute(insert(spans), span_rows)
-
-    async def _insert_one_by_one(self, batch: list[TraceData]) -> None:
-        for t in batch:
-            try:
-                await self._insert_rows([t])
-            except IntegrityError:
-                log.warning("duplicate request id: trace skipped", extra={"request_id": t.request_id})
 
 
 async def list_traces(

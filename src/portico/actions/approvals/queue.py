@@ -19,9 +19,9 @@ import httpx
 import orjson
 
 from portico.actions.approvals.store import ApprovalStore
-from portico.actions.config import ApprovalConfig
 from portico.actions.execute import GateDecision, parse_arguments, run_tool
 from portico.actions.tool import Tool, ToolContext
+from portico.config.tools import ApprovalConfig
 from portico.protocol.errors import Conflict, InvalidRequest, NotFound
 
 log = logging.getLogger("portico.actions")

@@ -22,8 +22,8 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from yarl import URL
 
-from portico.actions.config import ToolConfig
 from portico.actions.tool import SingleTool, Tool, ToolContext, ToolResult
+from portico.config.tools import ToolConfig
 from portico.pipeline.options import parse_options
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")

@@ -10,8 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from portico.actions.config import ToolConfig
 from portico.actions.tool import SingleTool, Tool, ToolContext, ToolResult
+from portico.config.tools import ToolConfig
 from portico.context.knowledge.base import SearchRequest
 from portico.context.knowledge.filters import compile_filter
 from portico.context.knowledge.manager import KnowledgeBases, UnknownKnowledgeBase

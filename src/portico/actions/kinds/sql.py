@@ -12,8 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from portico.actions.config import ToolConfig
 from portico.actions.tool import SingleTool, Tool, ToolContext, ToolResult
+from portico.config.tools import ToolConfig
 from portico.context.sql.generate import SqlAnswerer, SqlFailed, rows_table
 from portico.context.sql.service import SqlSources, sql_of
 from portico.pipeline.options import parse_options

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import inspect
 from sqlglot import exp
 
-from portico.context.sql.config import SqlSourceConfig
+from portico.config.sql import SqlSourceConfig
 from portico.context.sql.engine import SqlEngine, SqlExecutionError
 
 _TEXT_TYPES = ("CHAR", "TEXT", "STRING", "CLOB", "ENUM")

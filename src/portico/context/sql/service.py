@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from portico.config.sql import SqlSourceConfig
 from portico.context.sql import schema as schema_cache
-from portico.context.sql.config import SqlSourceConfig
 from portico.context.sql.engine import Rows, SqlEngine
 from portico.context.sql.retrieval import Embed, ExampleStore, TableSelector
 from portico.context.sql.schema import SchemaInfo

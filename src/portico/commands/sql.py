@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
+from portico.cli_config import load_for_cli
 from portico.config import PorticoConfig
 
 if TYPE_CHECKING:  # the SQL stack (SQLAlchemy, sqlglot, BM25) loads only when a `portico sql` command runs
@@ -24,10 +25,7 @@ SourceArg = Annotated[str, typer.Argument(help="Name of a source under sql_sourc
 BLOCKED = 3  # exit code of `validate` for SQL the validator rejects
 
 
-def _config(path: str | None) -> PorticoConfig:
-    from portico.cli import _load  # the main CLI's loader (exit 2 on a bad config); imported late: it imports us
-
-    return _load(path)
+_config = load_for_cli  # the main CLI's loader (exit 2 on a bad config)
 
 
 def _source(cfg: PorticoConfig, name: str) -> SqlSource:

@@ -88,8 +88,8 @@ def run(
 async def _run(spec: Any, base: Path, cfg: PorticoConfig, url: str | None, api_key: str | None,
                master_key: str | None, db_url: str | None, out_dir: str | None, new: bool, show: bool,
                stop_after: int | None) -> int:  # fmt: skip
+    from portico.commands.eval_targets import HttpTarget, InProcessTarget, TargetError
     from portico.evaluation.runner import EvalError, EvalRunner
-    from portico.evaluation.targets import HttpTarget, InProcessTarget, TargetError
     from portico.runtime import Runtime
     from portico.storage.db import Database
 

@@ -20,6 +20,7 @@ from rich.table import Table
 from portico.actions.describe import describe
 from portico.actions.execute import run_tool
 from portico.actions.tool import ToolContext
+from portico.cli_config import load_for_cli
 from portico.config import PorticoConfig
 
 tools_app = typer.Typer(no_args_is_help=True, help="Tools agent steps may call: list them, try one.")
@@ -29,10 +30,7 @@ ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="YAML conf
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON")]
 
 
-def _load(path: str | None) -> PorticoConfig:
-    from portico.cli import _load  # the main CLI's loader (its errors, its exit code); late: it imports this module
-
-    return _load(path)
+_load = load_for_cli  # the main CLI's loader: its error message, its exit code
 
 
 def _runtime(cfg: PorticoConfig) -> Any:
