@@ -2,25 +2,8 @@
 // inserted as text (prompts and answers are user content), never as HTML.
 "use strict";
 
-const KEY = "portico.masterKey";
 const PALETTE = ["#2f6fde", "#e0823d", "#3aa17e", "#9b59b6", "#d4b000", "#17a2b8", "#c0567a", "#8c8c8c"];
 const state = { selected: null, timer: null, tab: "requests" };
-const $ = (sel) => document.querySelector(sel);
-
-function h(tag, attrs, ...children) {
-  const el = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) {
-    if (v === null || v === undefined || v === false) continue;
-    if (k === "class") el.className = v;
-    else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
-    else el.setAttribute(k, v);
-  }
-  for (const c of children.flat()) {
-    if (c === null || c === undefined) continue;
-    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
-  }
-  return el;
-}
 
 function svg(tag, attrs, ...children) {
   const el = document.createElementNS("http://www.w3.org/2000/svg", tag);
@@ -28,8 +11,6 @@ function svg(tag, attrs, ...children) {
   for (const c of children) el.append(c instanceof Node ? c : document.createTextNode(String(c)));
   return el;
 }
-
-class NeedsKey extends Error {}
 
 async function api(path, params) {
   const url = new URL(path, location.origin);

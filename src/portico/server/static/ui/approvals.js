@@ -2,26 +2,7 @@
 // /admin/approvals is inserted as text. The master key is shared with the main dashboard (sessionStorage).
 "use strict";
 
-const KEY = "portico.masterKey";
-const $ = (sel) => document.querySelector(sel);
 const state = { selected: null, timer: null };
-
-function h(tag, attrs, ...children) {
-  const el = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) {
-    if (v === null || v === undefined || v === false) continue;
-    if (k === "class") el.className = v;
-    else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
-    else el.setAttribute(k, v);
-  }
-  for (const c of children.flat()) {
-    if (c === null || c === undefined) continue;
-    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
-  }
-  return el;
-}
-
-class NeedsKey extends Error {}
 
 async function api(path, { params, body } = {}) {
   const url = new URL(path, location.origin);
