@@ -348,3 +348,21 @@ async def test_unhandled_error_is_500_in_openai_shape(client: httpx.AsyncClient)
     assert err["type"] == "server_error"
     assert "x-request-id" in err["message"]
     assert r.headers["x-request-id"] == "trace-1"
+
+
+async def test_model_list_needs_a_key_when_auth_is_on_and_shows_only_what_the_key_may_use() -> None:
+    cfg = validate({"state_dir": tempfile.mkdtemp(prefix="portico-test-"), "auth": {"master_key": "mk-models-test"},
+                    "models": [{"name": "chat-a", "deployments": [DEAD]}, {"name": "chat-b", "deployments": [DEAD]}]})
+    app = create_app(cfg)
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        assert (await c.get("/v1/models")).status_code == 401
+        assert (await c.get("/v1/models/chat-a")).status_code == 401
+        master = {"authorization": "Bearer mk-models-test"}
+        everything = await c.get("/v1/models", headers=master)
+        assert {m["id"] for m in everything.json()["data"]} == {"chat-a", "chat-b"}
+        created = await c.post("/admin/keys", json={"name": "team", "models": ["chat-b"]}, headers=master)
+        key = {"authorization": f"Bearer {created.json()['key']}"}
+        assert [m["id"] for m in (await c.get("/v1/models", headers=key)).json()["data"]] == ["chat-b"]
+        assert (await c.get("/v1/models/chat-a", headers=key)).status_code == 404
+        assert (await c.get("/v1/models/chat-b", headers=key)).status_code == 200

@@ -9,7 +9,7 @@ from starlette.responses import Response
 from portico.observability.metrics import CONTENT_TYPE
 from portico.protocol.errors import ModelNotFound
 from portico.runtime import Runtime
-from portico.server.auth import require_admin
+from portico.server.auth import caller_of, require_admin
 
 
 def _json(data: object, status: int = 200) -> Response:
@@ -20,15 +20,23 @@ def _model_obj(rt: Runtime, name: str, kind: str) -> dict:
     return {"id": name, "object": "model", "created": rt.started_at, "owned_by": "portico", "portico_type": kind}
 
 
+async def _visible(request: Request) -> list[tuple[str, str]]:
+    """The models and applications the caller may use: a key sees its allow-list; with auth on, no key is a 401."""
+    rt: Runtime = request.app.state.runtime
+    caller = await caller_of(request)
+    key = caller.key
+    return [(n, k) for n, k in rt.model_names() if key is None or key.allows(n)]
+
+
 async def list_models(request: Request) -> Response:
     rt: Runtime = request.app.state.runtime
-    return _json({"object": "list", "data": [_model_obj(rt, n, k) for n, k in rt.model_names()]})
+    return _json({"object": "list", "data": [_model_obj(rt, n, k) for n, k in await _visible(request)]})
 
 
 async def get_model(request: Request) -> Response:
     rt: Runtime = request.app.state.runtime
     name = request.path_params["model"]
-    for n, k in rt.model_names():
+    for n, k in await _visible(request):
         if n == name:
             return _json(_model_obj(rt, n, k))
     raise ModelNotFound(f"The model '{name}' does not exist or you do not have access to it.", param="model")

@@ -120,10 +120,10 @@ OPS: list[Op] = [
     Op("POST", "/v1/embeddings", "Create embeddings", s.EmbeddingList, EmbeddingRequest,
        errors=(404, 429, 502, 503, 504), tag="openai",
        example=Example({"model": "local-embed", "input": ["hello", "world"]})),
-    # The model list answers without a key (as the server does today, master key or not).
-    Op("GET", "/v1/models", "List models and applications", s.ModelList, auth="none", tag="openai",
+    # Like every /v1 route: a key when auth is on; a key sees only the models it may use.
+    Op("GET", "/v1/models", "List the models and applications the caller may use", s.ModelList, tag="openai",
        example=Example()),
-    Op("GET", "/v1/models/{model}", "Get one model", s.Model, errors=(404,), auth="none", tag="openai",
+    Op("GET", "/v1/models/{model}", "Get one model", s.Model, errors=(404,), tag="openai",
        example=Example(path={"model": "oai"})),
     Op("POST", "/v1/responses", "Create a response (Responses API; streams named events with stream: true)",
        c.ResponseObject, ResponsesRequest, errors=(404, 429, 502, 503, 504), tag="openai",
