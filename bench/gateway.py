@@ -8,7 +8,7 @@ BENCH_ROUNDS rounds (default 3) with the system order rotated each round; the ta
 streaming case runs BENCH_STREAMS (default 200) sequential streams per system per round.
 
 LiteLLM runs from its own venv, bench/.venv-litellm (`make bench-gateway` creates it), never the project's. Writes
-bench/results/gateway.md; the last line printed is a one-line summary. Portico runs with auth on and every request
+bench/results/gateway.md, whose last line is a one-line summary. Portico runs with auth on and every request
 under a virtual key with limits and a budget (created through its admin API after each start).
 """
 
@@ -564,12 +564,13 @@ def main() -> None:
             info.loads.append(load())
             print(f"round {i + 1}/{ROUNDS} (load average {info.loads[-1]})", flush=True)
             one_round(everything[i % len(everything):] + everything[:i % len(everything)], direct, upstream, tmp)
-    text = report(everything, direct, info, goals(sut[1], sut[0], sut[3], direct))
+    # The results file ends with the one-line summary: Portico's default config vs the passthrough and LiteLLM.
+    text = report(everything, direct, info, goals(sut[1], sut[0], sut[3], direct)).rstrip("\n") + "\n\n"
+    text += summary(sut[1], sut[0], sut[3], direct) + "\n"
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(text)
     shutil.rmtree(tmp, ignore_errors=True)  # Portico's SQLite (usage, traces) grows ~200 MB a run; kept on failure
-    print(text)
-    print(summary(sut[1], sut[0], sut[3], direct))  # Portico's default config vs the passthrough and LiteLLM
+    print(text, end="")
 
 
 if __name__ == "__main__":
