@@ -25,21 +25,6 @@ async function api(path, params) {
   return body;
 }
 
-function setStatus(text, bad) {
-  const el = $("#status");
-  el.textContent = text;
-  el.className = bad ? "error" : "muted";
-}
-
-async function guarded(fn) {
-  try {
-    await fn();
-  } catch (e) {
-    if (e instanceof NeedsKey) return showLogin(sessionStorage.getItem(KEY) ? "That key was refused." : "");
-    setStatus(e.message, true);
-  }
-}
-
 function showLogin(message) {
   $("#login").hidden = false;
   $("#requests").hidden = true;

@@ -17,20 +17,6 @@ async function api(path, { params, body } = {}) {
   return data;
 }
 
-function setStatus(text, bad) {
-  $("#status").textContent = text;
-  $("#status").className = bad ? "error" : "muted";
-}
-
-async function guarded(fn) {
-  try {
-    await fn();
-  } catch (e) {
-    if (e instanceof NeedsKey) return showLogin(sessionStorage.getItem(KEY) ? "That key was refused." : "");
-    setStatus(e.message, true);
-  }
-}
-
 function showLogin(message) {
   $("#login").hidden = false;
   $("#approvals").hidden = true;

@@ -1,5 +1,6 @@
 // Shared by every dashboard page (loaded first, as a classic script): the master key's storage slot, a query
-// helper and a DOM builder that inserts every value as text, never as HTML.
+// helper, a DOM builder that inserts every value as text (never as HTML), the status line, and the guard that
+// sends a refused key back to the page's own showLogin().
 "use strict";
 
 const KEY = "portico.masterKey";
@@ -21,3 +22,18 @@ function h(tag, attrs, ...children) {
 }
 
 class NeedsKey extends Error {}
+
+function setStatus(text, bad) {
+  const el = $("#status");
+  el.textContent = text;
+  el.className = bad ? "error" : "muted";
+}
+
+async function guarded(fn) {
+  try {
+    await fn();
+  } catch (e) {
+    if (e instanceof NeedsKey) return showLogin(sessionStorage.getItem(KEY) ? "That key was refused." : "");
+    setStatus(e.message, true);
+  }
+}
