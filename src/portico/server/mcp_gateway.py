@@ -108,8 +108,10 @@ class McpGateway:
                 await down.wait()
 
         task = asyncio.create_task(hold())
-        await asyncio.wait([task, asyncio.ensure_future(up.wait())], return_when=asyncio.FIRST_COMPLETED)
+        ready = asyncio.create_task(up.wait())
+        await asyncio.wait([task, ready], return_when=asyncio.FIRST_COMPLETED)
         if task.done():
+            ready.cancel()
             task.result()  # it failed to start: raise why
         try:
             yield
