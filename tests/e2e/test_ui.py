@@ -40,6 +40,7 @@ def server(katan: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
             {"name": "down", "retries": {"max": 0},
              "deployments": [{"provider": "openai", "model": "x", "base_url": f"{dead}/v1", "api_key": "sk-test"}]},
         ],
+        "metrics": [{"name": "helpful", "type": "boolean"}],
         "applications": [{"name": "desk", "model": "oai", "steps": [{"branch": [
             {"when": 'request.metadata.tier == "gold"', "steps": [{"use": "system_prompt", "text": "Gold desk."}]},
             {"else": [{"use": "system_prompt", "text": "Standard desk."}]}]}]}],
@@ -131,6 +132,41 @@ def test_dashboard_shows_requests_traces_and_charts(server: str, tmp_path: Path)
         assert (tmp_path / name).stat().st_size > 10_000
         if os.environ.get("PORTICO_SCREENSHOTS"):
             shutil.copy(tmp_path / name, Path(os.environ["PORTICO_SCREENSHOTS"]) / name)
+
+
+def test_applications_tab_lists_draws_and_links(server: str, tmp_path: Path) -> None:
+    if not (BROWSER_DIR / "node_modules" / "playwright-core").is_dir() or not Path(CHROMIUM).exists():
+        pytest.fail("browser test prerequisites missing: run `make test` (npm ci in tests/browser, apt chromium)")
+    auth = {"authorization": f"Bearer {MASTER}"}
+    before = httpx.get(f"{server}/admin/stats", params={"group_by": "application"}, headers=auth, timeout=10).json()
+    sent = next((g["requests"] for g in before["groups"] if g["name"] == "desk"), 0)
+    client = openai.OpenAI(base_url=server + "/v1", api_key=MASTER, max_retries=0, timeout=30)
+    ids = []
+    for tier in ("gold", "silver", "gold"):
+        raw = client.chat.completions.with_raw_response.create(
+            model="desk", metadata={"tier": tier}, messages=[{"role": "user", "content": f"hello from {tier}"}])
+        ids.append(raw.headers["x-request-id"])
+    for rid, value in zip(ids, (True, False, True)):
+        r = httpx.post(f"{server}/v1/feedback", json={"request_id": rid, "metric": "helpful", "value": value},
+                       headers=auth, timeout=10)  # fmt: skip
+        assert r.status_code in (200, 201), r.text
+    listed = httpx.get(f"{server}/admin/applications", headers=auth, timeout=10).json()
+    assert [(a["name"], a["model"], a["version"], a["steps"]) for a in listed["data"]] == [("desk", "oai", "1", 3)]
+    assert httpx.get(f"{server}/admin/applications", timeout=10).status_code == 401
+
+    proc = subprocess.run(["node", str(BROWSER_DIR / "applications.mjs"), server, MASTER, str(tmp_path), "desk"],
+                          capture_output=True, text=True, cwd=BROWSER_DIR, timeout=120)  # fmt: skip
+    seen = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.stdout.strip() else {"error": proc.stderr[-3000:]}
+    assert "error" not in seen, seen["error"]
+    name, model, version, steps, experiment, requests, errors, _cost, feedback = seen["cells"]
+    assert (name, model, version, steps, experiment) == ("desk", "oai", "1", "3", "–")
+    assert int(requests) == sent + 3 and errors == "0"
+    assert feedback == f"helpful {2 / 3:.2f} (n=3)"
+    assert seen["nodes"] == ["branch steps[0]", 'when request.metadata.tier == "gold"', "system_prompt", "else",
+                             "system_prompt", "generate"]  # fmt: skip
+    assert seen["feedback"] == [["helpful", "1", "desk", "3", f"{2 / 3:.3f}"]]  # model: the name the client asked for, as in usage
+    assert seen["requestsVisible"] and seen["consoleErrors"] == []
+    assert (tmp_path / "ui-applications.png").stat().st_size > 10_000
 
 
 def test_stats_api_validates_its_query(server: str) -> None:

@@ -127,3 +127,21 @@ class PipelineGraph(BaseModel):
     steps: list[dict[str, Any]] = Field(
         description="nodes: {kind: step|parallel|branch|loop|call, span, path, …}; branches hold arms, loops and "
                     "calls their steps")  # fmt: skip
+
+
+
+class Application(BaseModel):
+    model_config = _OPEN
+    object: Literal["application"] = "application"
+    name: str
+    model: str
+    version: str
+    steps: int = Field(description="steps in the pipeline, counting those inside branches, loops and calls")
+    experiment: dict[str, Any] | None = Field(
+        description="the experiment splitting this application's traffic: name, sticky, bandit, variants")
+
+
+class ApplicationList(BaseModel):
+    model_config = _OPEN
+    object: Literal["list"] = "list"
+    data: list[Application]

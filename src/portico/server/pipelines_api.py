@@ -1,7 +1,11 @@
-"""``/admin/applications/{name}/pipeline``: an application's pipeline as data (steps, branch arms with their
-conditions, loops, calls), for the dashboard's drawing. Guarded by the master key like the rest of ``/admin``."""
+"""``/admin/applications``: the configured applications (model, version, step count, the experiment splitting their
+traffic), and ``/admin/applications/{name}/pipeline``: one application's pipeline as data (steps, branch arms with
+their conditions, loops, calls), for the dashboard's Applications tab and trace page. Guarded by the master key
+like the rest of ``/admin``."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import orjson
 from starlette.requests import Request
@@ -25,5 +29,35 @@ async def get_pipeline(request: Request) -> Response:
     return Response(orjson.dumps(body), media_type="application/json")
 
 
+def _count(steps: list[dict[str, Any]]) -> int:
+    """Steps in a graph, counting those inside arms, loops, calls and parallel groups."""
+    n = 0
+    for s in steps:
+        inner = [st for a in s.get("arms", []) for st in a["steps"]] + s.get("steps", [])
+        n += _count(inner) if inner or s["kind"] in ("branch", "loop", "call", "parallel") else 1
+    return n
+
+
+async def list_applications(request: Request) -> Response:
+    require_admin(request)
+    rt: Runtime = request.app.state.runtime
+    experiments = {e.application: e for e in rt.cfg.experiments}
+    data = []
+    for app in rt.cfg.applications:
+        g = graph(app.name, app.model, app.version, rt.applications[app.name])
+        exp = experiments.get(app.name)
+        data.append({
+            "object": "application", "name": app.name, "model": app.model, "version": app.version,
+            "steps": _count(g["steps"]),
+            "experiment": None if exp is None else {
+                "name": exp.name, "sticky": exp.sticky, "bandit": exp.bandit is not None,
+                "variants": [v.model_dump(mode="json", exclude_none=True) for v in exp.variants]},
+        })  # fmt: skip
+    return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
+
+
 def routes() -> list[Route]:
-    return [Route("/admin/applications/{name}/pipeline", get_pipeline, methods=["GET"])]
+    return [
+        Route("/admin/applications", list_applications, methods=["GET"]),
+        Route("/admin/applications/{name}/pipeline", get_pipeline, methods=["GET"]),
+    ]

@@ -218,6 +218,8 @@ OPS: list[Op] = [
                                     capture={"handoff_id": "id"})),
     Op("GET", "/admin/handoffs", "List handoffs, newest first", s.HandoffList, query=HandoffsQuery, errors=(400,),
        auth="admin", tag="admin", example=Example(query={"status": "open"})),
+    Op("GET", "/admin/applications", "Configured applications (model, version, steps, experiment)",
+       e.ApplicationList, auth="admin", tag="admin", example=Example()),
     Op("GET", "/admin/applications/{name}/pipeline", "An application's pipeline as a graph (steps, arms, loops)",
        e.PipelineGraph, errors=(404,), auth="admin", tag="admin", example=Example(path={"name": "helper"})),
     Op("GET", "/admin/tools", "Configured tools and the health of their sources", s.ToolList, auth="admin",

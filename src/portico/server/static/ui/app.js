@@ -30,6 +30,7 @@ function showLogin(message) {
   $("#requests").hidden = true;
   $("#usage").hidden = true;
   $("#evals").hidden = true;
+  $("#applications").hidden = true;
   $("#login-error").textContent = message || "";
   $("#login-key").focus();
 }
@@ -304,7 +305,8 @@ async function loadUsage() {
 
 // ---------- wiring ----------
 function refresh() {
-  const load = { requests: loadRequests, usage: loadUsage, evals: () => window.loadEvals() }[state.tab];
+  const load = { requests: loadRequests, usage: loadUsage, evals: () => window.loadEvals(),
+    applications: () => window.loadApplications() }[state.tab];
   return guarded(load);
 }
 
@@ -314,6 +316,7 @@ function showTab(name) {
   $("#requests").hidden = name !== "requests";
   $("#usage").hidden = name !== "usage";
   $("#evals").hidden = name !== "evals";
+  $("#applications").hidden = name !== "applications";
   refresh();
 }
 
