@@ -47,6 +47,9 @@ STREAMS = int(os.environ.get("BENCH_STREAMS", "200"))
 CONCURRENCIES = (4, 50)
 LITELLM_BIN = ROOT / "bench" / ".venv-litellm" / "bin"
 RESULTS = ROOT / "bench" / "results" / "gateway.md"
+# A git revision to measure beside the current tree in the same run (e.g. the commit before a change that must not
+# cost anything): checked out into a temporary worktree and served from the same venv with its own source.
+BASELINE = os.environ.get("BENCH_BASELINE", "")
 SUT_CPU, LOAD_CPU = "0", "1"  # systems under test / nginx, wrk and the streaming client
 
 MODEL, STREAM_MODEL = "bench", "bench-stream"  # the names clients send
@@ -183,13 +186,49 @@ def systems(tmp: Path, upstream: str) -> list[System]:
         return ["env", *LITELLM_ENV, str(LITELLM_BIN / "litellm"), "--config", str(litellm_yaml),
                 "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"]
 
-    return [
+    out = [
         System("passthrough (aiohttp, ceiling)", passthrough, "/health", stream_path=UPSTREAM_STREAM_PATH),
         System("Portico (default: traces of every request, full content)", portico, "/readyz", setup=portico_key),
         System("Portico, traces sampled to 0", lambda port: portico(port, untraced_yaml), "/readyz",
                setup=portico_key),
         System("LiteLLM proxy", litellm, "/health/readiness", litellm_key),
     ]
+    if BASELINE:
+        tree = tmp / "baseline"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(tree), BASELINE], check=True)
+        rev = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             check=True).stdout.strip()  # fmt: skip
+
+        def baseline(port: int) -> list[str]:
+            return ["env", "-C", str(fresh_dir(tmp, f"baseline-{port}")), f"PYTHONPATH={tree / 'src'}",
+                    str(VENV_BIN / "python"), "-m", "portico", "serve", "--config", str(portico_yaml),
+                    "--port", str(port)]
+
+        out.append(System(f"Portico at {rev} (BENCH_BASELINE={BASELINE}), default config", baseline, "/readyz",
+                          setup=portico_key))
+    return out
+
+
+def drop_baseline(tmp: Path) -> None:
+    if (tmp / "baseline").exists():
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tmp / "baseline")], check=False)
+
+
+def baseline_lines(portico: System, base: System) -> list[str]:
+    """The current tree against the baseline revision, both in their default config, same run."""
+    lo, hi = CONCURRENCIES
+    rows = ["## Against the baseline revision (same run)", "", "| measure | this tree | baseline | ratio |",
+            "|---|---|---|---|"]
+    for c in (lo, hi):
+        a, b = med([r.rps for r in portico.runs[c]]), med([r.rps for r in base.runs[c]])
+        rows.append(f"| req/s at c={c} | {a:.0f} | {b:.0f} | {a / b:.2f} |")
+        a, b = med([r.p50_ms for r in portico.runs[c]]), med([r.p50_ms for r in base.runs[c]])
+        rows.append(f"| p50 ms at c={c} | {a:.2f} | {b:.2f} | {a / b:.2f} |")
+    a, b = med([r.ttfb_p50_ms for r in portico.streams]), med([r.ttfb_p50_ms for r in base.streams])
+    rows.append(f"| first event p50 ms | {a:.2f} | {b:.2f} | {a / b:.2f} |")
+    per_round = ", ".join(f"{x.rps / y.rps:.2f}" for x, y in zip(portico.runs[hi], base.runs[hi], strict=True))
+    rows += ["", f"Per-round req/s ratio at c={hi} (this tree / baseline): {per_round}."]
+    return rows
 
 
 def nginx_cmd(tmp: Path, port: int) -> list[str]:
@@ -565,7 +604,10 @@ def main() -> None:
             print(f"round {i + 1}/{ROUNDS} (load average {info.loads[-1]})", flush=True)
             one_round(everything[i % len(everything):] + everything[:i % len(everything)], direct, upstream, tmp)
     # The results file ends with the one-line summary: Portico's default config vs the passthrough and LiteLLM.
+    drop_baseline(tmp)
     text = report(everything, direct, info, goals(sut[1], sut[0], sut[3], direct)).rstrip("\n") + "\n\n"
+    if BASELINE:
+        text += "\n".join(baseline_lines(sut[1], sut[4])) + "\n\n"
     text += summary(sut[1], sut[0], sut[3], direct) + "\n"
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(text)

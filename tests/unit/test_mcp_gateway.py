@@ -85,3 +85,7 @@ async def test_bad_or_missing_key_is_refused(server) -> None:
         assert r.status_code == 401 and r.json()["error"]["code"] == "missing_api_key"
         r = await h.post(url + "/mcp", json=body, headers={"authorization": "Bearer pk-wrong"})
         assert r.status_code == 401
+        # no stream to offer (stateless): a GET is answered at once, with or without an Accept header
+        for accept in ({}, {"accept": "text/event-stream"}):
+            r = await h.get(url + "/mcp", headers={"authorization": f"Bearer {MASTER}", **accept}, timeout=5)
+            assert r.status_code == 405 and r.headers["allow"] == "POST, DELETE" and r.json()["error"]["code"] == -32600

@@ -92,6 +92,14 @@ class McpGateway:
                 scope, receive, send
             )
             return
+        if request.method == "GET":
+            # Stateless: there is no session whose server-initiated messages a GET stream could carry, so the spec's
+            # "405 when no stream is offered" (clients handle it) instead of an SSE stream that never sends a thing.
+            body = {"jsonrpc": "2.0", "id": None,
+                    "error": {"code": -32600, "message": "Method Not Allowed: this MCP server is stateless; use POST"}}
+            await Response(orjson.dumps(body), status_code=405, media_type="application/json",
+                           headers={"allow": "POST, DELETE"})(scope, receive, send)  # fmt: skip
+            return
         scope[_CALLER] = {"key": caller.name, "key_id": caller.key.id if caller.key else None,
                           "tools": caller.key.tools if caller.key else None}  # fmt: skip
         await self.manager.handle_request(scope, receive, send)

@@ -190,9 +190,8 @@ OPS: list[Op] = [
     Op("POST", "/mcp", "Send an MCP message (initialize, tools/list, tools/call)", s.JsonRpcResponse,
        s.JsonRpcRequest, errors=(406,), tag="mcp", error_models={400: s.JsonRpcResponse, 406: s.JsonRpcResponse},
        example=Example(_MCP_INIT, headers={"accept": "application/json, text/event-stream"})),
-    Op("GET", "/mcp", "Server-to-client event stream (needs Accept: text/event-stream)", None,
-       media_type="text/event-stream", errors=(406,), tag="mcp", error_models={406: s.JsonRpcResponse},
-       example=Example(headers={"accept": "application/json"}, status=406)),
+    Op("GET", "/mcp", "Server-to-client event stream: not offered, the server is stateless (always 405)",
+       s.JsonRpcResponse, status=405, tag="mcp", example=Example(status=405)),
     Op("DELETE", "/mcp", "End a session: not supported, the server is stateless (always 405)", s.JsonRpcResponse,
        status=405, tag="mcp", example=Example(status=405)),
     # ---- admin ----------------------------------------------------------------------------------------------
