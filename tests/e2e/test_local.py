@@ -103,6 +103,21 @@ def test_local_tool_call(client: openai.OpenAI) -> None:
     assert "city" in json.loads(call.function.arguments)
 
 
+def test_local_tool_choice_required(client: openai.OpenAI) -> None:
+    weather = {"type": "function", "function": {"name": "get_weather", "description": "Get the weather for a city",
+               "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+    time_tool = {"type": "function", "function": {"name": "get_time", "description": "Get the time in a city",
+                 "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}
+    msgs = [{"role": "user", "content": "Hello there"}]  # nothing that asks for a tool: "required" must force one
+    resp = client.chat.completions.create(model="local", messages=msgs, tools=[weather], tool_choice="required",
+                                          max_tokens=60, temperature=0)  # fmt: skip
+    assert resp.choices[0].message.tool_calls[0].function.name == "get_weather"
+    with pytest.raises(openai.BadRequestError) as ei:  # llama.cpp cannot force a choice among several: say so
+        client.chat.completions.create(model="local", messages=msgs, tools=[weather, time_tool],
+                                       tool_choice="required", max_tokens=60)  # fmt: skip
+    assert ei.value.body["param"] == "tool_choice"
+
+
 def test_local_logprobs_is_a_clear_400(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as ei:
         client.chat.completions.create(model="local", messages=[{"role": "user", "content": "x"}], logprobs=True)

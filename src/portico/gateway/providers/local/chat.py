@@ -113,6 +113,14 @@ class LlamaChatBackend:
         if req.tools and req.tool_choice != "none":
             kw["tools"] = [t.model_dump(exclude_none=True) for t in req.tools]
             kw["tool_choice"] = req.tool_choice or "auto"
+            if kw["tool_choice"] == "required":
+                # llama.cpp's ChatML handler knows auto, none and a named tool (it asserts on anything else): with
+                # one tool "required" is that tool named; with several there is no grammar that forces a choice.
+                if len(req.tools) != 1:
+                    raise InvalidRequest("the local model takes tool_choice 'required' with one tool only; name the "
+                                         "tool ({'type': 'function', 'function': {'name': …}}) or use 'auto'",
+                                         param="tool_choice")  # fmt: skip
+                kw["tool_choice"] = {"type": "function", "function": {"name": req.tools[0].function.name}}
         return kw
 
     def _create(self, kw: dict[str, Any], stream: bool) -> Any:
