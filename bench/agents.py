@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -392,6 +393,7 @@ async def main() -> None:
     seconds = float(os.environ.get("BENCH_SECONDS", "15"))
     started = time.time()
     load_before = load()
+    carried = carried_accuracy()  # read before this run rewrites the file
     results: dict[str, Measured] = {}
     with servers() as (chat, tools, _), tempfile.TemporaryDirectory() as tmp:
         builders: list[tuple[str, Callable[[], Awaitable[tuple[Run, Callable[[], Awaitable[None]]]]]]] = [
@@ -410,7 +412,7 @@ async def main() -> None:
             m = results[name]
             print(f"{name}: p50 run {statistics.median(m.runs) * 1000:.2f} ms, {m.rps:.1f} runs/s", flush=True)
         acc: list[dict[str, Any]] = []
-        report(results, acc, n_seq, seconds, started, load_before)  # kept if the slow accuracy part is cut short
+        report(results, acc, n_seq, seconds, started, load_before, carried)  # kept if the accuracy part is cut short
         if os.environ.get("BENCH_SKIP_ACCURACY") != "1":
             local = {"name": "local", "deployments": [{"provider": "local"}]}
             acc.append(await accuracy(local, Path(tmp) / "a1"))
@@ -419,11 +421,32 @@ async def main() -> None:
                 dep = {"provider": "openai", "model": env["AGENT_EVAL_MODEL"], "base_url": env["AGENT_EVAL_BASE_URL"],
                        "api_key": env.get("AGENT_EVAL_API_KEY", "")}  # fmt: skip
                 acc.append(await accuracy({"name": "eval", "deployments": [dep]}, Path(tmp) / "a2"))
-    report(results, acc, n_seq, seconds, started, load_before)
+    report(results, acc, n_seq, seconds, started, load_before, carried)
+
+
+def carried_accuracy() -> tuple[list[str], str] | None:
+    """With BENCH_SKIP_ACCURACY=1 the accuracy section of the previous results file is kept, marked as such: the
+    accuracy depends on the model, not on the orchestration this benchmark's timing part measures, and costs ~10
+    minutes of the local model."""
+    if os.environ.get("BENCH_SKIP_ACCURACY") != "1" or not RESULTS.exists():
+        return None
+    text = RESULTS.read_text()
+    start, end = text.find("## Tool-call accuracy"), text.find("## Run")
+    last = text.rstrip("\n").rsplit("\n", 1)[-1]
+    if start < 0 or end < start or "tool_acc_local=" not in last:
+        return None
+    section = [x for x in text[start:end].strip().splitlines()]
+    while section and (not section[-1].strip() or section[-1].startswith("(Carried over")):
+        section.pop()
+    old = re.search(r"\(Carried over from the run of ([0-9-]+ [0-9:]+ UTC)", text)
+    run_date = old.group(1) if old else (m.group(1) if (m := re.search(r"Date: ([0-9-]+ [0-9:]+ UTC)", text[end:]))
+                                         else "an earlier date")  # fmt: skip
+    note = f"(Carried over from the run of {run_date}: this run set BENCH_SKIP_ACCURACY=1.)"
+    return [*section, "", note], last.split("tool_acc_local=", 1)[1].split()[0]
 
 
 def report(results: dict[str, Measured], acc: list[dict[str, Any]], n_seq: int, seconds: float, started: float,
-           load_before: str) -> None:  # fmt: skip
+           load_before: str, carried: tuple[list[str], str] | None = None) -> None:  # fmt: skip
     base = results[FLOOR]
     floor_wall, floor_cpu = statistics.median(base.runs), statistics.median(base.cpu)
 
@@ -478,6 +501,9 @@ def report(results: dict[str, Measured], acc: list[dict[str, Any]], n_seq: int, 
                   "end of the context: that is where the time goes). First misses of local: "
                   + "; ".join(misses[:10]) + (" …" if len(misses) > 10 else "")]  # fmt: skip
     tool_acc = f"{acc[0]['tool_and_args']:.3f}" if acc else "nan"
+    if not acc and carried is not None:
+        section, tool_acc = carried
+        lines += ["", *section]
     lines += [
         "",
         "## Run",
@@ -488,7 +514,8 @@ def report(results: dict[str, Measured], acc: list[dict[str, Any]], n_seq: int, 
         f"- Versions: portico {version('portico')}, langgraph {version('langgraph')}, langchain-openai "
         f"{version('langchain-openai')}, openai-agents {version('openai-agents')}, openai {version('openai')}, "
         f"Python {sys.version.split()[0]}.",
-        "- Re-run: `make bench-agents` (BENCH_SEQ, BENCH_SECONDS; AGENT_EVAL_BASE_URL/MODEL/API_KEY for a stronger "
+        "- Re-run: `make bench-agents` (BENCH_SEQ, BENCH_SECONDS; BENCH_SKIP_ACCURACY=1 keeps the last accuracy "
+        "section; AGENT_EVAL_BASE_URL/MODEL/API_KEY for a stronger "
         "model's accuracy).",
         "",
         f"agents overhead_p50_ms={cpu_ms(p, 50):.3f} overhead_p99_ms={cpu_ms(p, 99):.3f} rps={p.rps:.1f} "
