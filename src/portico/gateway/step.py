@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from portico.gateway.gateway import Gateway
-from portico.pipeline.context import RequestContext
+from portico.pipeline.context import TOOL_RUNNER, RequestContext
 from portico.pipeline.step import Step
 
 
@@ -18,6 +18,10 @@ class GenerateStep(Step):
 
     async def run(self, ctx: RequestContext) -> None:
         model = ctx.target_model or self.model or ctx.model
+        runner = ctx.state.get(TOOL_RUNNER)
+        if runner is not None:  # the request brought server-side tools (Responses built-ins): the agent loop answers
+            await runner(ctx, model)
+            return
         if ctx.request.stream:
             await self.gateway.chat_stream(ctx, model)
         else:

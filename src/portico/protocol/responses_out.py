@@ -13,6 +13,7 @@ from typing import Any
 
 from portico.protocol.errors import PorticoError
 from portico.protocol.responses import Reasoning, ResponsesRequest, new_id
+from portico.protocol.responses_tools import item_events
 
 Event = dict[str, Any]
 
@@ -121,10 +122,16 @@ class ResponseHead:
         }  # fmt: skip
 
 
-def from_completion(head: ResponseHead, completion: dict[str, Any]) -> dict[str, Any]:
-    """A whole ``chat.completion`` as the response object (its first choice: a response has one answer)."""
+def from_completion(head: ResponseHead, completion: dict[str, Any],
+                    tool_items: list[dict[str, Any]] | None = None) -> dict[str, Any]:  # fmt: skip
+    """A whole ``chat.completion`` as the response object (its first choice: a response has one answer), after
+    the items of the server tools that ran for it. A run that stopped for an approval ends with its request."""
     choice = (completion.get("choices") or [{}])[0]
-    output = output_items(choice.get("message") or {})
+    message = choice.get("message") or {}
+    output = list(tool_items or [])
+    waits = any(i["type"] == "mcp_approval_request" for i in output)
+    if not (waits and not message.get("content") and not message.get("tool_calls")):
+        output += output_items(message)
     return head.object("completed", output, completion.get("usage"), model=completion.get("model"),
                        finish_reason=choice.get("finish_reason"))  # fmt: skip
 
@@ -135,8 +142,9 @@ class _Open:
 
     index: int
     item: dict[str, Any]
-    kind: str  # text | refusal | call
+    kind: str  # text | refusal | call | tool (a server tool's item, already complete)
     buffer: str = ""
+    done: bool = False
 
 
 class ResponseEvents:
@@ -144,8 +152,9 @@ class ResponseEvents:
     order, when the stream ends (the SDK keys its state by ``output_index``, so a late text delta after a tool
     call still lands in the right item)."""
 
-    def __init__(self, head: ResponseHead) -> None:
+    def __init__(self, head: ResponseHead, to_item: Any = None) -> None:
         self.head = head
+        self.to_item = to_item  # a server tool's reported call -> its output item (None: not shown)
         self.seq = 0
         self.items: list[_Open] = []
         self.message: _Open | None = None
@@ -218,6 +227,24 @@ class ResponseEvents:
                                    output_index=call.index, delta=piece))  # fmt: skip
         return out
 
+    def tool_event(self, event: dict[str, Any]) -> list[Event]:
+        """A server tool's call (reported when it finished) as its item's events; text after it opens a new
+        message item, as it comes after the call."""
+        item = self.to_item(event) if self.to_item is not None else None
+        return self.tool_item(item) if item is not None else []
+
+    def tool_item(self, item: dict[str, Any]) -> list[Event]:
+        out: list[Event] = []
+        if self.message is not None:
+            out += self._close(self.message)
+            self.message = None
+        o = self._open({**item, "status": "in_progress"} if "status" in item else item, "tool", out)
+        where = {"item_id": item["id"], "output_index": o.index}
+        out += [self._event(name, **where, **fields) for name, fields in item_events(item)]
+        o.item, o.done = item, True
+        out.append(self._event("response.output_item.done", output_index=o.index, item=item))
+        return out
+
     def _open(self, item: dict[str, Any], kind: str, out: list[Event]) -> _Open:
         opened = _Open(len(self.items), item, kind)
         self.items.append(opened)
@@ -225,6 +252,9 @@ class ResponseEvents:
         return opened
 
     def _close(self, o: _Open) -> list[Event]:
+        if o.done:
+            return []
+        o.done = True
         item_id = o.item["id"]
         if o.kind == "call":
             done = {**o.item, "status": "completed", "arguments": o.buffer}
@@ -246,8 +276,9 @@ class ResponseEvents:
         """Close every item; the final response object is then in ``self.response``. The caller stores it before
         sending :meth:`completed` so a client that follows up at once finds it."""
         out: list[Event] = []
-        if not self.items:  # an empty answer is still one (empty) message
-            out += self._text("text", "")
+        waits = any(o.item["type"] == "mcp_approval_request" for o in self.items)
+        if not self.items or (self.message is None and not self.calls and not waits and self.items[-1].kind == "tool"):
+            out += self._text("text", "")  # an empty answer is still one (empty) message
         for o in self.items:
             out += self._close(o)
         self.response = self.head.object("completed", [o.item for o in self.items], self.usage, model=self.model,
