@@ -212,3 +212,29 @@ def test_tools_outside_the_config_are_refused(server: str, tool: dict, param: st
     assert r.status_code == 400, r.text
     err = r.json()["error"]
     assert err["param"] == param and (code is None or err["code"] == code)
+
+
+async def test_agents_sdk_hosted_mcp_with_approval_and_web_search(server: str, mcp: HttpServer) -> None:
+    """The Agents SDK's hosted tools: its approval callback answers Portico's mcp_approval_request (the SDK sends
+    the whole history back, not previous_response_id) and the approved call runs once."""
+    from agents import Agent as SdkAgent
+    from agents import HostedMCPTool, OpenAIResponsesModel, Runner, WebSearchTool, set_tracing_disabled
+
+    set_tracing_disabled(True)
+    asked: list[str] = []
+
+    def approve(request: Any) -> dict[str, Any]:
+        asked.append(request.data.name)
+        return {"approve": True}
+
+    before = len(mcp.ran())
+    orders = HostedMCPTool(tool_config={"type": "mcp", "server_label": "orders", "require_approval": "always"},
+                           on_approval_request=approve)  # fmt: skip
+    oai = openai.AsyncOpenAI(base_url=f"{server}/v1", api_key=MASTER, max_retries=0, timeout=60)
+    agent = SdkAgent(name="orders", model=OpenAIResponsesModel("m", oai), tools=[orders, WebSearchTool()])
+    result = await Runner.run(agent, "Where is order A1?")
+    assert asked == ["lookup_order"] and mcp.ran()[before:] == ["lookup_order A1"]
+    assert "approved and executed" in result.final_output
+    news = await Runner.run(agent, "any news on DHL?")
+    assert "carrier.example/notice" in news.final_output
+    assert "web_search_call" in [getattr(i.raw_item, "type", None) for i in news.new_items]

@@ -133,8 +133,8 @@ async def test_agents_sdk_responses_model_with_file_search_and_a_function_tool(s
     assert result.final_output.startswith("Done:") and "sunny in Paris" in result.final_output
     kinds = [getattr(i.raw_item, "type", None) for i in result.new_items]
     assert "file_search_call" in kinds and "function_call" in kinds  # run by Portico, then by the SDK
-    search = next(i.raw_item for i in result.new_items if getattr(i.raw_item, "type", None) == "file_search_call")
-    assert search.results and "28 days" in search.results[0].text
+    found = next(i.raw_item for i in result.new_items if getattr(i.raw_item, "type", None) == "file_search_call")
+    assert found.results and "28 days" in found.results[0].text
 
 
 async def test_agents_sdk_chat_completions_model_with_a_server_tool_and_a_function_tool(server: str) -> None:
