@@ -174,6 +174,15 @@ def test_mcp_approval_request_is_answered_by_the_next_call(server: str, mcp: Htt
     assert mcp.ran()[before:] == ["lookup_order A1"] and "not applied" in again.output_text
 
 
+def test_a_streamed_response_ends_with_the_approval_request(server: str, mcp: HttpServer) -> None:
+    before = len(mcp.ran())
+    tool = {"type": "mcp", "server_label": "orders", "require_approval": {"always": {"tool_names": ["lookup_order"]}}}
+    events = list(client(server).responses.create(model="m", input="order A1?", tools=[tool], stream=True))
+    done = [e.item.type for e in events if e.type == "response.output_item.done"]
+    assert done == ["mcp_list_tools", "mcp_approval_request"] and events[-1].type == "response.completed"
+    assert [o.type for o in events[-1].response.output] == done and mcp.ran()[before:] == []
+
+
 def test_a_denied_call_never_runs_and_a_write_waits_even_with_never(server: str, mcp: HttpServer) -> None:
     c = client(server)
     before = len(mcp.ran())
