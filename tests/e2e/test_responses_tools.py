@@ -34,6 +34,8 @@ def script(body: dict[str, Any]) -> Turn:
     question = str(msgs[last_user]["content"])
     if after:
         return Turn.say("Done: " + " | ".join(str(m["content"]) for m in after)[:1500])
+    if "think" in question:
+        return Turn(content="It is 4.", reasoning="Two plus two is four, so the answer is 4.")
     for word, call in (("vacation", ("file_search", {"query": "vacation days"})),
                        ("news", ("web", {"query": "DHL delays"})),
                        ("cancel", ("orders_cancel_order", {"order_id": "A1"})),
@@ -193,6 +195,20 @@ def test_a_denied_call_never_runs_and_a_write_waits_even_with_never(server: str,
         {"type": "mcp_approval_response", "approval_request_id": r.output[1].id, "approve": False}])  # fmt: skip
     assert types(denied) == ["message"] and "was denied" in denied.output_text
     assert mcp.ran()[before:] == []
+
+
+def test_reasoning_text_of_the_upstream_is_a_reasoning_item(server: str) -> None:
+    c = client(server)
+    r = c.responses.create(model="m", input="think: what is 2+2?")
+    assert types(r) == ["reasoning", "message"] and r.output_text == "It is 4."
+    assert r.output[0].content[0].text == "Two plus two is four, so the answer is 4."
+    with c.responses.stream(model="m", input="think: what is 2+2?") as stream:
+        kinds = [e.type for e in stream]
+        final = stream.get_final_response()
+    assert kinds.index("response.reasoning_text.done") < kinds.index("response.output_text.delta")
+    assert types(final) == ["reasoning", "message"] and final.output[0].content[0].text.startswith("Two plus two")
+    follow = c.responses.create(model="m", input="and think of 3+3?", previous_response_id=r.id)  # reasoning: skipped
+    assert follow.output_text == "It is 4."
 
 
 def test_function_tools_still_return_to_the_client(server: str) -> None:
