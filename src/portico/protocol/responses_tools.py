@@ -65,7 +65,8 @@ class McpSpec(BaseModel):
             return False
         if r.always is not None and (r.always.tool_names is None or name in r.always.tool_names):
             return True
-        return r.never is None  # a filter that names only "never" tools approves the rest
+        # Unnamed tools: a filter naming only "always" tools lets the rest run; otherwise they wait (the safe side).
+        return not (r.always is not None and r.never is None)
 
 
 def server_tools(tools: list[dict[str, Any]] | None) -> list[tuple[int, FileSearchSpec | McpSpec | dict[str, Any]]]:
