@@ -67,7 +67,7 @@ async def builtins(rt: Runtime, req: ResponsesRequest, history: list[InputItem])
         elif isinstance(spec, McpSpec):
             pairs = mcp_tools(rt.tools, spec.server_label, spec.server_url, spec.allowed(), spec.needs_approval,
                               param)  # fmt: skip
-            if not _listed_before(history, spec.server_label):
+            if not _listed_before([*history, *req.items()], spec.server_label):
                 listing = [{"name": b.remote_name, "description": t.description, "input_schema": t.parameters,
                             "annotations": None} for t, b in pairs]  # fmt: skip
                 out.listed.append(list_tools_item(spec.server_label, listing))
