@@ -5,6 +5,7 @@ real test server over streamable HTTP) with ``allowed_tools`` and ``require_appr
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -263,3 +264,30 @@ async def test_agents_sdk_hosted_mcp_with_approval_and_web_search(server: str, m
     news = await Runner.run(agent, "any news on DHL?")
     assert "carrier.example/notice" in news.final_output
     assert "web_search_call" in [getattr(i.raw_item, "type", None) for i in news.new_items]
+
+
+def _key(url: str, **fields: Any) -> openai.OpenAI:
+    r = httpx.post(f"{url}/admin/keys", headers={"authorization": f"Bearer {MASTER}"}, timeout=30,
+                   json={"name": f"k-{os.urandom(4).hex()}", **fields})  # fmt: skip
+    assert r.status_code == 201, r.text
+    return openai.OpenAI(base_url=f"{url}/v1", api_key=r.json()["key"], max_retries=0, timeout=60)
+
+
+def test_only_the_asking_key_approves_and_a_read_only_key_gets_no_write_tool(server: str, mcp: HttpServer) -> None:
+    a, b = _key(server), _key(server)  # no tools list: read-only tools only
+    tool = {"type": "mcp", "server_label": "orders"}
+    before = len(mcp.ran())
+    r = a.responses.create(model="m", input="Where is order A1?", tools=[tool])
+    req = r.output[-1]
+    assert req.type == "mcp_approval_request"
+    # Another key sends the whole conversation with an approval: not its action, nothing runs.
+    history = [{"role": "user", "content": "Where is order A1?"}, req.model_dump(exclude_none=True),
+               {"type": "mcp_approval_response", "approval_request_id": req.id, "approve": True}]  # fmt: skip
+    other = b.responses.create(model="m", tools=[tool], input=history)
+    assert "not applied" in other.output_text and mcp.ran()[before:] == []
+    ok = a.responses.create(model="m", tools=[tool], previous_response_id=r.id, input=history[2:])
+    assert types(ok) == ["mcp_call", "message"] and mcp.ran()[before:] == ["lookup_order A1"]
+    # cancel_order writes: a key without a tools list is not offered it, and a call of it runs nothing.
+    w = a.responses.create(model="m", input="cancel order A1", tools=[{**tool, "require_approval": "never"}])
+    assert sorted(t.name for t in w.output[0].tools) == ["add", "lookup_order"]
+    assert "no tool named 'orders_cancel_order'" in w.output_text and mcp.ran()[before:] == ["lookup_order A1"]

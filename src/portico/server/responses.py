@@ -83,7 +83,7 @@ async def create_response(request: Request) -> Response | SSEResponse:
         chat = to_chat_request(req, history)
     except ValidationError as e:
         raise from_validation(e) from None
-    tools = await builtins(rt, req, history)  # file_search, web_search, mcp: run here, through the agent loop
+    tools = await builtins(rt, req, history, caller)  # file_search, web_search, mcp: run here, through the agent loop
     ans = await answer(request, caller, chat, "responses", tools.state(rt))
     head = ResponseHead(req)
     inputs = _stored_items(req.items())

@@ -10,7 +10,9 @@ from typing import Any
 
 from portico.actions.approvals.inband import DECISIONS
 from portico.actions.builtin import Builtin, file_search, mcp_tools, web_search
+from portico.actions.permissions import tool_allowed
 from portico.actions.tool import Tool
+from portico.gateway.control import Caller
 from portico.pipeline.context import REQUEST_TOOLS, TOOL_RUNNER
 from portico.protocol.responses import InputItem, ResponsesRequest
 from portico.protocol.responses_tools import (
@@ -57,8 +59,10 @@ def _listed_before(history: list[InputItem], label: str) -> bool:
                for i in history)  # fmt: skip
 
 
-async def builtins(rt: Runtime, req: ResponsesRequest, history: list[InputItem]) -> Builtins:
+async def builtins(rt: Runtime, req: ResponsesRequest, history: list[InputItem], caller: Caller) -> Builtins:
+    """The request's server tools that this caller's key may use (the agent loop checks again before each call)."""
     out = Builtins(include=frozenset(req.include or ()), decisions=approval_decisions(req.items()))
+    who = {"key_id": caller.key.id, "tools": caller.key.tools} if caller.key is not None else {}
     for i, spec in server_tools(req.tools):
         param = f"tools[{i}]"
         if isinstance(spec, FileSearchSpec):
@@ -67,6 +71,7 @@ async def builtins(rt: Runtime, req: ResponsesRequest, history: list[InputItem])
         elif isinstance(spec, McpSpec):
             pairs = mcp_tools(rt.tools, spec.server_label, spec.server_url, spec.allowed(), spec.needs_approval,
                               param)  # fmt: skip
+            pairs = [(t, b) for t, b in pairs if tool_allowed(who, t)]
             if not _listed_before([*history, *req.items()], spec.server_label):
                 listing = [{"name": b.remote_name, "description": t.description, "input_schema": t.parameters,
                             "annotations": None} for t, b in pairs]  # fmt: skip
