@@ -222,3 +222,16 @@ def test_llamaindex_openai_like(server: str) -> None:
     assert out["complete"] == "echo: hello llamaindex" and out["chat"] == "echo: chat llamaindex"
     assert out["stream"] == "echo: stream li"
     assert out["tool_calls"] == [["get_weather", {"city": "Paris"}]]
+
+
+def test_responses_built_in_tools_join_an_agent_applications_tools(server: str) -> None:
+    import openai
+
+    c = openai.OpenAI(base_url=f"{server}/v1", api_key=MASTER, max_retries=0, timeout=60)
+    weather = {"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {
+        "city": {"type": "string"}}}}  # fmt: skip
+    r = c.responses.create(model="support-agent", input="vacation and the weather?",
+                           tools=[{"type": "file_search", "vector_store_ids": ["handbook"]}, weather])  # fmt: skip
+    # The application's agent step offered its lookup_order and the request's file_search (which the model called
+    # and Portico ran); get_weather is the client's.
+    assert [o.type for o in r.output] == ["file_search_call", "function_call"] and r.output[1].name == "get_weather"
