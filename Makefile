@@ -50,7 +50,21 @@ tests/browser/node_modules/.package-lock.json: tests/browser/package-lock.json
 browser: tests/browser/node_modules/.package-lock.json
 	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
-test: install-dev services browser
+# Client SDK tests (tests/e2e/test_sdk_clients.py): the OpenAI JS SDK pinned in tests/clients-js/package-lock.json,
+# and LlamaIndex in a venv of its own (its OpenAI integration pins openai<3; the Agents SDK in ours needs openai>=3).
+CLIENTS_VENV := tests/clients-py/.venv
+tests/clients-js/node_modules/.package-lock.json: tests/clients-js/package-lock.json
+	cd tests/clients-js && npm ci --no-audit --no-fund --loglevel=error
+
+$(CLIENTS_VENV)/.installed: tests/clients-py/requirements.txt
+	$(PYTHON) -m venv $(CLIENTS_VENV)
+	$(CLIENTS_VENV)/bin/pip install --quiet -r tests/clients-py/requirements.txt
+	touch $@
+
+.PHONY: clients
+clients: tests/clients-js/node_modules/.package-lock.json $(CLIENTS_VENV)/.installed
+
+test: install-dev services browser clients
 	$(PY) -m pytest
 
 lint: install-dev

@@ -37,6 +37,7 @@ class Turn:
     completion_tokens: int = 20
     delay: float = 0.0  # seconds before answering
     chunk_delay: float = 0.0  # seconds between streamed pieces
+    reasoning: str | None = None  # sent as reasoning_content (vLLM, llama.cpp and DeepSeek servers do)
 
     @classmethod
     def say(cls, text: str, **kw: Any) -> Turn:
@@ -97,6 +98,8 @@ class ScriptedUpstream:
         cid = "chatcmpl-" + uuid.uuid4().hex[:12]
         if not body.get("stream"):
             message: dict[str, Any] = {"role": "assistant", "content": turn.content}
+            if turn.reasoning:
+                message["reasoning_content"] = turn.reasoning
             if calls:
                 message["tool_calls"] = calls
             return web.json_response({"id": cid, "object": "chat.completion", "created": int(time.time()),
@@ -120,6 +123,8 @@ class ScriptedUpstream:
                 await asyncio.sleep(turn.chunk_delay)
 
         await send({"role": "assistant", "content": ""})
+        for word in _pieces(turn.reasoning or ""):
+            await send({"reasoning_content": word})
         for word in _pieces(turn.content or ""):
             await send({"content": word})
         for i, c in enumerate(calls):

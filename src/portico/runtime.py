@@ -7,6 +7,7 @@ from typing import Any
 from portico.actions import Toolbox, ToolKinds
 from portico.actions.agent import agent_step
 from portico.actions.approvals import ApprovalQueue, ApprovalStore
+from portico.actions.builtin import ToolRunner
 from portico.actions.kinds import lazy_kind
 from portico.actions.kinds.http import http_kind
 from portico.actions.kinds.knowledge import knowledge_kind
@@ -138,6 +139,7 @@ class Runtime:
         self.minimal = Pipeline("minimal", stages)
         self.applications: dict[str, Pipeline] = {a.name: self._build(a) for a in cfg.applications}
         self.experiments = ExperimentService.build(cfg, self.applications, self.db)  # traffic splits (evaluation/)
+        self.tool_runner = ToolRunner(self)  # answers requests that bring server-side tools (Responses built-ins)
         self.started_at = 0
 
     def _build(self, app: ApplicationConfig) -> Pipeline:

@@ -96,7 +96,7 @@ def test_allowed_tools_narrow_the_tool_list() -> None:
 @pytest.mark.parametrize(
     ("fields", "param"),
     [
-        ({"tools": [{"type": "web_search_preview"}]}, "tools[0].type"),
+        ({"tools": [{"type": "code_interpreter"}]}, "tools[0].type"),
         ({"tools": [{"type": "function"}]}, "tools[0].name"),
         ({"tools": [{"type": "function", "name": "f"}], "tool_choice": {"type": "file_search"}}, "tool_choice.type"),
         ({"input": [{"role": "assistant", "content": [{"type": "input_image", "image_url": "https://x"}]}]},

@@ -108,7 +108,8 @@ async def run_tool(
     if args is None:
         return _error(tool.name, "invalid_arguments", problem or "", None, t0)
     idempotency_key = None
-    if tool.write:  # the enforcement hook: no write runs without the gate's yes
+    # The enforcement hook: no write runs without the gate's yes (nor a call its client asked to approve first).
+    if tool.write or getattr(tool, "needs_approval", False):
         decision = await gate.check(tool, args, ctx)
         if not decision.allowed:
             out = _error(tool.name, decision.status, decision.message, args, t0)

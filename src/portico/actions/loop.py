@@ -25,7 +25,7 @@ from portico.actions.tool import Tool, ToolContext, ToolResult
 from portico.gateway.costing import ANSWER_CHARGED
 from portico.guardrails.pii.masking import unmask
 from portico.guardrails.pii.step import MAPPING as PII_MAPPING
-from portico.pipeline.context import CHILD_SPANS, ChildSpan, RequestContext
+from portico.pipeline.context import CHILD_SPANS, REQUEST_TOOLS, TOOL_EVENTS, ChildSpan, RequestContext
 from portico.protocol.assemble import assemble
 from portico.protocol.chat import (
     ChatCompletionRequest,
@@ -54,6 +54,8 @@ _SCREENED = frozenset({"ok", "error"})
 
 
 def limit_message(reason: str, options: Any, tool: str | None = None) -> str:
+    if reason == "approval":  # the client answers the approval request; nothing more to say until then
+        return ""
     if reason == "injection":
         return (f"I stopped before finishing: the result of the tool '{tool}' contained text that looks like "
                 "instructions to the model (a prompt injection), so it was not used.")  # fmt: skip
@@ -69,6 +71,14 @@ class AgentRun:
         req = ctx.request
         # Only what this caller's key may use is offered (run_tool checks again before a call).
         self.server: dict[str, Tool] = {t.name: t for t in step.toolbox.expand(o.tools) if tool_allowed(ctx.caller, t)}
+        # Tools the request brought (the Responses API's built-ins): each call of one is reported as an event, and a
+        # call that waits for approval ends the run (the client answers it on its next request).
+        extra = [t for t in ctx.state.get(REQUEST_TOOLS) or () if tool_allowed(ctx.caller, t)]
+        self.server.update((t.name, t) for t in extra)
+        self.reported = {t.name for t in extra}
+        # {call_id, name, arguments, status, content, data, approval_id}: read by the Responses endpoint
+        self.events: list[dict[str, Any]] = ctx.state.setdefault(TOOL_EVENTS, [])
+        self._events_sent = 0
         client = [t for t in req.tools or () if t.function.name not in self.server]
         self.client_names = {t.function.name for t in client}
         self.offered = [step.spec(t) for t in self.server.values()] + client
@@ -99,6 +109,15 @@ class AgentRun:
         note = await inband.updates(gate, self.messages, await inband.apply_decisions(gate, self.ctx))
         if note is not None:
             self.messages.append(note)
+        decided = self.ctx.state.get(inband.DECISIONS) or {}
+        for aid in decided.get("approve") or ():  # an approved call of a request tool ran just now: report it
+            row = await gate.get(aid)
+            if row["tool"] in self.reported and row["status"] in ("executed", "failed"):
+                result = row.get("result") or {}
+                self.events.append({"call_id": aid, "name": row["tool"], "arguments": _clip(row["arguments"]),
+                                    "status": "ok" if row["status"] == "executed" else "error",
+                                    "content": str(result.get("content") or ""), "data": result.get("data"),
+                                    "approval_id": aid})  # fmt: skip
 
     # ---- limits, requests, accounting --------------------------------------------------------------------
 
@@ -192,6 +211,7 @@ class AgentRun:
         """Run one turn's tool calls and append the turn and its results; the limit that ends the run, if any."""
         if len(self.calls) + len(calls) > self.o.max_tool_calls:
             return "max_tool_calls"
+        waiting = len(self.approvals)
         ctx = self.ctx
         # reason: what the model said in the turn that asked (an approver sees it next to a write action)
         tctx = ToolContext(ctx.request_id, dict(ctx.caller), ctx.application, ctx, self.deadline, reason=content)
@@ -208,7 +228,18 @@ class AgentRun:
         if stop is not None:
             self.stopped_by = (stop.get("function") or {}).get("name")
             return "injection"
+        if self.reported and any(e["status"] == "pending_approval" for e in self.events) and \
+                len(self.approvals) > waiting:  # fmt: skip
+            return "approval"
         return None
+
+    def event_chunks(self) -> list[dict[str, Any]]:
+        """Request-tool calls not yet streamed, as comment chunks that carry the event (chat clients see a
+        comment line; the Responses stream turns each into its output item)."""
+        out = [comment_chunk(f"portico agent: {e['name']} {e['status']}") | {"tool_event": e}
+               for e in self.events[self._events_sent :]]  # fmt: skip
+        self._events_sent = len(self.events)
+        return out
 
     async def one_tool(self, call: dict[str, Any], tctx: ToolContext) -> tuple[str, bool, dict[str, Any]]:
         """(what the model reads, whether the injection screen stops the run, the call's summary)."""
@@ -245,6 +276,10 @@ class AgentRun:
                                  "duration_ms": round(out.duration * 1000, 3)}  # fmt: skip
         if self.step.screen is not None and tool is not None and out.status in _SCREENED:
             text, stop = await self.screen(name, text, attrs, entry)
+        if name in self.reported:
+            self.events.append({"call_id": call.get("id"), "name": name, "arguments": fn.get("arguments") or "",
+                                "status": out.status, "content": text, "data": out.result.data,
+                                "approval_id": out.approval_id})  # fmt: skip
         if out.result.cost:
             self.step.prices.book(self.ctx, "agent", out.result.cost, tool=name)
             self.spent += out.result.cost
@@ -360,6 +395,8 @@ class AgentRun:
 
     async def stream(self) -> AsyncIterator[dict[str, Any]]:
         yield self.chunk({"role": "assistant", "content": ""})
+        for c in self.event_chunks():  # calls approved by this request, run before the first turn
+            yield c
         sub, reason, sent_text = self._first, self._first_reason, False
         self._first = None
         try:
@@ -414,9 +451,12 @@ class AgentRun:
                     async for note in notes:
                         yield note  # run_tool ends every call by the run's deadline
                 reason = tools.result()
+                for c in self.event_chunks():
+                    yield c
             self.stopped = reason
             text = limit_message(reason or "time_limit", self.o, self.stopped_by)
-            yield self.chunk({"content": ("\n\n" if sent_text else "") + text})
+            if text:
+                yield self.chunk({"content": ("\n\n" if sent_text else "") + text})
             for c in self.last_chunks("stop"):
                 yield c
         finally:

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from portico.gateway import GenerateStep
+from portico.gateway.step import generate
 from portico.pipeline.context import RequestContext
 from portico.pipeline.options import parse_options
 
@@ -35,10 +36,7 @@ class PlacedGenerate(GenerateStep):
         await self.settle(ctx)
         model = self.pinned or ctx.target_model or self.model or ctx.model
         ctx.state[_LAST_MODEL] = model
-        if ctx.request.stream:
-            await self.gateway.chat_stream(ctx, model)
-        else:
-            await self.gateway.chat(ctx, model)
+        await generate(self.gateway, ctx, model)
 
     async def settle(self, ctx: RequestContext) -> None:
         if ctx.stream is not None:

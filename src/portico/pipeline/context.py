@@ -53,6 +53,12 @@ class ChildSpan:
 
 
 CHILD_SPANS = "trace.child_spans"
+# ctx.state: tools a request brings (the Responses API's built-in tools, made into Tools by the server layer),
+# the callable that runs a generation with them through the agent loop (so the generate step needs no import of
+# actions/), and what their calls did.
+REQUEST_TOOLS = "agent.request_tools"
+TOOL_RUNNER = "agent.runner"
+TOOL_EVENTS = "agent.tool_events"  # the calls of request tools, in order, as the loop reports them
 
 
 @dataclass(slots=True)

@@ -18,11 +18,13 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_val
 
 from portico.protocol.chat import ChatCompletionRequest, check_tool_choice
 from portico.protocol.errors import InvalidRequest
+from portico.protocol.responses_tools import SERVER_TOOLS, history_messages
 
 _OPEN = ConfigDict(extra="allow")
 
-# Tools the Responses API runs on the server. Portico will run them through its agent loop; until then a request
-# naming one gets a 400 that says so, instead of a model that silently never calls it.
+# Tools the Responses API runs on the server. file_search, web_search and mcp run in Portico's agent loop
+# (protocol/responses_tools.py); a request naming another gets a 400 that says so, instead of a model that
+# silently never calls it.
 BUILT_IN_TOOLS = frozenset({
     "file_search", "web_search", "web_search_preview", "web_search_2025_08_26", "web_search_preview_2025_03_11",
     "mcp", "code_interpreter", "computer_use_preview", "computer_use", "image_generation", "local_shell", "shell",
@@ -193,6 +195,7 @@ class ResponsesRequest(BaseModel):
     truncation: Literal["auto", "disabled"] | None = None
     background: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    include: list[str] | None = None
     # Portico's own request extension (cache control, tracing tags…), handed to the chat request as is.
     portico: dict[str, Any] | None = None
 
@@ -233,6 +236,8 @@ class ResponsesRequest(BaseModel):
         out = []
         for i, tool in enumerate(self.tools or []):
             kind = tool.get("type")
+            if kind in SERVER_TOOLS:  # run by the server (actions/builtin.py), not offered as a function
+                continue
             if kind != "function":
                 raise unsupported_tool(str(kind), f"tools[{i}].type")
             name = tool.get("name")
@@ -305,7 +310,10 @@ def to_messages(items: list[InputItem], where: str = "input") -> list[dict[str, 
             if not isinstance(output, str):
                 output = _text_only(_parts(output, param, "tool"), f"{param}.output")
             out.append({"role": "tool", "tool_call_id": item.call_id, "content": output})
-        elif item.type != "reasoning":
+        elif item.type in ("mcp_call", "mcp_approval_request"):
+            out += history_messages(item)
+        elif item.type not in ("reasoning", "mcp_approval_response", "mcp_list_tools", "file_search_call",
+                               "web_search_call"):  # fmt: skip
             raise InvalidRequest(f"input items of type '{item.type}' are not supported", param=f"{param}.type",
                                  code="unsupported_input_item")  # fmt: skip
     return out

@@ -2,7 +2,9 @@
 documented semantic events (``response.created`` … ``response.completed``), each with its ``sequence_number``.
 
 Text becomes one ``message`` item (``output_text`` part, or ``refusal``), each tool call a ``function_call`` item
-that the client runs. A finish for length or the content filter makes the response ``incomplete``.
+that the client runs. A finish for length or the content filter makes the response ``incomplete``. The reasoning
+text an OpenAI-compatible server returns beside the answer (``reasoning_content``: vLLM, llama.cpp, DeepSeek;
+``reasoning``: OpenRouter) becomes a ``reasoning`` item before it, with ``reasoning_text`` content.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 from portico.protocol.errors import PorticoError
 from portico.protocol.responses import Reasoning, ResponsesRequest, new_id
+from portico.protocol.responses_tools import item_events
 
 Event = dict[str, Any]
 
@@ -51,9 +54,22 @@ def call_item(item_id: str, call_id: str, name: str, arguments: str, status: str
             "arguments": arguments}  # fmt: skip
 
 
+def reasoning_of(message: dict[str, Any]) -> str:
+    text = message.get("reasoning_content") or message.get("reasoning")
+    return text if isinstance(text, str) else ""
+
+
+def reasoning_item(item_id: str, text: str, status: str = "completed") -> dict[str, Any]:
+    content = [{"type": "reasoning_text", "text": text}] if text else []
+    return {"id": item_id, "type": "reasoning", "status": status, "summary": [], "content": content}
+
+
 def output_items(message: dict[str, Any]) -> list[dict[str, Any]]:
-    """A chat ``message`` as output items: its text (or refusal) as one message, then one item per tool call."""
+    """A chat ``message`` as output items: its reasoning, if any, its text (or refusal) as one message, then one
+    item per tool call."""
     items: list[dict[str, Any]] = []
+    if thought := reasoning_of(message):
+        items.append(reasoning_item(new_id("rs"), thought))
     calls = message.get("tool_calls") or []
     if message.get("refusal"):
         items.append(message_item(new_id("msg"), [_part("refusal", message["refusal"])]))
@@ -121,10 +137,16 @@ class ResponseHead:
         }  # fmt: skip
 
 
-def from_completion(head: ResponseHead, completion: dict[str, Any]) -> dict[str, Any]:
-    """A whole ``chat.completion`` as the response object (its first choice: a response has one answer)."""
+def from_completion(head: ResponseHead, completion: dict[str, Any],
+                    tool_items: list[dict[str, Any]] | None = None) -> dict[str, Any]:  # fmt: skip
+    """A whole ``chat.completion`` as the response object (its first choice: a response has one answer), after
+    the items of the server tools that ran for it. A run that stopped for an approval ends with its request."""
     choice = (completion.get("choices") or [{}])[0]
-    output = output_items(choice.get("message") or {})
+    message = choice.get("message") or {}
+    output = list(tool_items or [])
+    waits = any(i["type"] == "mcp_approval_request" for i in output)
+    if not (waits and not message.get("content") and not message.get("tool_calls")):
+        output += output_items(message)
     return head.object("completed", output, completion.get("usage"), model=completion.get("model"),
                        finish_reason=choice.get("finish_reason"))  # fmt: skip
 
@@ -135,8 +157,9 @@ class _Open:
 
     index: int
     item: dict[str, Any]
-    kind: str  # text | refusal | call
+    kind: str  # text | refusal | call | reasoning | tool (a server tool's item, already complete)
     buffer: str = ""
+    done: bool = False
 
 
 class ResponseEvents:
@@ -144,11 +167,13 @@ class ResponseEvents:
     order, when the stream ends (the SDK keys its state by ``output_index``, so a late text delta after a tool
     call still lands in the right item)."""
 
-    def __init__(self, head: ResponseHead) -> None:
+    def __init__(self, head: ResponseHead, to_item: Any = None) -> None:
         self.head = head
+        self.to_item = to_item  # a server tool's reported call -> its output item (None: not shown)
         self.seq = 0
         self.items: list[_Open] = []
         self.message: _Open | None = None
+        self.reasoning: _Open | None = None
         self.calls: dict[int, _Open] = {}  # chat tool-call index → its item
         self.usage: dict[str, Any] | None = None
         self.model: str | None = None
@@ -175,6 +200,8 @@ class ResponseEvents:
             if choice.get("index", 0) != 0:
                 continue
             delta = choice.get("delta") or {}
+            if thought := reasoning_of(delta):
+                out += self._reasoning(thought)
             for kind in ("content", "refusal"):
                 if delta.get(kind):
                     out += self._text(kind if kind == "refusal" else "text", delta[kind])
@@ -182,6 +209,16 @@ class ResponseEvents:
                 out += self._call(call)
             if choice.get("finish_reason"):
                 self.finish_reason = choice["finish_reason"]
+        return out
+
+    def _reasoning(self, piece: str) -> list[Event]:
+        out: list[Event] = []
+        if self.reasoning is None or self.reasoning.done:
+            self.reasoning = self._open(reasoning_item(new_id("rs"), "", "in_progress"), "reasoning", out)
+        r = self.reasoning
+        r.buffer += piece
+        out.append(self._event("response.reasoning_text.delta", item_id=r.item["id"], output_index=r.index,
+                               content_index=0, delta=piece))  # fmt: skip
         return out
 
     def _text(self, kind: str, piece: str) -> list[Event]:
@@ -218,14 +255,42 @@ class ResponseEvents:
                                    output_index=call.index, delta=piece))  # fmt: skip
         return out
 
+    def tool_event(self, event: dict[str, Any]) -> list[Event]:
+        """A server tool's call (reported when it finished) as its item's events; text after it opens a new
+        message item, as it comes after the call."""
+        item = self.to_item(event) if self.to_item is not None else None
+        return self.tool_item(item) if item is not None else []
+
+    def tool_item(self, item: dict[str, Any]) -> list[Event]:
+        out: list[Event] = []
+        if self.message is not None:
+            out += self._close(self.message)
+            self.message = None
+        o = self._open({**item, "status": "in_progress"} if "status" in item else item, "tool", out)
+        where = {"item_id": item["id"], "output_index": o.index}
+        out += [self._event(name, **where, **fields) for name, fields in item_events(item)]
+        o.item, o.done = item, True
+        out.append(self._event("response.output_item.done", output_index=o.index, item=item))
+        return out
+
     def _open(self, item: dict[str, Any], kind: str, out: list[Event]) -> _Open:
+        if kind != "reasoning" and self.reasoning is not None:  # the answer starts: the thinking is over
+            out += self._close(self.reasoning)
         opened = _Open(len(self.items), item, kind)
         self.items.append(opened)
         out.append(self._event("response.output_item.added", output_index=opened.index, item=dict(item)))
         return opened
 
     def _close(self, o: _Open) -> list[Event]:
+        if o.done:
+            return []
+        o.done = True
         item_id = o.item["id"]
+        if o.kind == "reasoning":
+            o.item = reasoning_item(item_id, o.buffer)
+            where = {"item_id": item_id, "output_index": o.index, "content_index": 0}
+            return [self._event("response.reasoning_text.done", **where, text=o.buffer),
+                    self._event("response.output_item.done", output_index=o.index, item=o.item)]  # fmt: skip
         if o.kind == "call":
             done = {**o.item, "status": "completed", "arguments": o.buffer}
             args = self._event("response.function_call_arguments.done", item_id=item_id, output_index=o.index,
@@ -246,8 +311,10 @@ class ResponseEvents:
         """Close every item; the final response object is then in ``self.response``. The caller stores it before
         sending :meth:`completed` so a client that follows up at once finds it."""
         out: list[Event] = []
-        if not self.items:  # an empty answer is still one (empty) message
-            out += self._text("text", "")
+        waits = any(o.item["type"] == "mcp_approval_request" for o in self.items)
+        last = self.items[-1].kind if self.items else None
+        if last is None or (self.message is None and not self.calls and not waits and last in ("tool", "reasoning")):
+            out += self._text("text", "")  # an empty answer is still one (empty) message
         for o in self.items:
             out += self._close(o)
         self.response = self.head.object("completed", [o.item for o in self.items], self.usage, model=self.model,

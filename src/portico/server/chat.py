@@ -49,8 +49,11 @@ async def chat_completions(request: Request) -> Response | SSEResponse:
     return Response(orjson.dumps(ans.response), media_type="application/json", headers=ans.headers)
 
 
-async def answer(request: Request, caller: Caller, req: ChatCompletionRequest, endpoint: str) -> Answer:
-    """Admit ``req`` for ``caller``, run its pipeline and book it under ``endpoint`` (usage rows, metrics)."""
+async def answer(
+    request: Request, caller: Caller, req: ChatCompletionRequest, endpoint: str, extra: dict[str, Any] | None = None
+) -> Answer:
+    """Admit ``req`` for ``caller``, run its pipeline and book it under ``endpoint`` (usage rows, metrics).
+    ``extra``: put in the request context's state before the pipeline runs (the tools a Responses request brings)."""
     rt: Runtime = request.app.state.runtime
     pipeline, application = rt.pipeline_for(req.model)
     pipeline, application, variant = rt.experiments.assign(application, req, caller, pipeline)  # A/B splits
@@ -69,6 +72,7 @@ async def answer(request: Request, caller: Caller, req: ChatCompletionRequest, e
     cache_control = request.headers.get("cache-control")
     if cache_control:
         ctx.state["http.cache_control"] = cache_control
+    ctx.state.update(extra or {})
     try:
         await pipeline.run(ctx)
     except PorticoError as e:

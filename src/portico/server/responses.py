@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from portico.gateway.control import Caller
+from portico.pipeline.context import TOOL_EVENTS
 from portico.protocol.errors import InvalidRequest, NotFound
 from portico.protocol.responses import InputItem, ResponsesRequest, new_id, to_chat_request
 from portico.protocol.responses_out import ResponseEvents, ResponseHead, from_completion
@@ -27,6 +28,7 @@ from portico.server.auth import caller_of
 from portico.server.body import read_model
 from portico.server.chat import answer
 from portico.server.errors import from_validation
+from portico.server.responses_builtin import Builtins, builtins
 from portico.server.sse import SSEResponse, encode_named, translated
 
 # Stored items (input and output alike) read back as input items for the next turn.
@@ -77,19 +79,21 @@ async def create_response(request: Request) -> Response | SSEResponse:
                            param="previous_response_id", code="previous_response_not_found")  # fmt: skip
         context = row["context"]
     try:
-        chat = to_chat_request(req, _ITEMS.validate_python(context))
+        history = _ITEMS.validate_python(context)
+        chat = to_chat_request(req, history)
     except ValidationError as e:
         raise from_validation(e) from None
-    ans = await answer(request, caller, chat, "responses")
+    tools = await builtins(rt, req, history, caller)  # file_search, web_search, mcp: run here, through the agent loop
+    ans = await answer(request, caller, chat, "responses", tools.state(rt))
     head = ResponseHead(req)
     inputs = _stored_items(req.items())
     if ans.chunks is None:
         assert ans.response is not None
-        resp = from_completion(head, ans.response)
+        resp = from_completion(head, ans.response, tools.items(ans.ctx.state.get(TOOL_EVENTS) or []))
         if req.store:
             await rt.responses.save(owner, resp, inputs, [*context, *inputs, *resp["output"]])
         return Response(orjson.dumps(resp), media_type="application/json", headers=ans.headers)
-    events = _events(rt, req, head, ans.chunks, owner, inputs, context)
+    events = _events(rt, req, head, ans.chunks, owner, inputs, context, tools)
     return SSEResponse(encode_named(events), ans.headers)
 
 
@@ -101,10 +105,15 @@ async def _events(
     owner: str,
     inputs: list[dict[str, Any]],
     context: list[dict[str, Any]],
+    tools: Builtins | None = None,
 ) -> AsyncIterator[dict[str, Any]]:
-    tr = ResponseEvents(head)
+    tools = tools or Builtins()
+    tr = ResponseEvents(head, tools.item)
     for event in tr.start():
         yield event
+    for item in tools.listed:
+        for event in tr.tool_item(item):
+            yield event
     async for event in translated(tr, chunks):
         yield event
     if tr.failed_with is not None:

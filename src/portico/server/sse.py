@@ -53,6 +53,11 @@ async def translated(tr: Translator, chunks: AsyncIterator[dict[str, Any]]) -> A
         try:
             async for chunk in chunks:
                 if chunk.get("object") == COMMENT_OBJECT:  # keep-alive of a long step: passed on as is
+                    on_tool = getattr(tr, "tool_event", None)
+                    if on_tool is not None and chunk.get("tool_event") is not None:  # a server tool's call
+                        for event in on_tool(chunk["tool_event"]):
+                            yield event
+                        continue
                     yield chunk
                     continue
                 for event in tr.feed(chunk):

@@ -80,15 +80,18 @@ class ApprovalQueue:
 
     async def check(self, tool: Tool, arguments: dict[str, Any], ctx: ToolContext) -> GateDecision:
         policy = self.policy(tool)
+        # A read-only call the client itself asked to approve (Responses ``require_approval``) is the client's to
+        # decide; a write keeps the approver its config names.
+        by = getattr(tool, "approval_by", None) or policy.by
         actor = ctx.caller.get("key")
-        if policy.by == "none":  # allowed at start-up only with i_understand_unapproved_writes
+        if by == "none":  # allowed at start-up only with i_understand_unapproved_writes
             await self.store.audit("unapproved_write", tool.name, actor=actor, request_id=ctx.request_id,
                                    arguments=arguments, status="allowed")  # fmt: skip
             return GateDecision(True)
         now = time.time()
         approval_id = "appr_" + uuid.uuid4().hex
         await self.store.insert({
-            "id": approval_id, "tool": tool.name, "status": "pending", "approval_by": policy.by,
+            "id": approval_id, "tool": tool.name, "status": "pending", "approval_by": by,
             "arguments": arguments, "key_id": ctx.caller.get("key_id"), "key_name": actor,
             "user_id": ctx.caller.get("user"), "application": ctx.application, "request_id": ctx.request_id,
             "reason": (ctx.reason or "")[:4000] or None, "conversation": _excerpt(ctx.request),
@@ -96,7 +99,7 @@ class ApprovalQueue:
         })  # fmt: skip
         await self.store.audit("requested", tool.name, actor=actor, approval_id=approval_id,
                                request_id=ctx.request_id, arguments=arguments, status="pending")  # fmt: skip
-        who = "an operator" if policy.by == "operator" else "the user"
+        who = "an operator" if by == "operator" else "the user"
         return GateDecision(
             False,
             f"The action '{tool.name}' was not run: it changes data and waits for {who} to approve it "
