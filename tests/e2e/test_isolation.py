@@ -48,7 +48,10 @@ def server(katan: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dic
         "cache": {"backend": "sqlite"},  # on disk, so the canary search reads it too
         "metrics": [{"name": "helpful", "type": "boolean"}],
         "models": [{"name": "oai", "deployments": [dep]}],
-        "applications": [{"name": "masked", "model": "oai", "steps": [{"use": "pii", "ner": "none"}]}],
+        "applications": [
+            {"name": "masked", "model": "oai", "steps": [{"use": "pii", "ner": "none"}]},
+            {"name": "masked_cached", "model": "oai", "steps": [{"use": "pii", "ner": "none"}, {"use": "cache"}]},
+        ],
     }
     try:
         with portico_server(cfg, tmp, timeout=180) as url:
@@ -109,6 +112,25 @@ def test_cached_answers_stay_with_the_key_that_caused_them(keys: dict) -> None:
     time.sleep(1.1)  # the echo upstream's answer carries the time: a cross-key hit would repeat alice's
     other, h3 = _ask(bob, "what is the launch code of project ember")
     assert h3 == "miss" and other != first
+
+
+def test_a_masked_requests_cached_answer_never_carries_another_persons_values(keys: dict) -> None:
+    """pii then cache: both requests mask to "write to [EMAIL_ADDRESS_1]", but the stored answer has the values
+    put back; it was served to the second person with the first one's address (fixed: cache.key.pii_scope)."""
+    alice = keys["alice"]["sdk"]
+    first, h1 = _ask(alice, "Please write to first.person@example.com about the invoice", "masked_cached")
+    second, h2 = _ask(alice, "Please write to second.person@example.com about the invoice", "masked_cached")
+    assert "first.person@example.com" in first and h1 == "miss"
+    assert h2 == "miss" and "second.person@example.com" in second and "first.person" not in second
+    again, h3 = _ask(alice, "Please write to first.person@example.com about the invoice", "masked_cached")
+    assert h3 == "hit" and again == first  # the same person's repeat still hits
+
+
+def test_the_cache_reads_the_pii_steps_mapping() -> None:
+    from portico.cache.key import PII_MAPPING
+    from portico.guardrails.pii.step import MAPPING
+
+    assert PII_MAPPING == MAPPING
 
 
 def test_stored_responses_are_private(keys: dict) -> None:
@@ -182,10 +204,9 @@ def test_no_planted_canary_in_logs_store_metrics_or_export(server: dict, keys: d
     metrics = admin(server, "GET", "/metrics")
     assert metrics.status_code == 200
     admin(server, "GET", "/admin/requests")  # flushes the trace writer
-    deadline = time.monotonic() + 20
-    while not server["otlp"].bodies and time.monotonic() < deadline:
+    deadline = time.monotonic() + 30  # the OTLP batch processor exports on its schedule (5 s)
+    while b"EMAIL_ADDRESS" not in b"".join(server["otlp"].bodies) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert server["otlp"].bodies
 
     outputs = {p: p.read_bytes() for p in (server["tmp"] / "state").rglob("*") if p.is_file()}
     assert any(p.name.startswith("portico.db") for p in outputs) and any(p.name.startswith("cache") for p in outputs)
