@@ -127,3 +127,37 @@ def test_db_purge_applies_retention(katan: str, db_url: str, tmp_path: Path) -> 
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(traces)).scalar_one() == 5
     engine.dispose()
+
+
+def test_serve_purges_in_the_background_while_answering(katan: str, db_url: str, tmp_path: Path) -> None:
+    cfg = _config(katan, db_url, tmp_path)
+    cfg["retention"] = {"traces_days": 30, "interval_seconds": 0.5, "batch_size": 50}
+    cfg_path = tmp_path / "portico.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    assert portico("db", "upgrade", "-c", str(cfg_path)).returncode == 0
+    from portico.storage.db import traces
+
+    engine = create_engine(_sync(db_url))
+    old_ts = time.time() - 45 * 86400
+    with engine.begin() as conn:
+        conn.execute(insert(traces), [{"request_id": f"old{i}", "ts": old_ts, "day": "d", "endpoint": "chat",
+                                       "status": 200, "latency_ms": 0.0, "cost_usd": 0.0, "prompt_tokens": 0,
+                                       "completion_tokens": 0} for i in range(600)])  # fmt: skip
+
+    def count() -> int:
+        with engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(traces).where(traces.c.ts < time.time() - 86400)) \
+                .scalar_one()  # fmt: skip
+
+    with portico_server(cfg, tmp_path) as url:
+        body = {"model": "echo", "messages": [{"role": "user", "content": "hi"}]}
+        deadline = time.monotonic() + 30
+        answered = 0
+        while count() and time.monotonic() < deadline:
+            assert httpx.post(f"{url}/v1/chat/completions", json=body, timeout=30).status_code == 200
+            answered += 1
+        assert count() == 0 and answered >= 1
+        assert httpx.post(f"{url}/v1/chat/completions", json=body, timeout=30).status_code == 200
+    with engine.connect() as conn:  # the requests' own (new) traces are kept
+        assert conn.execute(select(func.count()).select_from(traces)).scalar_one() >= answered
+    engine.dispose()

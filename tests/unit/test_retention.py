@@ -106,3 +106,17 @@ async def test_the_background_purger_deletes_without_holding_the_loop(store_db: 
     assert await _count(store_db, traces) == 10
     # The loop ran other work between the 20+ batches (one tick per loop turn at most every millisecond).
     assert ticks_during >= purger.last.batches
+
+
+def test_retention_config_defaults_and_bounds() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    from portico.config.retention import RetentionConfig
+
+    r = RetentionConfig()
+    assert (r.traces_days, r.usage_days) == (30.0, None)
+    with pytest.raises(ValidationError, match="greater than or equal to 31"):
+        RetentionConfig(usage_days=7)  # a monthly budget would lose part of its month
+    with pytest.raises(ValidationError):
+        RetentionConfig(traces_days=0)
