@@ -13,9 +13,12 @@ cache), ``/metrics`` and the OTLP export.
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -33,10 +36,40 @@ CARD = "5555 5555 5555 4444"
 PII = (EMAIL, PHONE, CARD, "vasquez-holm", "555 0187", "5555 4444")
 
 
+class RudeUpstream:
+    """An upstream that refuses every call with a 401 whose message repeats the API key it was sent (some
+    providers do): the provider secret then reaches Portico inside an error body."""
+
+    def __init__(self) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("content-length") or 0))
+                key = (self.headers.get("authorization") or "").removeprefix("Bearer ")
+                body = json.dumps({"error": {"message": f"Incorrect API key provided: {key}.", "type":
+                                             "invalid_request_error", "code": "invalid_api_key"}}).encode()  # fmt: skip
+                self.send_response(401)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 @pytest.fixture(scope="module")
 def server(katan: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     tmp = tmp_path_factory.mktemp("isolation")
     otlp = RawOtlp()
+    rude = RudeUpstream()
     mp = pytest.MonkeyPatch()
     mp.setenv("CANARY_PROVIDER_KEY", PROVIDER_SECRET)  # the config names ${CANARY_PROVIDER_KEY}
     mp.setenv("PORTICO_MASTER_KEY", MASTER)
@@ -47,7 +80,10 @@ def server(katan: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dic
         "tracing": {"content": "redacted", "otlp_endpoint": otlp.url},
         "cache": {"backend": "sqlite"},  # on disk, so the canary search reads it too
         "metrics": [{"name": "helpful", "type": "boolean"}],
-        "models": [{"name": "oai", "deployments": [dep]}],
+        "models": [
+            {"name": "oai", "deployments": [dep]},
+            {"name": "rude", "deployments": [{**dep, "base_url": rude.url}]},
+        ],
         "applications": [
             {"name": "masked", "model": "oai", "steps": [{"use": "pii", "ner": "none"}]},
             {"name": "masked_cached", "model": "oai", "steps": [{"use": "pii", "ner": "none"}, {"use": "cache"}]},
@@ -59,6 +95,7 @@ def server(katan: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dic
     finally:
         mp.undo()
         otlp.close()
+        rude.close()
 
 
 def admin(server: dict, method: str, path: str, **kw: object) -> httpx.Response:
@@ -197,6 +234,11 @@ def test_no_planted_canary_in_logs_store_metrics_or_export(server: dict, keys: d
         )
         assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     alice["sdk"].responses.create(model="oai", input="a stored answer, no PII")
+    for stream in (False, True):  # the upstream's error body holds the provider secret
+        with pytest.raises(openai.APIStatusError) as e:
+            alice["sdk"].chat.completions.create(model="rude", messages=[{"role": "user", "content": "hi"}],
+                                                 stream=stream)  # fmt: skip
+        assert PROVIDER_SECRET not in json.dumps(e.value.body) and PROVIDER_SECRET not in str(e.value)
     for bad in (alice["key"] + "x", MASTER + "x", PROVIDER_SECRET):  # failed logins carry a secret-like token
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url=server["url"] + "/v1", api_key=bad, max_retries=0).models.list()
