@@ -33,12 +33,9 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-VERSION_TABLE = "alembic_version"
 _PG_LOCK = 0x706F7274  # "port": the advisory lock id every Portico process migrates under
-
-
-# The tables of the baseline revision: a database holding any of them is a Portico database, not an empty one.
-BASELINE = "0001"
+BASELINE = "0001"  # the schema of the last release before migrations
+# The baseline's tables: a database holding any of them is a Portico database, not an empty one.
 BASELINE_TABLES = frozenset({"api_keys", "usage", "traces", "spans", "handoffs"})
 
 
@@ -57,7 +54,7 @@ class SchemaState:
     current: str | None  # the revision recorded in alembic_version
     head: str
     known: bool  # the recorded revision is one of ours
-    tables: tuple[str, ...]  # Portico tables present (of those the head schema has)
+    tables: tuple[str, ...]  # the baseline tables present
 
     @property
     def status(self) -> str:
