@@ -16,6 +16,7 @@ from rich.table import Table
 
 from portico.cache.cli import cache_app
 from portico.cli_config import load_for_cli
+from portico.commands.db import db_app, prepare_for_serve
 from portico.commands.eval import eval_app
 from portico.commands.pipeline import pipeline_app
 from portico.commands.sql import sql_app
@@ -80,6 +81,7 @@ def serve(
     except ValueError as e:
         err.print(f"[red]error:[/red] {e}", highlight=False)
         raise typer.Exit(2) from None
+    prepare_for_serve(cfg.storage_url)  # schema at head (an empty database gets it), else exit: `portico db upgrade`
     setup_logging(cfg.logging.level, cfg.logging.json_lines)
     if config:
         os.environ["PORTICO_CONFIG"] = os.path.abspath(config)
@@ -414,6 +416,7 @@ app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(eval_app, name="eval")
 app.add_typer(sql_app, name="sql")
 app.add_typer(tools_app, name="tools")
+app.add_typer(db_app, name="db")
 app.command("ingest")(ingest)
 
 router_app = typer.Typer(no_args_is_help=True, help="Preference router: train from pairwise data, calibrate.")

@@ -49,6 +49,7 @@ from portico.routing.intent import RouteIntentStep
 from portico.routing.step import RoutePreferenceStep
 from portico.storage.db import Database
 from portico.storage.responses import ResponseStore
+from portico.storage.retention import Purger, RetentionPolicy
 from portico.storage.usage import UsageWriter
 
 
@@ -117,6 +118,9 @@ class Runtime:
         self.prices = PriceBook(cfg)
         retention = cfg.responses.retention_days
         self.responses = ResponseStore(self.db, retention * 86400 if retention else None)  # /v1/responses store
+        r = cfg.retention  # old traces and usage rows purged in the background (storage.retention)
+        policy = RetentionPolicy(r.traces_days, r.usage_days, r.batch_size, interval_seconds=r.interval_seconds)
+        self.purger = Purger(self.db, policy)
         self.metrics = Metrics(
             [m.name for m in cfg.models] + [a.name for a in cfg.applications],
             [d.label for m in cfg.models for d in m.deployments],
@@ -196,6 +200,7 @@ class Runtime:
         self.usage.start()
         self.tracing.start()
         self.feedback.start()
+        self.purger.start()  # retention: old traces and usage rows deleted in small batches (storage.retention)
         await self.tools.start()  # MCP servers connect here; one that is down is reported, not fatal
         await self.approvals.recover()  # approved actions a crash left unstarted run; lost calls become unknown
 
@@ -207,6 +212,7 @@ class Runtime:
         await self.approvals.close()
         await self.tools.close()
         await self.gateway.close()
+        await self.purger.close()
         await self.usage.close()  # every queued usage row is written before the database closes
         await self.tracing.close()  # likewise every queued trace (and its OTLP export)
         await self.feedback.close()

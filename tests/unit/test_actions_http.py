@@ -73,7 +73,7 @@ async def call(t: HttpTool, args: dict[str, Any], ctx: ToolContext = CTX) -> Any
 
 
 async def test_get_fills_the_path_and_sends_other_arguments_as_query_with_secret_headers(server: str) -> None:
-    t = tool(url=f"{server}/api/orders/{{order_id}}", headers={"authorization": "Bearer s3cret"},
+    t = tool(url=f"{server}/api/orders/{{order_id}}", headers={"authorization": "Bearer s3cret-token"},
              parameters={"type": "object", "properties": {"order_id": {"type": "string"}, "full": {"type": "boolean"},
                                                           "tags": {"type": "array"}},
                          "required": ["order_id"]})  # fmt: skip
@@ -81,8 +81,18 @@ async def test_get_fills_the_path_and_sends_other_arguments_as_query_with_secret
     assert out.status == "ok", out.result.content
     seen = out.result.data
     assert seen["method"] == "GET" and seen["raw_path"].startswith("/api/orders/A%201%2F2?")
-    assert seen["query"]["full"] == "true" and seen["auth"] == "Bearer s3cret" and seen["idem"] is None
+    # The echo server repeated the header it received; what reaches the model has it replaced.
+    assert seen["query"]["full"] == "true" and seen["auth"] == "[redacted]" and seen["idem"] is None
+    assert "s3cret" not in out.result.content and "s3cret" not in repr(out.result.data)
     assert "s3cret" not in repr(t.options) and "s3cret" not in str(t.public())
+
+
+async def test_an_echoed_bare_token_is_redacted_too(server: str) -> None:
+    t = tool(url=f"{server}/api/whoami", headers={"x-api-key": "k-0123456789", "authorization": "Bearer tok-abcdefgh"},
+             parameters={"type": "object", "properties": {"note": {"type": "string"}}})  # fmt: skip
+    out = await call(t, {"note": "tok-abcdefgh and k-0123456789 and application/json"})
+    assert "tok-abcdefgh" not in out.result.content and "k-0123456789" not in out.result.content
+    assert out.result.data["query"]["note"] == "[redacted] and [redacted] and application/json"  # the rest stays
 
 
 async def test_post_sends_the_unused_arguments_as_json_and_the_idempotency_key(server: str) -> None:

@@ -260,8 +260,10 @@ async def test_keys_carry_tools_through_the_admin_api(api) -> None:
     assert r.json()["tools"] is None
 
 
-async def test_schema_gains_new_nullable_columns_in_place(tmp_path) -> None:
+async def test_an_api_keys_table_from_before_the_tools_column_gains_it_by_upgrade(tmp_path) -> None:
     import sqlite3
+
+    from portico.storage.migrate import SchemaError, upgrade
 
     path = tmp_path / "old.db"
     con = sqlite3.connect(path)  # an api_keys table from before the tools column existed
@@ -272,8 +274,11 @@ async def test_schema_gains_new_nullable_columns_in_place(tmp_path) -> None:
     con.commit()
     con.close()
     db = Database(f"sqlite:///{path}")
+    with pytest.raises(SchemaError, match="portico db upgrade"):
+        await db.create_schema()  # start-up leaves an existing database alone (storage.migrate)
+    await upgrade(db)
+    await upgrade(db)  # idempotent
     await db.create_schema()
-    await db.create_schema()  # idempotent
     from portico.storage.keys import all_keys
 
     rows = await all_keys(db)

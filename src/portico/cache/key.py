@@ -8,6 +8,7 @@ so a streamed and a plain request share an entry. Key order inside objects does 
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import orjson
 
@@ -15,6 +16,18 @@ from portico.protocol.chat import ChatCompletionRequest
 
 # Fields that never change the answer. ``n`` stays in: two answers are not one.
 IGNORED = frozenset({"stream", "stream_options", "user", "metadata", "portico"})
+# Where a ``pii`` step keeps a request's placeholder → original value map (guardrails.pii.step.MAPPING).
+PII_MAPPING = "pii.mapping"
+
+
+def pii_scope(state: dict[str, Any]) -> str:
+    """A masked request's original values, hashed, for the scope. The cached answer is stored after the pii step
+    put the values back, so two requests that mask to the same text (another person's e-mail → the same
+    ``[EMAIL_ADDRESS_1]``) must not share an entry: each would be served the other's values."""
+    mapping = state.get(PII_MAPPING)
+    if not mapping:
+        return ""
+    return "\x1fpii:" + hashlib.sha256(orjson.dumps(sorted(mapping.items()))).hexdigest()
 
 
 def canonical(req: ChatCompletionRequest, model: str) -> bytes:

@@ -40,7 +40,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from portico.cache.cacheability import decide, query_filter
-from portico.cache.key import cache_key
+from portico.cache.key import cache_key, pii_scope
 from portico.cache.semantic import SemanticIndex, SemanticMatcher, SemanticStore, describe
 from portico.cache.step import HEADER, AnswerWriter, CacheMetrics, upstream_cost
 from portico.cache.verifier import Verifier
@@ -137,7 +137,8 @@ class SemanticCacheStep(Step):
             who = str((ctx.caller or {}).get("key_id") or (ctx.caller or {}).get("key") or "anonymous")
         # Everything but the question: model, system prompt, sampling and format parameters.
         rest = ctx.request.model_copy(update={"messages": [m for m in ctx.request.messages if m.role != "user"]})
-        return cache_key(rest, ctx.target_model or ctx.model, f"{who}\x1f{ctx.application or ''}", namespace)
+        scope = f"{who}\x1f{ctx.application or ''}{pii_scope(ctx.state)}"  # see pii_scope: never another's values
+        return cache_key(rest, ctx.target_model or ctx.model, scope, namespace)
 
     def _count(self, result: str) -> None:
         if self.metrics is not None:

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from portico.cache.cacheability import Decision, decide, query_filter
-from portico.cache.key import cache_key
+from portico.cache.key import cache_key, pii_scope
 from portico.cache.store import CacheStore
 from portico.pipeline.context import RequestContext
 from portico.pipeline.step import Step
@@ -51,7 +51,7 @@ class ExactCache:
         if self.scope == "key":
             caller = ctx.caller or {}
             who = str(caller.get("key_id") or caller.get("key") or "anonymous")
-        scope = f"{who}\x1f{ctx.application or ''}"
+        scope = f"{who}\x1f{ctx.application or ''}{pii_scope(ctx.state)}"
         return cache_key(ctx.request, ctx.target_model or ctx.model, scope, namespace)
 
     def count(self, result: str) -> None:

@@ -81,7 +81,12 @@ def run(
     except SpecError as e:
         raise _fail(str(e)) from None
     cfg = _load(config)
-    code = asyncio.run(_run(spec, base, cfg, url, api_key, master_key, db, out_dir, new, progress, stop_after))
+    from portico.storage.migrate import SchemaError
+
+    try:
+        code = asyncio.run(_run(spec, base, cfg, url, api_key, master_key, db, out_dir, new, progress, stop_after))
+    except SchemaError as e:  # the results database is behind: `portico db upgrade`, as for serve
+        raise _fail(str(e)) from None
     raise typer.Exit(code)
 
 
@@ -175,7 +180,12 @@ def from_traces(
             raise _fail(f"{r.status_code}: {r.text[:500]}", 1)
         result = r.json()
     else:
-        result = asyncio.run(_from_db(_load(config), body))
+        from portico.storage.migrate import SchemaError
+
+        try:
+            result = asyncio.run(_from_db(_load(config), body))
+        except SchemaError as e:
+            raise _fail(str(e)) from None
     lines = b"".join(orjson.dumps(item) + b"\n" for item in result["data"])
     Path(out_path).write_bytes(lines)
     registered = f" · registered as {result['name']} v{result['version']}" if result.get("version") else ""

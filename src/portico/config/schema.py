@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from portico.config.evaluation import Experiments, Metrics
 from portico.config.responses import ResponsesConfig
+from portico.config.retention import RetentionConfig
 from portico.config.sql import SqlSourceConfig, check_unique
 from portico.config.tools import ToolConfig
 
@@ -324,6 +325,7 @@ class PorticoConfig(BaseModel):
     metrics: Metrics = Field(default_factory=list)  # feedback metrics (portico.config.evaluation)
     experiments: Experiments = Field(default_factory=list)  # traffic splits between applications (same module)
     sql_sources: list[SqlSourceConfig] = Field(default_factory=list)  # databases for questions over SQL
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)  # purge of old traces and usage rows
 
     @model_validator(mode="after")
     def _cross_refs(self) -> PorticoConfig:

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
+from pydantic import SecretStr
 
 from portico.config.schema import HttpDeployment
 from portico.gateway.eventstream import EVENTSTREAM, eventstream_events, is_binary_frame, prepend
@@ -187,7 +188,7 @@ def _json_events(body: bytes) -> list[tuple[str | None, bytes]]:
 
 
 def _status_error(dep: HttpDeployment, provider: HttpProvider, status: int, body: bytes, headers: Any) -> UpstreamError:
-    reason = provider.error_message(status, body)
+    reason = scrub(provider.error_message(status, body), dep)
     msg = f"{dep.label}: upstream returned {status}: {reason}"
     if status == 429:
         extra = {"retry-after": headers["retry-after"]} if "retry-after" in headers else {}
@@ -203,4 +204,16 @@ def _status_error(dep: HttpDeployment, provider: HttpProvider, status: int, body
 
 
 def _connection_error(dep: HttpDeployment, e: aiohttp.ClientError) -> UpstreamError:
-    return UpstreamError(f"{dep.label}: cannot reach upstream: {e}", status=503, code="upstream_unreachable")
+    return UpstreamError(f"{dep.label}: cannot reach upstream: {scrub(str(e), dep)}", status=503,
+                         code="upstream_unreachable")  # fmt: skip
+
+
+def scrub(text: str, dep: HttpDeployment) -> str:
+    """The deployment's credentials out of an upstream's words: some providers repeat the key they were sent
+    ("Incorrect API key provided: sk-…"), and an aiohttp error may show a URL carrying ``?key=``. The message
+    goes to the client, the log and the trace."""
+    secrets = [v.get_secret_value() for v in vars(dep).values() if isinstance(v, SecretStr)]  # api_key, aws_*
+    secrets += list(dep.headers.values())
+    for value in sorted((v for v in secrets if len(v) >= 8), key=len, reverse=True):
+        text = text.replace(value, "[redacted]")
+    return text

@@ -1,4 +1,4 @@
-"""The database: one async engine, the tables, and schema creation at start-up.
+"""The database: one async engine, the tables, and the schema check at start-up (``migrate``: Alembic revisions).
 
 SQLite (``sqlite+aiosqlite:///.portico/portico.db``) is the embedded default; PostgreSQL
 (``postgresql+asyncpg://…``) is the scale-out store. Only SQLAlchemy Core is used, so both dialects share
@@ -7,7 +7,6 @@ every statement.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from sqlalchemy import (
@@ -20,11 +19,8 @@ from sqlalchemy import (
     String,
     Table,
     event,
-    inspect,
-    text,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 metadata = MetaData()
@@ -127,35 +123,14 @@ class Database:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
 
     async def create_schema(self) -> None:
-        # Several workers start together: one may create a table between another's check and create.
-        for attempt in range(3):
-            try:
-                async with self.engine.begin() as conn:
-                    await conn.run_sync(metadata.create_all)
-                    await conn.run_sync(_add_missing_columns)
-                return
-            except (OperationalError, ProgrammingError, IntegrityError):
-                if attempt == 2:
-                    raise
-                await asyncio.sleep(0.2 * (attempt + 1))
+        """Create the schema in an empty database; raise ``SchemaError`` unless an existing one is at head
+        (``portico db upgrade`` migrates it: existing data is never altered at start-up)."""
+        from portico.storage.migrate import ensure  # alembic loads only where a database opens
+
+        await ensure(self)
 
     async def close(self) -> None:
         await self.engine.dispose()
-
-
-def _add_missing_columns(conn) -> None:  # type: ignore[no-untyped-def]
-    """Nullable columns added since a database was created (``create_all`` only makes missing tables). A stopgap
-    until versioned migrations exist: it only ever adds nullable columns, which both dialects do in place."""
-    inspector = inspect(conn)
-    existing_tables = set(inspector.get_table_names())
-    for table in metadata.sorted_tables:
-        if table.name not in existing_tables:
-            continue
-        have = {c["name"] for c in inspector.get_columns(table.name)}
-        for col in table.columns:
-            if col.name not in have and col.nullable:
-                kind = col.type.compile(dialect=conn.dialect)
-                conn.execute(text(f'ALTER TABLE "{table.name}" ADD COLUMN "{col.name}" {kind}'))
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]

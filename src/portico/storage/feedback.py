@@ -36,6 +36,7 @@ request_meta = Table(
     Column("variant", String(200), nullable=True),  # experiments: which variant served it
 )
 Index("ix_request_meta_session", request_meta.c.session)
+Index("ix_request_meta_ts", request_meta.c.ts)  # the retention purge finds old rows by it
 
 feedback = Table(
     "feedback",

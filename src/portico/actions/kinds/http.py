@@ -162,8 +162,27 @@ class HttpTool(Tool):
                         method, body = "GET", None
                     continue
                 raw, truncated = await _read_limited(resp, o.max_response_bytes)
+                raw = _scrub(raw, headers)
                 return _result(resp.status, resp.content_type, raw, truncated, o.max_response_bytes)
         return ToolResult(f"the endpoint redirected more than {o.max_redirects} times", is_error=True)
+
+
+_SENSITIVE = re.compile(r"auth|key|token|secret|cookie|session|signature|password", re.I)
+
+
+def _scrub(raw: bytes, headers: dict[str, str]) -> bytes:
+    """The credentials the tool sent, out of what came back: an endpoint may echo them ("invalid token X",
+    a debug echo), and the result goes to the model, the trace and maybe the client."""
+    values: list[str] = []
+    for name, value in headers.items():
+        if _SENSITIVE.search(name):
+            values.append(value)
+            scheme, _, token = value.partition(" ")
+            if token and scheme.lower() in ("bearer", "basic", "token"):
+                values.append(token)
+    for v in sorted((v for v in values if len(v) >= 8), key=len, reverse=True):
+        raw = raw.replace(v.encode(), b"[redacted]")
+    return raw
 
 
 async def _read_limited(resp: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:
