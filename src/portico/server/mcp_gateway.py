@@ -48,6 +48,10 @@ def _spec(tool: Any) -> types.Tool:
     )
 
 
+def _rpc_error(code: int, message: str) -> bytes:
+    return orjson.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}})
+
+
 class McpGateway:
     def __init__(self, runtime: Any) -> None:
         self.rt = runtime
@@ -91,6 +95,20 @@ class McpGateway:
             await Response(orjson.dumps(e.to_dict()), status_code=e.status, media_type="application/json")(
                 scope, receive, send
             )
+            return
+        if request.method == "GET":
+            # A stateless server has nothing to push: no session, and every answer rides on its POST. The
+            # SDK would hold the stream open forever (an idle socket per client); the MCP spec allows 405 here.
+            await Response(_rpc_error(-32000, "Method Not Allowed: this server offers no GET stream (stateless)"),
+                           status_code=405, media_type="application/json", headers={"allow": "POST"})(
+                scope, receive, send)  # fmt: skip
+            return
+        if request.method == "POST" and not request.headers.get("content-type", "").lower().startswith(
+            "application/json"
+        ):
+            # The SDK answers this one in plain text; every /mcp error is documented as a JSON-RPC error.
+            await Response(_rpc_error(-32700, "Content-Type must be application/json"), status_code=400,
+                           media_type="application/json")(scope, receive, send)  # fmt: skip
             return
         scope[_CALLER] = {"key": caller.name, "key_id": caller.key.id if caller.key else None,
                           "tools": caller.key.tools if caller.key else None}  # fmt: skip
