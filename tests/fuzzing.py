@@ -127,6 +127,15 @@ class FuzzResult:
         """Failing test cases whose failure title contains any of ``titles`` (all of them when none given)."""
         return sum(f["count"] for f in self.failures if not titles or any(t in f["title"] for t in titles))
 
+    @property
+    def server_errors(self) -> int:
+        return sum(f["count"] for f in self.failures if f["type"] == "ServerError")
+
+    @property
+    def spec_violations(self) -> int:
+        """Failures of the conformance checks: every check run but the server-error one judges the document."""
+        return sum(f["count"] for f in self.failures if f["type"] != "ServerError")
+
 
 def run_schemathesis(
     url: str,
@@ -150,7 +159,8 @@ def run_schemathesis(
     for k, v in (headers or {}).items():
         cmd += ["-H", f"{k}: {v}"]
     t0 = time.monotonic()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    # In ``out``: schemathesis keeps a cache of crashes in ./.schemathesis.
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, cwd=out)
     seconds = time.monotonic() - t0
     if not report.exists():
         raise RuntimeError(f"schemathesis wrote no report (exit {proc.returncode}):\n{proc.stdout[-4000:]}\n"
