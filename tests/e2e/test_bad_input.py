@@ -265,6 +265,33 @@ async def test_slow_loris_and_silent_connections_are_cut_off(server: Server, cle
     assert closed_after[0] >= HEADER_TIMEOUT - 0.5, closed_after
 
 
+async def test_a_kept_alive_connection_gets_a_header_deadline_per_request(server: Server, clean_log: None) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", int(server.url.rsplit(":", 1)[1]))
+    try:
+        writer.write(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200")
+        length = int(head.lower().split(b"content-length: ", 1)[1].split(b"\r\n", 1)[0])
+        await reader.readexactly(length)  # all of it: at_eof() is true only with nothing left to read
+        await asyncio.sleep(HEADER_TIMEOUT * 0.75)  # idle between requests: the keep-alive timeout's business
+        t0 = time.monotonic()
+        for b in b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa":
+            if reader.at_eof():
+                break
+            writer.write(bytes([b]))
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+            await asyncio.sleep(0.2)
+        try:
+            rest = await asyncio.wait_for(reader.read(), HEADER_TIMEOUT + 6)
+        except ConnectionError:
+            rest = b""
+        took = time.monotonic() - t0
+        assert b"HTTP/1.1" not in rest and HEADER_TIMEOUT - 0.5 <= took < HEADER_TIMEOUT + 6, (took, rest[:200])
+    finally:
+        writer.close()
+
+
 def test_a_stream_nobody_reads_is_closed_after_the_write_timeout(server: Server, clean_log: None) -> None:
     """A client that asks for a stream and never reads: the server must not buffer the upstream's output without
     bound, hang other requests, or keep the upstream call open: after ``write_timeout`` with a full buffer it
