@@ -149,3 +149,9 @@ bench-sql: install-dev
 .PHONY: bench-agents
 bench-agents: install-dev
 	$(PY) bench/agents.py
+
+# Fuzzing: schemathesis over /openapi.json with many examples per operation (make test runs a bounded one);
+# bench/results/fuzz.md ends with the `fuzz …` line make bench-scale reads. FUZZ_EXAMPLES sets the examples.
+.PHONY: bench-fuzz
+bench-fuzz: install-dev
+	$(PY) bench/fuzz.py

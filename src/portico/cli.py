@@ -91,11 +91,31 @@ def serve(
     with multiprocess_dir(workers) as metrics_dir:
         if metrics_dir is not None:
             err.print(f"Metrics of all workers are merged through {metrics_dir}", highlight=False)
-        _run_uvicorn(host, port, workers)
+        _run_uvicorn(host, port, workers, cfg)
 
 
-def _run_uvicorn(host: str, port: int, workers: int) -> None:
+def _raise_fd_limit() -> None:
+    """Every open connection is a file descriptor: take the hard limit, not the usual soft 1024."""
+    import contextlib
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft < want:
+        with contextlib.suppress(ValueError, OSError):  # a kernel cap below the hard limit: keep what we have
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+def _run_uvicorn(host: str, port: int, workers: int, cfg: PorticoConfig) -> None:
+    import functools
+
     import uvicorn
+
+    from portico.server.http_protocol import TimedHttpToolsProtocol
+
+    _raise_fd_limit()
+    http = functools.partial(TimedHttpToolsProtocol, header_timeout=cfg.server.header_timeout,
+                             write_timeout=cfg.server.write_timeout)  # fmt: skip
 
     uvicorn.run(
         "portico.server.app:app_from_env",
@@ -104,7 +124,7 @@ def _run_uvicorn(host: str, port: int, workers: int) -> None:
         port=port,
         workers=workers,
         loop="uvloop",
-        http="httptools",
+        http=http,  # httptools, with header and write timeouts
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=30,

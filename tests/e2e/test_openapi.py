@@ -115,7 +115,7 @@ def test_bad_requests_answer_as_documented(portico: str, spec: dict[str, Any]) -
             ex = op.example or Example()
             params = dict.fromkeys(ex.path, "does-not-exist")
             body = b"{}" if op.request is not None else None
-            # The example's headers (e.g. /mcp's Accept, without which its GET is an endless event stream).
+            # The example's headers (e.g. POST /mcp's Accept, without which it is a 406).
             headers = {**ex.headers, **({"content-type": "application/json"} if body else {})}
             r = http.request(op.method, _path(op, params), content=body, headers=headers)
             check_answer(spec, op, r)

@@ -85,7 +85,19 @@ async def test_bad_or_missing_key_is_refused(server) -> None:
         assert r.status_code == 401 and r.json()["error"]["code"] == "missing_api_key"
         r = await h.post(url + "/mcp", json=body, headers={"authorization": "Bearer pk-wrong"})
         assert r.status_code == 401
-        # no stream to offer (stateless): a GET is answered at once, with or without an Accept header
-        for accept in ({}, {"accept": "text/event-stream"}):
-            r = await h.get(url + "/mcp", headers={"authorization": f"Bearer {MASTER}", **accept}, timeout=5)
-            assert r.status_code == 405 and r.headers["allow"] == "POST, DELETE" and r.json()["error"]["code"] == -32600
+
+
+async def test_get_stream_and_wrong_content_type_answer_json_rpc_errors(server) -> None:
+    """Found by the fuzzer: a GET held an empty event stream open forever (nothing is ever pushed to a stateless
+    server's clients), and a POST without a JSON content type got the SDK's plain-text 400."""
+    import httpx
+
+    url, rt, *_ = server
+    _, token = await rt.keys.create("getter")
+    auth = {"authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(timeout=5) as h:
+        r = await h.get(url + "/mcp", headers={**auth, "accept": "text/event-stream"})
+        assert r.status_code == 405 and r.headers["allow"] == "POST" and r.json()["error"]["code"] == -32000
+        r = await h.post(url + "/mcp", content=b'{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}', headers=auth)
+        assert r.status_code == 400 and r.headers["content-type"] == "application/json"
+        assert r.json()["jsonrpc"] == "2.0" and r.json()["error"]["code"] == -32700

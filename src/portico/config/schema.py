@@ -231,6 +231,10 @@ class ServerConfig(BaseModel):
     workers: int = Field(default=1, ge=1)
     # Upper bound on request bodies; larger ones get 413 before any parsing.
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    # Slow clients (server/http_protocol.py): a request's headers must be in this many seconds after the connection
+    # opens, and a client that stops reading may stall a response this long; then the connection is closed.
+    header_timeout: float = Field(default=15.0, gt=0)
+    write_timeout: float = Field(default=60.0, gt=0)
 
 
 class AuthConfig(BaseModel):

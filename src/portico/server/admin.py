@@ -38,8 +38,13 @@ class KeyCreate(KeyFields):
     name: str = Field(min_length=1, max_length=200)
 
 
+def _no_default(schema: dict) -> None:
+    schema.pop("default", None)
+
+
 class KeyUpdate(KeyFields):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    # A key always has a name: absent leaves it as is, null is a 400 (not the database's NOT NULL error).
+    name: str = Field(default=None, min_length=1, max_length=200, json_schema_extra=_no_default)  # type: ignore[assignment]
 
 
 def _check_models(rt: Runtime, models: list[str] | None) -> None:

@@ -14,7 +14,7 @@ from portico.actions.approvals import STATUSES, public
 from portico.protocol.errors import InvalidRequest
 from portico.runtime import Runtime
 from portico.server.auth import require_admin
-from portico.server.body import read_model
+from portico.server.body import parse_model, read_body
 
 _MAX_BODY = 256 * 1024
 
@@ -36,9 +36,8 @@ def _json(data: object, status: int = 200) -> Response:
 
 
 async def _body(request: Request, model: type[BaseModel]) -> Any:
-    if not (await request.body()).strip():
-        return model()
-    return await read_model(request, model, _MAX_BODY)
+    raw = await read_body(request, _MAX_BODY)
+    return parse_model(raw, model) if raw.strip() else model()
 
 
 async def list_approvals(request: Request) -> Response:

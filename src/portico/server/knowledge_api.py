@@ -21,6 +21,7 @@ from portico.context.knowledge.service import knowledge_of
 from portico.protocol.errors import InvalidRequest, NotFound, PorticoError
 from portico.runtime import Runtime
 from portico.server.auth import caller_of
+from portico.server.body import loads, read_body
 
 MAX_K = 200
 
@@ -31,13 +32,8 @@ def _json(body: Any, status: int = 200) -> Response:
 
 async def _body(request: Request) -> dict[str, Any]:
     rt: Runtime = request.app.state.runtime
-    raw = await request.body()
-    if len(raw) > rt.cfg.server.max_body_bytes:
-        raise PorticoError("request body too large", status=413, code="body_too_large")
-    try:
-        body = orjson.loads(raw or b"{}")
-    except orjson.JSONDecodeError:
-        raise InvalidRequest("the body is not valid JSON", code="invalid_json") from None
+    raw = await read_body(request, rt.cfg.server.max_body_bytes)
+    body = loads(raw or b"{}")
     if not isinstance(body, dict):
         raise InvalidRequest("the body must be a JSON object")
     return body
@@ -105,6 +101,10 @@ def _from_json(item: Any, i: int) -> tuple[str | None, LoadedDocument]:
 
 async def _from_upload(request: Request) -> list[tuple[str | None, LoadedDocument]]:
     rt: Runtime = request.app.state.runtime
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > rt.cfg.server.max_body_bytes:  # before the parser spools it
+        raise InvalidRequest(f"Request body is larger than {rt.cfg.server.max_body_bytes} bytes", status=413,
+                             code="request_too_large")  # fmt: skip
     form = await request.form(max_part_size=rt.cfg.server.max_body_bytes)
     upload = form.get("file")
     if upload is None or isinstance(upload, str):

@@ -48,6 +48,10 @@ def _spec(tool: Any) -> types.Tool:
     )
 
 
+def _rpc_error(code: int, message: str) -> bytes:
+    return orjson.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}})
+
+
 class McpGateway:
     def __init__(self, runtime: Any) -> None:
         self.rt = runtime
@@ -93,12 +97,18 @@ class McpGateway:
             )
             return
         if request.method == "GET":
-            # Stateless: there is no session whose server-initiated messages a GET stream could carry, so the spec's
-            # "405 when no stream is offered" (clients handle it) instead of an SSE stream that never sends a thing.
-            body = {"jsonrpc": "2.0", "id": None,
-                    "error": {"code": -32600, "message": "Method Not Allowed: this MCP server is stateless; use POST"}}
-            await Response(orjson.dumps(body), status_code=405, media_type="application/json",
-                           headers={"allow": "POST, DELETE"})(scope, receive, send)  # fmt: skip
+            # A stateless server has nothing to push: no session, and every answer rides on its POST. The
+            # SDK would hold the stream open forever (an idle socket per client); the MCP spec allows 405 here.
+            await Response(_rpc_error(-32000, "Method Not Allowed: this server offers no GET stream (stateless)"),
+                           status_code=405, media_type="application/json", headers={"allow": "POST"})(
+                scope, receive, send)  # fmt: skip
+            return
+        if request.method == "POST" and not request.headers.get("content-type", "").lower().startswith(
+            "application/json"
+        ):
+            # The SDK answers this one in plain text; every /mcp error is documented as a JSON-RPC error.
+            await Response(_rpc_error(-32700, "Content-Type must be application/json"), status_code=400,
+                           media_type="application/json")(scope, receive, send)  # fmt: skip
             return
         scope[_CALLER] = {"key": caller.name, "key_id": caller.key.id if caller.key else None,
                           "tools": caller.key.tools if caller.key else None}  # fmt: skip

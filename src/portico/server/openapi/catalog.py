@@ -188,7 +188,8 @@ OPS: list[Op] = [
        tag="operations", example=Example()),
     # ---- MCP: Portico as an MCP server for the tools a key may use (JSON-RPC errors, not OpenAI's shape) -----
     Op("POST", "/mcp", "Send an MCP message (initialize, tools/list, tools/call)", s.JsonRpcResponse,
-       s.JsonRpcRequest, errors=(406,), tag="mcp", error_models={400: s.JsonRpcResponse, 406: s.JsonRpcResponse},
+       s.JsonRpcRequest, errors=(406,), empty=(202,), tag="mcp",
+       error_models={400: s.JsonRpcResponse, 406: s.JsonRpcResponse},
        example=Example(_MCP_INIT, headers={"accept": "application/json, text/event-stream"})),
     Op("GET", "/mcp", "Server-to-client event stream: not offered, the server is stateless (always 405)",
        s.JsonRpcResponse, status=405, tag="mcp", example=Example(status=405)),

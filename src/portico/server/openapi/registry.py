@@ -24,6 +24,7 @@ REF = "#/components/schemas/{model}"
 _PATH_PARAM = re.compile(r"{(\w+)}")
 
 _STATUS_TEXT = {
+    202: "Accepted: nothing to answer (e.g. a JSON-RPC notification); empty body",
     400: "Invalid request (the message and `param` name the field)",
     401: "Missing or unknown API key",
     403: "The key may not use this (model not allowed, admin-only route)",
@@ -71,6 +72,7 @@ class Op:
     error_models: dict[int, type[BaseModel]] = field(default_factory=dict)
     error_model: type[BaseModel] = ErrorResponse  # every other error status (e.g. Anthropic's shape)
     stream_done: bool = True  # ends with ``data: [DONE]`` (chat), or named events that just stop (Responses, Messages)
+    empty: tuple[int, ...] = ()  # more success statuses, answered with no body
 
     @property
     def operation_id(self) -> str:
@@ -149,6 +151,22 @@ def _parameters(op: Op) -> list[dict[str, Any]]:
     return params
 
 
+def _event_schema(op: Op, description: str) -> dict[str, Any]:
+    """One server-sent event, read the way OpenAPI 3.2's ``itemSchema`` reads (and tools read a 3.1 stream's
+    ``schema``): ``data`` is JSON of the stream's event type. Chat streams end with ``[DONE]`` and report a failure
+    after the first byte in-band, in the error shape (``sse.encode_events``)."""
+    assert op.stream is not None
+    payload: dict[str, Any] = _ref(op.stream)
+    data: dict[str, Any] = {"type": "string", "contentMediaType": "application/json"}
+    if op.stream_done:
+        data = {"type": "string", "if": {"const": "[DONE]"},
+                "else": {**data, "contentSchema": {"anyOf": [payload, _ref(ErrorResponse)]}}}  # fmt: skip
+    else:
+        data["contentSchema"] = payload
+    props = {"event": {"type": "string"}, "data": data, "id": {"type": "string"}, "retry": {"type": "integer"}}
+    return {"type": "object", "description": description, "required": ["data"], "properties": props}
+
+
 def _responses(op: Op) -> dict[str, Any]:
     ok: dict[str, Any] = {"description": {200: "OK", 201: "Created"}.get(op.status) or _STATUS_TEXT[op.status]}
     if op.response is not None:
@@ -162,7 +180,7 @@ def _responses(op: Op) -> dict[str, Any]:
                 else f"`event: <type>` + `data: <{name}>` events; the stream closes after the last"
             )
             content["text/event-stream"] = {
-                "schema": {"type": "string", "description": events},
+                "schema": _event_schema(op, events),
                 "x-portico-event-schema": _ref(op.stream),
             }
         ok["content"] = content
@@ -170,6 +188,8 @@ def _responses(op: Op) -> dict[str, Any]:
         kind = "object" if op.media_type == "application/json" else "string"
         ok["content"] = {op.media_type: {"schema": {"type": kind}}}
     out = {str(op.status): ok}
+    for status in op.empty:
+        out[str(status)] = {"description": _STATUS_TEXT[status]}
     for status in op.error_statuses():
         err = {"application/json": {"schema": _ref(op.error_models.get(status, op.error_model))}}
         out[str(status)] = {"description": _STATUS_TEXT.get(status, "Error"), "content": err}
