@@ -87,6 +87,8 @@ def test_gate_never_promotes_a_worse_or_equal_router():
     assert not down.promote and down.diff < 0
     same = gate(good, good.copy(), y, strata, st)
     assert not same.promote  # no better is not better
+    uniform = gate(good, bad, np.ones(n, dtype=int), strata, st)  # every label on one side: nothing to rank
+    assert not uniform.promote and "nothing to compare" in uniform.reason
     small = gate(good[:20], bad[:20], y[:20], strata[:20], st)
     assert not small.promote and "only 20" in small.reason
     # Many noisy candidates of the same quality as the serving one: the gate lets through about alpha of them.

@@ -166,6 +166,9 @@ def gate(cand: np.ndarray, serving: np.ndarray, y: np.ndarray, strata: np.ndarra
     y, strata = np.asarray(y), np.asarray(strata)
     a, b = stratified_auc(cand, y, strata), stratified_auc(serving, y, strata)
     n = len(y)
+    if _auc_parts(cand, y, strata)[1] == 0:
+        return GateResult(False, f"nothing to compare in {n} held-out labels (each model's labels all agree)", a, b,
+                          0.0, 1.0, (float("nan"), float("nan")), n)  # fmt: skip
     if n < settings.min_holdout:
         return GateResult(False, f"only {n} held-out labels (need {settings.min_holdout})", a, b, a - b, 1.0,
                           (float("nan"), float("nan")), n)  # fmt: skip

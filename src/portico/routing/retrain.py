@@ -115,9 +115,10 @@ class Retrainer:
                 return None
             from portico.routing.local_embed import EMBEDDER_NAME
 
+            settings = Settings(holdout=o.retrain_holdout, min_holdout=o.retrain_min_holdout)
             cycle, _ = await retrain(self.db, root=o.dir, name=o.router, metric=o.feedback_metric,
                                      strong=self.pair[0], weak=self.pair[1], embed_fn=self.embed,
-                                     embedder=EMBEDDER_NAME)  # fmt: skip
+                                     settings=settings, embedder=EMBEDDER_NAME)  # fmt: skip
             log.info("router %s: scheduled retrain after %d new labels: %s", o.router, new, cycle.reason)
             return cycle
         except Busy:

@@ -52,6 +52,8 @@ class RoutePreferenceOptions(BaseModel):
     retrain_every: int | None = Field(default=None, ge=1)  # new labels that trigger a background retrain
     feedback_metric: str | None = None  # the boolean/pairwise metric the flywheel learns from
     retrain_check_seconds: float = Field(default=10.0, gt=0.0)
+    retrain_holdout: float = Field(default=0.2, gt=0.0, lt=1.0)  # share of labels the shadow gate scores on
+    retrain_min_holdout: int = Field(default=30, ge=1)
 
     @model_validator(mode="after")
     def _one_threshold(self) -> RoutePreferenceOptions:
