@@ -135,3 +135,10 @@ bench-sql: install-dev
 .PHONY: bench-agents
 bench-agents: install-dev
 	$(PY) bench/agents.py
+
+# The flywheel: RouteLLM's MMLU replayed as a production stream (boolean feedback of the model that answered, a
+# retrain + shadow gate every FLYWHEEL_K labels), the learning curve beside offline routers, an A/B test and the
+# bandit's regret. Needs ../shared/data (or $$PORTICO_DATA); embeddings cached as for bench-routing.
+.PHONY: bench-flywheel
+bench-flywheel: install-dev
+	flock /tmp/portico-bench.lock $(PY) bench/flywheel.py
