@@ -155,3 +155,10 @@ bench-agents: install-dev
 .PHONY: bench-fuzz
 bench-fuzz: install-dev
 	$(PY) bench/fuzz.py
+
+# The flywheel: RouteLLM's MMLU replayed as a production stream (boolean feedback of the model that answered, a
+# retrain + shadow gate every FLYWHEEL_K labels), the learning curve beside offline routers, an A/B test and the
+# bandit's regret. Needs ../shared/data (or $$PORTICO_DATA); embeddings cached as for bench-routing.
+.PHONY: bench-flywheel
+bench-flywheel: install-dev
+	$(PY) bench/flywheel.py

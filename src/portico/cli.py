@@ -19,6 +19,7 @@ from portico.cli_config import load_for_cli
 from portico.commands.db import db_app, prepare_for_serve
 from portico.commands.eval import eval_app
 from portico.commands.pipeline import pipeline_app
+from portico.commands.router import register as register_router
 from portico.commands.sql import sql_app
 from portico.commands.tools import tools_app
 from portico.config import PorticoConfig
@@ -446,7 +447,9 @@ RouterDirOpt = Annotated[str, typer.Option("--out", "--dir", help="Directory of 
 
 @router_app.command("train")
 def router_train(
-    data: Annotated[str, typer.Argument(help="JSONL: prompt, model_a, model_b, winner (model_a | model_b | tie)")],
+    data: Annotated[
+        str | None, typer.Argument(help="JSONL: prompt, model_a, model_b, winner (model_a | model_b | tie)")
+    ] = None,
     name: Annotated[str, typer.Option(help="Router name; each training run writes its next version")] = "default",
     out: RouterDirOpt = ".portico/routers",
     strong: Annotated[str | None, typer.Option(help="Strong model of the pair (default: highest rated)")] = None,
@@ -460,8 +463,26 @@ def router_train(
             "(default: the router's, 100; 0: off)",
         ),
     ] = None,
+    from_feedback: Annotated[
+        bool, typer.Option("--from-feedback", help="Learn from stored feedback; gate; promote")
+    ] = False,
+    config: ConfigOpt = None,
+    metric: Annotated[str | None, typer.Option(help="--from-feedback: the feedback metric")] = None,
+    app_name: Annotated[str | None, typer.Option("--app", help="--from-feedback: one application's feedback")] = None,
+    alpha: Annotated[float, typer.Option(help="--from-feedback: the shadow gate's significance")] = 0.05,
+    holdout: Annotated[float, typer.Option(help="--from-feedback: share of labels held out for the gate")] = 0.2,
+    promote: Annotated[bool, typer.Option(help="--from-feedback: promote when the gate passes")] = True,
 ) -> None:
     """Train a preference router (Bradley-Terry + prompt-aware predictor) on the packaged MiniLM embeddings."""
+    if from_feedback:
+        from portico.commands.router import train_from_feedback
+
+        root = None if out == ".portico/routers" else out  # the default: the config step's dir
+        return train_from_feedback(config, None if name == "default" else name, root, metric, app_name, alpha,
+                                   holdout, promote)  # fmt: skip
+    if data is None:
+        err.print("[red]error:[/red] give a JSONL file of pairwise records, or --from-feedback", highlight=False)
+        raise typer.Exit(2)
     from portico.routing.datafiles import load_pairwise
     from portico.routing.local_embed import EMBEDDER_NAME, local_embed_fn
     from portico.routing.preference import TrainConfig, train
@@ -487,6 +508,9 @@ def router_train(
         f"weak={model.weak}; saved {path}",
         highlight=False,
     )
+
+
+register_router(router_app)  # versions, promote, rollback
 
 
 @router_app.command("calibrate")

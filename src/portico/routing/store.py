@@ -1,7 +1,7 @@
 """Versioned storage of trained routers: ``<root>/<name>/v<N>/model.npz`` (arrays) + ``meta.json``.
 
-Saving never overwrites: it writes the next version. Loading takes a version or the latest one, reads arrays
-without pickle, and gives identical predictions every time.
+Saving never overwrites: it writes the next version. Loading takes a version or the promoted one (versions.py),
+reads arrays without pickle, and gives identical predictions every time.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from portico.routing.preference import PreferenceModel
+from portico.routing.versions import current
 
 _VERSION = re.compile(r"^v(\d+)$")
 DEFAULT_ROOT = ".portico/routers"
@@ -61,6 +62,11 @@ def save(model: PreferenceModel, root: str | Path, name: str) -> Path:
 
 
 def load(root: str | Path, name: str, version: int | None = None) -> PreferenceModel:
+    """``version`` None: the promoted version (see versions.py; the latest when nothing was ever promoted)."""
+    if version is None:
+        version = current(root, name)
+        if version is None and versions(root, name):
+            raise FileNotFoundError(f"router '{name}' under {root} has no promoted version (portico router promote)")
     path = version_dir(root, name, version)
     meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
     with np.load(path / "model.npz", allow_pickle=False) as z:
