@@ -89,27 +89,9 @@ def serve(
     with multiprocess_dir(workers) as metrics_dir:
         if metrics_dir is not None:
             err.print(f"Metrics of all workers are merged through {metrics_dir}", highlight=False)
-        _run_uvicorn(host, port, workers)
+        from portico.server.supervisor import serve as run_server
 
-
-def _run_uvicorn(host: str, port: int, workers: int) -> None:
-    import uvicorn
-
-    uvicorn.run(
-        "portico.server.app:app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        loop="uvloop",
-        http="httptools",
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=30,
-        # X-Forwarded-* is not trusted by default (it showed in the profile and we do not use the client address).
-        proxy_headers=False,
-        server_header=False,
-    )
+        run_server(host, port, workers, cfg.server.drain_seconds)  # graceful SIGTERM (server/supervisor.py)
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from portico.actions import Toolbox, ToolKinds
@@ -98,9 +99,12 @@ class Runtime:
         self.state = make_state(cfg.state)
         self.keys = KeyStore(self.db, self.state, shared=cfg.state != "memory")
         self.usage = UsageWriter(
-            self.db, batch_size=cfg.storage.usage_batch_size, interval=cfg.storage.usage_flush_seconds
-        )
-        self.control = ControlPlane(cfg, self.keys, self.state, self.usage)
+            self.db, batch_size=cfg.storage.usage_batch_size, interval=cfg.storage.usage_flush_seconds,
+            max_queue=cfg.storage.usage_max_queue, on_drop=lambda n: self.metrics.usage_dropped.inc(n),
+            spool_dir=Path(cfg.state_dir) / "spool" / "usage" if cfg.storage.usage_spool else None,
+        )  # fmt: skip
+        self.control = ControlPlane(cfg, self.keys, self.state, self.usage,
+                                    on_state_error=lambda what: self.metrics.state_unavailable.labels(what).inc())
         versions = {a.name: a.version for a in cfg.applications}
         redactor = TraceRedactor() if cfg.tracing.content == "redacted" else None  # the pii step's recognisers
         self.tracing = Tracer.build(
@@ -191,6 +195,7 @@ class Runtime:
         """Storage, keys and the usage writer: every request needs them, so the server awaits this."""
         await self.db.create_schema()
         await self.keys.load()
+        await self.usage.replay()  # usage rows a killed process left in the spool
         self.usage.start()
         self.tracing.start()
         self.feedback.start()
