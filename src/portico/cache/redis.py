@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 
 import redis.asyncio as aioredis
-from redis.backoff import NoBackoff
 from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from portico.cache.store import Policy
 

@@ -144,9 +144,9 @@ class RedisState:
 
     def __init__(self, url: str, prefix: str = "portico", timeout: float = 1.0) -> None:
         import redis.asyncio as redis
+        from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
         from redis.exceptions import RedisError
-        from redis.asyncio.retry import Retry
 
         self._errors = (RedisError, OSError, asyncio.TimeoutError)
         self._redis = redis.from_url(url, decode_responses=True, socket_timeout=timeout,
