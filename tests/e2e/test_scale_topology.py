@@ -1,9 +1,9 @@
 """The scale-out topology, short: nginx → 2 Portico replicas (``--workers 2`` each) → one Redis, one PostgreSQL,
-llm-katan upstreams; wrk as the load. ``make bench-scale`` runs the long version with faults and a soak."""
+llm-katan upstreams; wrk as the load (``make test`` installs Debian's nginx-light and wrk when missing).
+``make bench-scale`` runs the long version with faults and a soak."""
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
 
@@ -12,9 +12,6 @@ import openai
 import pytest
 
 from tests.topology import Topology
-
-pytestmark = pytest.mark.skipif(not (shutil.which("nginx") or shutil.which("/usr/sbin/nginx")) or
-                                not shutil.which("wrk"), reason="needs nginx and wrk (make test installs them)")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +25,8 @@ def topo() -> Iterator[Topology]:
 
 
 def _chat(url: str, key: str, text: str) -> httpx.Response:
-    return httpx.post(f"{url}/v1/chat/completions", headers={"authorization": f"Bearer {key}"}, timeout=30,
-                      json={"model": "m", "temperature": 0, "messages": [{"role": "user", "content": text}]})  # fmt: skip
+    body = {"model": "m", "temperature": 0, "messages": [{"role": "user", "content": text}]}
+    return httpx.post(f"{url}/v1/chat/completions", headers={"authorization": f"Bearer {key}"}, json=body, timeout=30)
 
 
 def test_load_through_nginx_reaches_both_replicas_and_every_answer_is_recorded(topo: Topology) -> None:
