@@ -50,7 +50,7 @@ tests/browser/node_modules/.package-lock.json: tests/browser/package-lock.json
 browser: tests/browser/node_modules/.package-lock.json
 	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
-test: install-dev services browser
+test: install-dev services browser scale-tools
 	$(PY) -m pytest
 
 lint: install-dev
@@ -135,3 +135,16 @@ bench-sql: install-dev
 .PHONY: bench-agents
 bench-agents: install-dev
 	$(PY) bench/agents.py
+
+# The scale-out topology (tests/e2e/test_scale_topology.py, bench/scale.py) runs Debian's nginx-light in front of the
+# replicas and wrk as the load generator.
+.PHONY: scale-tools bench-scale
+scale-tools:
+	@command -v wrk >/dev/null && command -v nginx >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light)
+
+# nginx → 2 replicas (--workers 2) → private Redis + PostgreSQL + llm-katan: scaling, shared limits and caches, faults
+# (SIGKILL, rolling SIGTERM, Redis and PostgreSQL down 10 s, upstream brown-out) and a soak (SCALE_SOAK_SECONDS,
+# default 1800; SCALE_SECONDS sets each phase's load). One benchmark at a time on the machine: flock.
+bench-scale: install-dev scale-tools
+	flock /tmp/portico-bench.lock $(PY) bench/scale.py

@@ -300,18 +300,30 @@ class Topology:
 
     # --- load ------------------------------------------------------------------------------------------------
 
-    def wrk(self, key: str, seconds: float, *, url: str | None = None, connections: int = 16, threads: int = 2,
-            model: str = "m", same: str | None = None, run: str | None = None) -> WrkResult:  # fmt: skip
-        run = run or uuid.uuid4().hex[:8]
+    def wrk(self, key: str, seconds: float, **kw) -> WrkResult:
+        return self.wrk_stop(self.wrk_start(key, seconds, **kw))
+
+    def wrk_start(self, key: str, seconds: float, *, url: str | None = None, connections: int = 16,
+                  threads: int = 2, model: str = "m", same: str | None = None) -> tuple:  # fmt: skip
+        """wrk in the background for ``seconds`` (or until ``wrk_stop(..., interrupt=True)``)."""
+        run = uuid.uuid4().hex[:8]
         env = {**os.environ, "SCALE_KEY": key, "SCALE_MODEL": model, "SCALE_RUN": run,
                "SCALE_LOGDIR": str(self.root / "wrk")}  # fmt: skip
         if same is not None:
             env["SCALE_SAME"] = same
         cmd = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(seconds))}s", "--latency",
                "--timeout", "60s", "-s", str(self.root / "wrk.lua"), url or self.url]  # fmt: skip
-        started = time.time()
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return proc, run, time.time()
+
+    def wrk_stop(self, handle: tuple, interrupt: bool = False) -> WrkResult:
+        proc, run, started = handle
+        if interrupt:
+            proc.send_signal(signal.SIGINT)  # wrk stops and reports what it measured
+        out, err = proc.communicate()
         ended = time.time()
+        if proc.returncode not in (0, -signal.SIGINT):
+            raise RuntimeError(f"wrk failed ({proc.returncode}): {err}")
         statuses: dict[int, int] = {}
         ok: list[str] = []
         for f in (self.root / "wrk").glob(f"wrk-{run}-*.log"):
@@ -320,11 +332,12 @@ class Topology:
                 statuses[int(status)] = statuses.get(int(status), 0) + 1
                 if status == "200":
                     ok.append(rid)
-        rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+        m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+        rps = float(m.group(1)) if m else sum(statuses.values()) / max(1e-9, ended - started)
         p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M)
         p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)
         errs = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-        # connect errors are wrk's own reconnects at the end of the run; read/write/timeouts are lost requests
+        # read/write errors and timeouts are requests that got no answer (connect errors: none was sent)
         socket_errors = sum(int(x) for x in errs.groups()[1:]) if errs else 0
         return WrkResult(statuses, ok, rps, _ms(p50.group(1)) if p50 else float("nan"),
                          _ms(p99.group(1)) if p99 else float("nan"), socket_errors, started, ended, out)  # fmt: skip

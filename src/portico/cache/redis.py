@@ -21,7 +21,7 @@ PREFIX = "portico:cache"
 class RedisStore:
     def __init__(self, url: str, max_entries: int, policy: Policy = "lru", *, prefix: str = PREFIX) -> None:
         # Short timeouts, no retries: a cache that is down is bypassed at once (the step counts it), not waited on.
-        self.redis = aioredis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 0))
+        self.redis = aioredis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0, retry=Retry(NoBackoff(), 0))
         self.max_entries = max_entries
         self.policy = policy
         self.prefix = prefix

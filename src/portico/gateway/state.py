@@ -142,7 +142,7 @@ class RedisState:
     published while it was away are lost.
     """
 
-    def __init__(self, url: str, prefix: str = "portico", timeout: float = 1.0) -> None:
+    def __init__(self, url: str, prefix: str = "portico", timeout: float = 2.0) -> None:
         import redis.asyncio as redis
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff

@@ -4,13 +4,14 @@ On SIGTERM (or SIGINT) each worker stops accepting, lets requests and streams in
 ``drain_seconds``, then runs the app's shutdown, which writes every queued usage row and trace. With several workers
 uvicorn's supervisor holds the listening socket too, and kept it open while its workers drained: the kernel went on
 completing connections that nobody would accept, and reset them when the supervisor exited — a request a proxy had
-already sent, so one it may not retry (a POST). Here the supervisor closes its copy first, so a draining replica
-refuses new connections at once and a proxy retries them on another replica.
+already sent, so one it may not retry (a POST). Here the supervisor stops new connections first (see
+``terminate_all``), so a proxy retries them on another replica, and only then stops its workers.
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Any
 
 
@@ -30,7 +31,15 @@ def serve(host: str, port: int, workers: int, drain_seconds: float) -> None:
 
     class Supervisor(Multiprocess):
         def terminate_all(self) -> None:
-            for sock in self.sockets:  # refuse new connections from now on (see the module's doc)
+            # Closing the socket resets the connections still in its accept queue: a proxy had sent requests on
+            # them, so it may not retry them. First shrink the queue to one connection (the kernel then drops new
+            # SYNs; their retransmission a second later finds the port closed: refused, which a proxy retries
+            # elsewhere), let the workers, still running, accept what is queued, then close and stop them.
+            for sock in self.sockets:
+                with contextlib.suppress(OSError):
+                    sock.listen(0)
+            time.sleep(0.3)
+            for sock in self.sockets:
                 sock.close()
             super().terminate_all()
 
