@@ -14,13 +14,45 @@ import contextlib
 import time
 from typing import Any
 
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+_GRACE = 0.5  # seconds a connection with no request read yet has, once draining, to show one
+
+
+class DrainingHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP protocol, but a drain does not close a connection on which nothing has been read yet: it may
+    be a fresh connection whose request a proxy has already sent (closing it with unread data resets it, and the
+    proxy may not retry a POST). Such a connection gets ``_GRACE`` seconds; a request that starts in them is
+    answered, then the connection closes."""
+
+    _draining = False
+
+    def shutdown(self) -> None:
+        if self.transport.is_closing():
+            return
+        if self.cycle is None or self.cycle.response_complete:
+            self._draining = True
+            self.loop.call_later(_GRACE, self._close_if_idle)
+            return
+        super().shutdown()
+
+    def _close_if_idle(self) -> None:
+        if not self.transport.is_closing():
+            super().shutdown()
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        if self._draining and self.cycle is not None:
+            self.cycle.keep_alive = False  # answer it, then close
+
 
 def serve(host: str, port: int, workers: int, drain_seconds: float) -> None:
     import uvicorn
     from uvicorn.supervisors.multiprocess import Multiprocess
 
     options: dict[str, Any] = dict(
-        factory=True, host=host, port=port, workers=workers, loop="uvloop", http="httptools", log_config=None,
+        factory=True, host=host, port=port, workers=workers, loop="uvloop", log_config=None,
+        http="portico.server.supervisor:DrainingHttpToolsProtocol",
         access_log=False, timeout_graceful_shutdown=drain_seconds,
         # X-Forwarded-* is not trusted by default (it showed in the profile and we do not use the client address).
         proxy_headers=False, server_header=False,
