@@ -71,3 +71,24 @@ def test_sdk_through_nginx_streams(topo: Topology) -> None:
     chunks = list(client.chat.completions.create(model="m", messages=[{"role": "user", "content": "a b c d"}],
                                                  stream=True))  # fmt: skip
     assert chunks and chunks[-1].choices[0].finish_reason is not None
+
+
+def test_restart_with_sigterm_under_load_fails_nothing_and_loses_no_row(topo: Topology) -> None:
+    """A deploy: SIGTERM to one replica's supervisor (as an orchestrator sends it) while wrk runs through nginx,
+    then start it again. New connections go to the other replica; those in flight finish."""
+    key = topo.key(name="restart")
+    victim = topo.replicas[0]
+    h = topo.wrk_start(key, 3600, connections=8)
+    time.sleep(2)
+    assert victim.sigterm_and_wait() == 0
+    victim.start()
+    time.sleep(2)
+    res = topo.wrk_stop(h, interrupt=True)
+    assert res.total > 50 and res.failed == 0 and set(res.statuses) == {200}, res.statuses
+    deadline = time.monotonic() + 15
+    while True:
+        missing = set(res.ok_ids) - {r["request_id"] for r in topo.usage_rows()}
+        if not missing or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert not missing
