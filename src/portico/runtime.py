@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,8 @@ class Runtime:
         self.usage = UsageWriter(
             self.db, batch_size=cfg.storage.usage_batch_size, interval=cfg.storage.usage_flush_seconds,
             max_queue=cfg.storage.usage_max_queue, on_drop=lambda n: self.metrics.usage_dropped.inc(n),
-            spool_dir=Path(cfg.state_dir) / "spool" / "usage" if cfg.storage.usage_spool else None,
+            spool_dir=Path(cfg.state_dir) / "spool" / f"usage-{_digest(self.db.url)}" if cfg.storage.usage_spool
+            else None,  # per database: a spool is only ever replayed into the database its rows were meant for
         )  # fmt: skip
         self.control = ControlPlane(cfg, self.keys, self.state, self.usage,
                                     on_state_error=lambda what: self.metrics.state_unavailable.labels(what).inc())
@@ -217,3 +219,7 @@ class Runtime:
             await close()
         await self.state.close()
         await self.db.close()
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
