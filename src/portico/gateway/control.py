@@ -127,8 +127,11 @@ class ControlPlane:
             "Missing API key: send 'Authorization: Bearer <key>' or an 'api-key' header.", code="missing_api_key"
         )
 
-    async def admit(self, caller: Caller, model: str, prompt_chars: Callable[[], int]) -> Admission:
-        """``prompt_chars`` is called only when a token limit needs the estimate."""
+    async def admit(self, caller: Caller, model: str, prompt_chars: Callable[[], int],
+                    output_tokens: int = 0) -> Admission:  # fmt: skip
+        """``prompt_chars`` is called only when a token limit needs the estimate. ``output_tokens`` (the request's
+        max_tokens) is reserved too: concurrent requests on other workers then see the room already taken, so a
+        token limit is not overshot by what the requests in flight will generate."""
         adm = Admission(caller, model)
         key = caller.key
         if key is None:
@@ -140,7 +143,7 @@ class ControlPlane:
             except StateUnavailable as e:
                 self._state_down("budget", e)
         if key.rpm or key.tpm:
-            est = estimate_tokens(prompt_chars()) if key.tpm else 0
+            est = estimate_tokens(prompt_chars()) + output_tokens if key.tpm else 0
             try:
                 w = await self.state.take(key.id, key.rpm, key.tpm, est)
             except StateUnavailable as e:
