@@ -120,9 +120,9 @@ def limits(topo: Topology, out: dict) -> list[str]:
         f"{excess_req:.1f} requests' worth (in flight: up to {CONN}) |",
         "",
         f"Each run lasts {secs:.0f} s (inside one 60 s window) with {CONN} connections through nginx, so both replicas "
-        "(4 workers) admit concurrently against the same Redis counters. Tokens are estimated at admission (~4 "
-        "characters a token) and corrected with the real count afterwards, so the token figure can exceed the limit by "
-        "the under-estimate of the requests in flight when the window filled.",
+        "(4 workers) admit concurrently against the same Redis counters. A request reserves its estimated prompt "
+        "tokens (~4 characters a token) plus its max_tokens at admission, corrected with the real count afterwards. A "
+        "budget is checked at admission, so requests admitted before the spend crossed it may finish.",
         "",
     ]
 
