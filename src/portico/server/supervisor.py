@@ -4,17 +4,23 @@ On SIGTERM (or SIGINT) each worker stops accepting, lets requests and streams in
 ``drain_seconds``, then runs the app's shutdown, which writes every queued usage row and trace. With several workers
 uvicorn's supervisor holds the listening socket too, and kept it open while its workers drained: the kernel went on
 completing connections that nobody would accept, and reset them when the supervisor exited — a request a proxy had
-already sent, so one it may not retry (a POST). Here the supervisor stops new connections first (see
-``terminate_all``), so a proxy retries them on another replica, and only then stops its workers.
+already sent, so one it may not retry (a POST). Here the supervisor stops new connections at once (``Supervisor``),
+so a proxy retries them on another replica, and its workers empty the accept queue before they close the socket
+and drain (``DrainingServer``, ``DrainingHttpToolsProtocol``). One worker (``--workers 1``) runs uvicorn as it is.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import time
+import signal
+import socket
 from typing import Any
 
+import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.supervisors import multiprocess
+from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
 _GRACE = 0.5  # seconds a connection with no request read yet has, once draining, to show one
 
@@ -46,10 +52,56 @@ class DrainingHttpToolsProtocol(HttpToolsProtocol):
             self.cycle.keep_alive = False  # answer it, then close
 
 
-def serve(host: str, port: int, workers: int, drain_seconds: float) -> None:
-    import uvicorn
-    from uvicorn.supervisors.multiprocess import Multiprocess
+_ACCEPT_GRACE = 0.3  # seconds a stopping worker still accepts: what the (shrunk) accept queue holds gets served
 
+
+class DrainingServer(uvicorn.Server):
+    async def shutdown(self, sockets: list[Any] | None = None) -> None:
+        # New connections are already held back (the supervisor shrank the accept queue and closed its copy of
+        # the socket): keep accepting a moment so the queue is empty when this process closes the socket.
+        await asyncio.sleep(_ACCEPT_GRACE)
+        await super().shutdown(sockets)
+
+
+class DrainingProcess(Process):
+    @property
+    def server(self) -> uvicorn.Server:
+        if self._server is None:
+            self._server = DrainingServer(config=self.config)
+        return self._server
+
+
+class Supervisor(Multiprocess):
+    """On SIGTERM/SIGINT, at once (not at the next turn of the supervisor's loop): shrink the accept queue to one
+    connection — the kernel then drops new SYNs, whose retransmission a second later finds the port closed and is
+    refused, which a proxy retries elsewhere — and close the supervisor's copy of the socket. The workers, still
+    accepting for a moment, empty the queue, then close theirs and drain."""
+
+    def __init__(self, config: uvicorn.Config, sockets: list[socket.socket]) -> None:
+        super().__init__(config, sockets)
+        self._accepting = True
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_stop)
+
+    def _on_stop(self, sig: int, frame: Any) -> None:
+        self._stop_accepting()
+        self.signal_queue.append(sig)
+
+    def _stop_accepting(self) -> None:
+        if not self._accepting:
+            return
+        self._accepting = False
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):
+                sock.listen(0)
+            sock.close()
+
+    def terminate_all(self) -> None:
+        self._stop_accepting()
+        super().terminate_all()
+
+
+def serve(host: str, port: int, workers: int, drain_seconds: float) -> None:
     options: dict[str, Any] = dict(
         factory=True, host=host, port=port, workers=workers, loop="uvloop", log_config=None,
         http="portico.server.supervisor:DrainingHttpToolsProtocol",
@@ -60,20 +112,7 @@ def serve(host: str, port: int, workers: int, drain_seconds: float) -> None:
     if workers <= 1:
         uvicorn.run("portico.server.app:app_from_env", **options)
         return
-
-    class Supervisor(Multiprocess):
-        def terminate_all(self) -> None:
-            # Closing the socket resets the connections still in its accept queue: a proxy had sent requests on
-            # them, so it may not retry them. First shrink the queue to one connection (the kernel then drops new
-            # SYNs; their retransmission a second later finds the port closed: refused, which a proxy retries
-            # elsewhere), let the workers, still running, accept what is queued, then close and stop them.
-            for sock in self.sockets:
-                with contextlib.suppress(OSError):
-                    sock.listen(0)
-            time.sleep(0.3)
-            for sock in self.sockets:
-                sock.close()
-            super().terminate_all()
+    multiprocess.Process = DrainingProcess  # type: ignore[misc]  # the supervisor makes its workers by this name
 
     config = uvicorn.Config("portico.server.app:app_from_env", **options)
     sock = config.bind_socket()
