@@ -64,7 +64,7 @@ $(CLIENTS_VENV)/.installed: tests/clients-py/requirements.txt
 .PHONY: clients
 clients: tests/clients-js/node_modules/.package-lock.json $(CLIENTS_VENV)/.installed
 
-test: install-dev services browser clients
+test: install-dev services browser clients scale-tools
 	$(PY) -m pytest
 
 lint: install-dev
@@ -162,3 +162,16 @@ bench-fuzz: install-dev
 .PHONY: bench-flywheel
 bench-flywheel: install-dev
 	$(PY) bench/flywheel.py
+
+# The scale-out topology (tests/e2e/test_scale_topology.py, bench/scale.py) runs Debian's nginx-light in front of the
+# replicas and wrk as the load generator.
+.PHONY: scale-tools bench-scale
+scale-tools:
+	@command -v wrk >/dev/null && command -v nginx >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light)
+
+# nginx → 2 replicas (--workers 2) → private Redis + PostgreSQL + llm-katan: scaling, shared limits and caches, faults
+# (SIGKILL, rolling SIGTERM, Redis and PostgreSQL down 10 s, upstream brown-out) and a soak (SCALE_SOAK_SECONDS,
+# default 1800; SCALE_SECONDS sets each phase's load).
+bench-scale: install-dev scale-tools
+	$(PY) bench/scale.py

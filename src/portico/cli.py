@@ -92,7 +92,12 @@ def serve(
     with multiprocess_dir(workers) as metrics_dir:
         if metrics_dir is not None:
             err.print(f"Metrics of all workers are merged through {metrics_dir}", highlight=False)
-        _run_uvicorn(host, port, workers, cfg)
+        _raise_fd_limit()
+        from portico.server.supervisor import serve as run_server
+
+        # graceful SIGTERM (server/supervisor.py), header and write timeouts against slow clients (http_protocol.py)
+        run_server(host, port, workers, cfg.server.drain_seconds, header_timeout=cfg.server.header_timeout,
+                   write_timeout=cfg.server.write_timeout)  # fmt: skip
 
 
 def _raise_fd_limit() -> None:
@@ -105,34 +110,6 @@ def _raise_fd_limit() -> None:
     if soft < want:
         with contextlib.suppress(ValueError, OSError):  # a kernel cap below the hard limit: keep what we have
             resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-
-
-def _run_uvicorn(host: str, port: int, workers: int, cfg: PorticoConfig) -> None:
-    import functools
-
-    import uvicorn
-
-    from portico.server.http_protocol import TimedHttpToolsProtocol
-
-    _raise_fd_limit()
-    http = functools.partial(TimedHttpToolsProtocol, header_timeout=cfg.server.header_timeout,
-                             write_timeout=cfg.server.write_timeout)  # fmt: skip
-
-    uvicorn.run(
-        "portico.server.app:app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        loop="uvloop",
-        http=http,  # httptools, with header and write timeouts
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=30,
-        # X-Forwarded-* is not trusted by default (it showed in the profile and we do not use the client address).
-        proxy_headers=False,
-        server_header=False,
-    )
 
 
 @app.command()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
 from typing import Any
 
 from portico.actions import Toolbox, ToolKinds
@@ -100,9 +102,13 @@ class Runtime:
         self.state = make_state(cfg.state)
         self.keys = KeyStore(self.db, self.state, shared=cfg.state != "memory")
         self.usage = UsageWriter(
-            self.db, batch_size=cfg.storage.usage_batch_size, interval=cfg.storage.usage_flush_seconds
-        )
-        self.control = ControlPlane(cfg, self.keys, self.state, self.usage)
+            self.db, batch_size=cfg.storage.usage_batch_size, interval=cfg.storage.usage_flush_seconds,
+            max_queue=cfg.storage.usage_max_queue, on_drop=lambda n: self.metrics.usage_dropped.inc(n),
+            spool_dir=Path(cfg.state_dir) / "spool" / f"usage-{_digest(self.db.url)}" if cfg.storage.usage_spool
+            else None,  # per database: a spool is only ever replayed into the database its rows were meant for
+        )  # fmt: skip
+        self.control = ControlPlane(cfg, self.keys, self.state, self.usage,
+                                    on_state_error=lambda what: self.metrics.state_unavailable.labels(what).inc())
         versions = {a.name: a.version for a in cfg.applications}
         redactor = TraceRedactor() if cfg.tracing.content == "redacted" else None  # the pii step's recognisers
         self.tracing = Tracer.build(
@@ -197,6 +203,7 @@ class Runtime:
         """Storage, keys and the usage writer: every request needs them, so the server awaits this."""
         await self.db.create_schema()
         await self.keys.load()
+        await self.usage.replay()  # usage rows a killed process left in the spool
         self.usage.start()
         self.tracing.start()
         self.feedback.start()
@@ -220,3 +227,7 @@ class Runtime:
             await close()
         await self.state.close()
         await self.db.close()
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:12]

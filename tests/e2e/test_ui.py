@@ -146,7 +146,7 @@ def test_applications_tab_lists_draws_and_links(server: str, tmp_path: Path) -> 
         raw = client.chat.completions.with_raw_response.create(
             model="desk", metadata={"tier": tier}, messages=[{"role": "user", "content": f"hello from {tier}"}])
         ids.append(raw.headers["x-request-id"])
-    for rid, value in zip(ids, (True, False, True)):
+    for rid, value in zip(ids, (True, False, True), strict=True):
         r = httpx.post(f"{server}/v1/feedback", json={"request_id": rid, "metric": "helpful", "value": value},
                        headers=auth, timeout=10)  # fmt: skip
         assert r.status_code in (200, 201), r.text
@@ -159,12 +159,13 @@ def test_applications_tab_lists_draws_and_links(server: str, tmp_path: Path) -> 
     seen = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.stdout.strip() else {"error": proc.stderr[-3000:]}
     assert "error" not in seen, seen["error"]
     name, model, version, steps, experiment, requests, errors, _cost, feedback = seen["cells"]
-    assert (name, model, version, steps, experiment) == ("desk", "oai", "1", "3", "–")
+    assert (name, model, version, steps, experiment) == ("desk", "oai", "1", "3", "\u2013")  # no experiment
     assert int(requests) == sent + 3 and errors == "0"
     assert feedback == f"helpful {2 / 3:.2f} (n=3)"
     assert seen["nodes"] == ["branch steps[0]", 'when request.metadata.tier == "gold"', "system_prompt", "else",
                              "system_prompt", "generate"]  # fmt: skip
-    assert seen["feedback"] == [["helpful", "1", "desk", "3", f"{2 / 3:.3f}"]]  # model: the name the client asked for, as in usage
+    # model: the name the client asked for, as in usage rows
+    assert seen["feedback"] == [["helpful", "1", "desk", "3", f"{2 / 3:.3f}"]]
     assert seen["requestsVisible"] and seen["consoleErrors"] == []
     assert (tmp_path / "ui-applications.png").stat().st_size > 10_000
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from portico.cache.store import Policy
 
@@ -18,7 +20,8 @@ PREFIX = "portico:cache"
 
 class RedisStore:
     def __init__(self, url: str, max_entries: int, policy: Policy = "lru", *, prefix: str = PREFIX) -> None:
-        self.redis = aioredis.from_url(url)
+        # Short timeouts, no retries: a cache that is down is bypassed at once (the step counts it), not waited on.
+        self.redis = aioredis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0, retry=Retry(NoBackoff(), 0))
         self.max_entries = max_entries
         self.policy = policy
         self.prefix = prefix

@@ -11,6 +11,7 @@ A failure in ``compute`` is never cached; values must be JSON-serialisable.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -19,6 +20,8 @@ import orjson
 from portico.cache.store import CacheStore
 
 T = TypeVar("T")
+
+log = logging.getLogger("portico.cache")
 
 
 class ResultCache:
@@ -47,13 +50,21 @@ class ResultCache:
     ) -> tuple[T, bool]:
         """(value, True) from the cache, else (computed value, False) after storing it."""
         key = self.key(parts)
-        raw = await self.store.get(key)
+        try:
+            raw = await self.store.get(key)
+        except Exception:  # the store (Redis) is down: compute without the cache, never fail the request
+            self._count("error")
+            log.warning("result cache unreachable: lookup bypassed", extra={"namespace": self.namespace})
+            return await compute(), False
         if raw is not None:
             self._count("hit")
             return orjson.loads(raw)["v"], True
         self._count("miss")
         value = await compute()
-        await self.store.set(key, orjson.dumps({"v": value}), ttl_seconds or self.ttl)
+        try:
+            await self.store.set(key, orjson.dumps({"v": value}), ttl_seconds or self.ttl)
+        except Exception:
+            log.warning("result cache unreachable: value not stored", extra={"namespace": self.namespace})
         return value, False
 
     def _count(self, result: str) -> None:

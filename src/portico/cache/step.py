@@ -82,7 +82,15 @@ class CacheLookupStep(Step):
             ctx.note("cache", result="bypass", reason=d.reason, write=True)
             self.cache.count("bypass")
             return
-        raw = await self.cache.store.get(key)
+        try:
+            raw = await self.cache.store.get(key)
+        except Exception as e:  # the cache's store (Redis) is down: answer without the cache, never fail
+            ctx.state.pop(_PENDING, None)
+            ctx.headers[HEADER] = "bypass"
+            ctx.note("cache", result="bypass", reason="store_unavailable", error=type(e).__name__)
+            self.cache.count("error")
+            log.warning("cache store unreachable: lookup bypassed", extra={"request_id": ctx.request_id})
+            return
         if raw is None:
             ctx.headers[HEADER] = "miss"
             ctx.note("cache", result="miss")

@@ -235,6 +235,8 @@ class ServerConfig(BaseModel):
     # opens, and a client that stops reading may stall a response this long; then the connection is closed.
     header_timeout: float = Field(default=15.0, gt=0)
     write_timeout: float = Field(default=60.0, gt=0)
+    # SIGTERM: stop accepting, let requests and streams in flight finish for up to this long, then flush writers.
+    drain_seconds: float = Field(default=30.0, ge=0)
 
 
 class AuthConfig(BaseModel):
@@ -248,6 +250,10 @@ class StorageConfig(BaseModel):
     url: str | None = None  # default: sqlite:///<state_dir>/portico.db; or postgresql://user@host/db
     usage_batch_size: int = Field(default=500, ge=1)
     usage_flush_seconds: float = Field(default=0.5, gt=0)
+    # Records waiting for the database (it may be down) past which new ones are dropped and counted
+    # (portico_usage_dropped_total); and a local spool under state_dir so a killed process loses no usage row.
+    usage_max_queue: int = Field(default=100_000, ge=1)
+    usage_spool: bool = True
 
 
 class LoggingConfig(BaseModel):
@@ -313,6 +319,9 @@ class PorticoConfig(BaseModel):
     state_dir: str = ".portico"
     # Where limits, budgets and revocations live: "memory" (one worker) or a redis:// URL (shared).
     state: str = "memory"
+    # When that Redis is unreachable: "open" admits requests without rate limits and budgets (logged and counted in
+    # portico_state_unavailable_total); "closed" refuses them with 503 service_unavailable / state_unavailable.
+    state_outage: Literal["open", "closed"] = "open"
     auth: AuthConfig = Field(default_factory=AuthConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)

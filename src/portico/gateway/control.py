@@ -19,8 +19,8 @@ from typing import Any
 from portico.config.schema import PorticoConfig, secret
 from portico.gateway.keys import KeyRecord, KeyStore
 from portico.gateway.pricing import cached_tokens
-from portico.gateway.state import State
-from portico.protocol.errors import AuthenticationError, PermissionDenied, RateLimited
+from portico.gateway.state import State, StateUnavailable
+from portico.protocol.errors import AuthenticationError, PermissionDenied, RateLimited, ServiceUnavailable
 from portico.storage.usage import UsageRecord, UsageWriter, spend_since
 
 log = logging.getLogger("portico.control")
@@ -73,11 +73,30 @@ def estimate_tokens(text_chars: int) -> int:
 
 
 class ControlPlane:
-    def __init__(self, cfg: PorticoConfig, keys: KeyStore, state: State, writer: UsageWriter) -> None:
+    def __init__(self, cfg: PorticoConfig, keys: KeyStore, state: State, writer: UsageWriter,
+                 on_state_error: Callable[[str], None] | None = None) -> None:  # fmt: skip
         self._master = (secret(cfg.auth.master_key) or "").encode() or None
         self.keys = keys
         self.state = state
         self.writer = writer
+        self.fail_closed = cfg.state_outage == "closed"
+        self.on_state_error = on_state_error  # counts outages by operation (a metric)
+        self._outage_logged = 0.0
+
+    def _state_down(self, what: str, e: Exception) -> None:
+        """Apply the ``state_outage`` policy: 503 when closed; when open, carry on without the check."""
+        if self.on_state_error is not None:
+            self.on_state_error(what)
+        now = time.monotonic()
+        if now - self._outage_logged > 5.0:  # one line per 5 s, not one per request
+            self._outage_logged = now
+            log.warning(f"shared state unreachable: {'refusing' if self.fail_closed else 'admitting'} requests "
+                        f"without {what}", extra={"error": str(e)})  # fmt: skip
+        if self.fail_closed:
+            raise ServiceUnavailable(
+                "Rate limits and budgets cannot be checked right now (shared state unreachable). Retry shortly.",
+                code="state_unavailable", headers={"retry-after": "1"},
+            )
 
     @property
     def auth_enabled(self) -> bool:
@@ -89,7 +108,13 @@ class ControlPlane:
     async def authenticate(self, token: str | None) -> Caller:
         if self.is_master(token):
             return Caller(admin=True)
-        rec = await self.keys.lookup(token) if token else None
+        rec = None
+        if token:
+            try:
+                rec = await self.keys.lookup(token)
+            except StateUnavailable as e:  # the revocation set is in Redis
+                self._state_down("revocation check", e)
+                rec = await self.keys.lookup(token, check_revoked=False)
         if rec is not None and rec.active:
             return Caller(key=rec)
         if not self.auth_enabled:
@@ -102,18 +127,28 @@ class ControlPlane:
             "Missing API key: send 'Authorization: Bearer <key>' or an 'api-key' header.", code="missing_api_key"
         )
 
-    async def admit(self, caller: Caller, model: str, prompt_chars: Callable[[], int]) -> Admission:
-        """``prompt_chars`` is called only when a token limit needs the estimate."""
+    async def admit(self, caller: Caller, model: str, prompt_chars: Callable[[], int],
+                    output_tokens: int = 0) -> Admission:  # fmt: skip
+        """``prompt_chars`` is called only when a token limit needs the estimate. ``output_tokens`` (the request's
+        max_tokens) is reserved too: concurrent requests on other workers then see the room already taken, so a
+        token limit is not overshot by what the requests in flight will generate."""
         adm = Admission(caller, model)
         key = caller.key
         if key is None:
             return adm
         self.check_model(caller, model)
         if key.budget_usd is not None:
-            await self._check_budget(key)
+            try:
+                await self._check_budget(key)
+            except StateUnavailable as e:
+                self._state_down("budget", e)
         if key.rpm or key.tpm:
-            est = estimate_tokens(prompt_chars()) if key.tpm else 0
-            w = await self.state.take(key.id, key.rpm, key.tpm, est)
+            est = estimate_tokens(prompt_chars()) + output_tokens if key.tpm else 0
+            try:
+                w = await self.state.take(key.id, key.rpm, key.tpm, est)
+            except StateUnavailable as e:
+                self._state_down("rate limit", e)
+                return adm  # admitted unlimited (policy open); nothing reserved, so settle books no correction
             adm.headers = _rate_headers(key, w.requests, w.tokens, w.retry_after)
             if not w.allowed:
                 which = "requests" if key.rpm and w.requests >= key.rpm else "tokens"
@@ -136,8 +171,12 @@ class ControlPlane:
         bucket, start, ttl = period_bucket(key.budget_period or "total", time.time())
         spent = await self.state.spend(key.id, bucket)
         if spent is None:  # first use in this period by this process / cluster: start from the stored usage
-            await self.writer.flush()
-            await self.state.init_spend(key.id, bucket, await spend_since(self.writer.db, key.id, start), ttl)
+            try:
+                await self.writer.flush()
+                stored = await spend_since(self.writer.db, key.id, start)
+            except Exception as e:  # the database is down: same policy as shared state being down
+                raise StateUnavailable(f"usage store unreachable: {type(e).__name__}") from e
+            await self.state.init_spend(key.id, bucket, stored, ttl)
             spent = await self.state.spend(key.id, bucket) or 0.0
         if key.budget_usd is not None and spent >= key.budget_usd:
             raise RateLimited(
@@ -173,7 +212,11 @@ class ControlPlane:
                 if key.budget_usd is not None and cost:
                     bucket, _, ttl = period_bucket(key.budget_period or "total", time.time())
                     await self.state.add_spend(key.id, bucket, cost, ttl)
-        except Exception:  # shared state unreachable: the usage row below still records the spend
+        except StateUnavailable as e:  # the usage row below still records the spend
+            if self.on_state_error is not None:
+                self.on_state_error("settle")
+            log.warning("could not book usage in shared state", extra={"request_id": request_id, "error": str(e)})
+        except Exception:
             log.exception("could not book usage in shared state", extra={"request_id": request_id})
         record = UsageRecord(
             ts=time.time(), request_id=request_id, endpoint=endpoint, status=status,

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from portico.gateway.state import State
+from portico.protocol.errors import ServiceUnavailable
 from portico.storage import keys as repo
 from portico.storage.db import Database
 
@@ -79,7 +80,13 @@ class KeyStore:
     async def load(self) -> None:
         self._by_hash = {r["key_hash"]: KeyRecord.from_row(r) for r in await repo.all_keys(self.db)}
         if self.shared:
-            await self.state.subscribe_key_changes(self._refresh)
+            await self.state.subscribe_key_changes(self._refresh, self._resync)
+
+    async def _resync(self) -> None:
+        """After the shared state was away: changes published meanwhile were missed, so read every key again."""
+        rows = await repo.all_keys(self.db)
+        self._by_hash.update({r["key_hash"]: KeyRecord.from_row(r) for r in rows})
+        self._misses.clear()
 
     async def _refresh(self, key_hash: str) -> None:
         self._misses.pop(key_hash, None)
@@ -87,18 +94,22 @@ class KeyStore:
         if row is not None:
             self._by_hash[key_hash] = KeyRecord.from_row(row)
 
-    async def lookup(self, token: str) -> KeyRecord | None:
+    async def lookup(self, token: str, *, check_revoked: bool = True) -> KeyRecord | None:
         h = hash_key(token)
         rec = self._by_hash.get(h)
         if rec is None and self.shared and time.monotonic() - self._misses.get(h, -60.0) > 5.0:
-            row = await repo.key_by_hash(self.db, h)  # created by another worker since we loaded
+            try:
+                row = await repo.key_by_hash(self.db, h)  # created by another worker since we loaded
+            except Exception as e:  # the database is down: an unknown key cannot be checked now
+                raise ServiceUnavailable("The key store is unreachable; retry shortly.",
+                                         code="storage_unavailable", headers={"retry-after": "2"}) from e  # fmt: skip
             if row is None:
                 if len(self._misses) > 10_000:
                     self._misses.clear()
                 self._misses[h] = time.monotonic()
                 return None
             rec = self._by_hash[h] = KeyRecord.from_row(row)
-        if rec is not None and rec.active and self.shared and await self.state.is_revoked(rec.id):
+        if rec is not None and rec.active and self.shared and check_revoked and await self.state.is_revoked(rec.id):
             return None
         return rec
 

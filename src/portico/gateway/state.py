@@ -12,13 +12,17 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 log = logging.getLogger("portico.state")
 
 WINDOW = 60
+
+
+class StateUnavailable(Exception):
+    """The shared state (Redis) did not answer; the control plane applies the ``state_outage`` policy."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +42,8 @@ class State(Protocol):
     async def revoke(self, key_id: str) -> None: ...
     async def is_revoked(self, key_id: str) -> bool: ...
     async def publish_key_change(self, key_hash: str) -> None: ...
-    async def subscribe_key_changes(self, callback: Callable[[str], Awaitable[None]]) -> None: ...
+    async def subscribe_key_changes(self, callback: Callable[[str], Awaitable[None]],
+                                    resync: Callable[[], Awaitable[None]] | None = None) -> None: ...
     async def close(self) -> None: ...
 
 
@@ -90,7 +95,8 @@ class MemoryState:
     async def publish_key_change(self, key_hash: str) -> None:
         return None  # one process: the key store already updated its cache
 
-    async def subscribe_key_changes(self, callback: Callable[[str], Awaitable[None]]) -> None:
+    async def subscribe_key_changes(self, callback: Callable[[str], Awaitable[None]],
+                                    resync: Callable[[], Awaitable[None]] | None = None) -> None:
         return None
 
     async def close(self) -> None:
@@ -128,67 +134,118 @@ _CHANNEL = "portico:keys"
 
 
 class RedisState:
-    """Counters in Redis, shared by every worker and replica pointing at the same server."""
+    """Counters in Redis, shared by every worker and replica pointing at the same server.
 
-    def __init__(self, url: str, prefix: str = "portico") -> None:
+    Every call fails fast with :class:`StateUnavailable` when Redis is down or slow (short socket timeouts, no
+    retries: the caller decides, per the ``state_outage`` policy, and the next call tries again, so recovery needs
+    no restart). The key-change subscription reconnects by itself and then asks for a full resync, since changes
+    published while it was away are lost.
+    """
+
+    def __init__(self, url: str, prefix: str = "portico", timeout: float = 2.0) -> None:
         import redis.asyncio as redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+        from redis.exceptions import RedisError
 
-        self._redis = redis.from_url(url, decode_responses=True)
+        self._errors = (RedisError, OSError, asyncio.TimeoutError)
+        self._redis = redis.from_url(url, decode_responses=True, socket_timeout=timeout,
+                                     socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0))  # fmt: skip
         self._p = prefix
         self._take = self._redis.register_script(_TAKE)
         self._listener: asyncio.Task[None] | None = None
+
+    @contextlib.asynccontextmanager
+    async def _guard(self, what: str) -> AsyncIterator[None]:
+        try:
+            yield
+        except self._errors as e:
+            raise StateUnavailable(f"shared state unreachable ({what}): {type(e).__name__}") from e
 
     async def ping(self) -> None:
         await self._redis.ping()
 
     async def take(self, key_id: str, rpm: int | None, tpm: int | None, tokens: int) -> Window:
         now = int(time.time())
-        ok, req, tok, oldest = await self._take(keys=[f"{self._p}:rl:{key_id}"], args=[now, rpm or 0, tpm or 0, tokens])
+        async with self._guard("take"):
+            ok, req, tok, oldest = await self._take(keys=[f"{self._p}:rl:{key_id}"],
+                                                    args=[now, rpm or 0, tpm or 0, tokens])  # fmt: skip
         return Window(bool(ok), int(req), int(tok), 0 if ok else max(1, int(oldest) + WINDOW - now))
 
     async def add_tokens(self, key_id: str, delta: int) -> None:
         if delta:
             k = f"{self._p}:rl:{key_id}"
-            async with self._redis.pipeline(transaction=False) as p:
+            async with self._guard("add_tokens"), self._redis.pipeline(transaction=False) as p:
                 p.hincrby(k, f"t:{int(time.time())}", delta)
                 p.expire(k, 120)
                 await p.execute()
 
     async def spend(self, key_id: str, bucket: str) -> float | None:
-        v = await self._redis.get(f"{self._p}:spend:{key_id}:{bucket}")
+        async with self._guard("spend"):
+            v = await self._redis.get(f"{self._p}:spend:{key_id}:{bucket}")
         return None if v is None else float(v)
 
     async def init_spend(self, key_id: str, bucket: str, value: float, ttl: int | None) -> None:
-        await self._redis.set(f"{self._p}:spend:{key_id}:{bucket}", value, nx=True, ex=ttl)
+        async with self._guard("init_spend"):
+            await self._redis.set(f"{self._p}:spend:{key_id}:{bucket}", value, nx=True, ex=ttl)
 
     async def add_spend(self, key_id: str, bucket: str, usd: float, ttl: int | None) -> None:
         k = f"{self._p}:spend:{key_id}:{bucket}"
-        async with self._redis.pipeline(transaction=False) as p:
+        async with self._guard("add_spend"), self._redis.pipeline(transaction=False) as p:
             p.incrbyfloat(k, usd)
             if ttl:
                 p.expire(k, ttl)
             await p.execute()
 
     async def revoke(self, key_id: str) -> None:
-        await self._redis.sadd(f"{self._p}:revoked", key_id)
+        async with self._guard("revoke"):
+            await self._redis.sadd(f"{self._p}:revoked", key_id)
 
     async def is_revoked(self, key_id: str) -> bool:
-        return bool(await self._redis.sismember(f"{self._p}:revoked", key_id))
+        async with self._guard("is_revoked"):
+            return bool(await self._redis.sismember(f"{self._p}:revoked", key_id))
 
     async def publish_key_change(self, key_hash: str) -> None:
-        await self._redis.publish(f"{self._p}:{_CHANNEL}", key_hash)
+        try:
+            async with self._guard("publish"):
+                await self._redis.publish(f"{self._p}:{_CHANNEL}", key_hash)
+        except StateUnavailable:  # the change is in the database; others resync when Redis is back
+            log.warning("key change not published: shared state unreachable")
 
-    async def subscribe_key_changes(self, callback: Callable[[str], Awaitable[None]]) -> None:
+    async def subscribe_key_changes(self, callback: Callable[[str], Awaitable[None]],
+                                    resync: Callable[[], Awaitable[None]] | None = None) -> None:
+        channel = f"{self._p}:{_CHANNEL}"
         pubsub = self._redis.pubsub()
-        await pubsub.subscribe(f"{self._p}:{_CHANNEL}")
+        await pubsub.subscribe(channel)  # the first time an error is the caller's (start-up with Redis down)
 
         async def listen() -> None:
-            async for msg in pubsub.listen():
-                if msg.get("type") == "message":
-                    try:
-                        await callback(msg["data"])
-                    except Exception:
-                        log.exception("key change handler failed")
+            nonlocal pubsub
+            lost = False
+            while True:
+                try:
+                    if lost:
+                        await self._redis.ping()  # raises while Redis is still away
+                        pubsub = self._redis.pubsub()
+                        await pubsub.subscribe(channel)
+                        log.info("key changes: resubscribed; resyncing keys")
+                        if resync is not None:
+                            await resync()
+                        lost = False
+                    async for msg in pubsub.listen():
+                        if msg.get("type") == "message":
+                            try:
+                                await callback(msg["data"])
+                            except Exception:
+                                log.exception("key change handler failed")
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:
+                    if not lost:
+                        log.warning(f"key changes: subscription lost ({type(e).__name__}); retrying")
+                    lost = True
+                    with contextlib.suppress(Exception):
+                        await pubsub.aclose()
+                    await asyncio.sleep(1.0)
 
         self._listener = asyncio.create_task(listen(), name="portico-key-changes")
 

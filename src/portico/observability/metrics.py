@@ -108,6 +108,10 @@ class Metrics:
         self.errors = Counter("portico_errors", "Failed requests by error type", ("type", "model"), registry=r)
         self.traces_dropped = Counter("portico_traces_dropped", "Traces not stored: the trace writer's queue was full",
                                       registry=r)  # fmt: skip
+        self.usage_dropped = Counter("portico_usage_dropped", "Usage records not stored: the usage queue was full "
+                                     "(the database unreachable for long)", registry=r)  # fmt: skip
+        self.state_unavailable = Counter("portico_state_unavailable", "Shared-state (Redis) calls that failed, by "
+                                         "what was being checked", ("check",), registry=r)  # fmt: skip
         self.attempts = Counter("portico_upstream_attempts", "Upstream attempts, retries and fallbacks included",
                                 ("deployment", "outcome"), registry=r)  # fmt: skip
 

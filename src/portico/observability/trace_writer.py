@@ -138,7 +138,8 @@ class TraceWriter:
             while not self._closing:
                 timed_out = False
                 try:
-                    await asyncio.wait_for(self._wake.wait(), min(30.0, 0.5 * 2**failures) if failures else
+                    # Retries capped at 2 s apart: after a database outage the backlog is written within 2 s.
+                    await asyncio.wait_for(self._wake.wait(), min(2.0, 0.25 * 2**failures) if failures else
                                            self.interval)  # fmt: skip
                 except TimeoutError:
                     timed_out = True
@@ -148,9 +149,13 @@ class TraceWriter:
                     # so a busy server writes few large transactions rather than many small ones.
                     await self._drain(full_only=not timed_out)
                     failures = 0
-                except Exception:
+                except Exception as e:
                     failures += 1
-                    log.exception("trace batch write failed; will retry", extra={"queued": len(self._pending)})
+                    if failures == 1:  # one traceback per outage, then a line per retry
+                        log.exception("trace batch write failed; will retry", extra={"queued": len(self._pending)})
+                    else:
+                        log.warning(f"trace batch write failed again ({type(e).__name__}); will retry",
+                                    extra={"queued": len(self._pending)})  # fmt: skip
             try:
                 await self._drain()
             except Exception:

@@ -59,7 +59,8 @@ async def answer(
     pipeline, application, variant = rt.experiments.assign(application, req, caller, pipeline)  # A/B splits
     state = request.scope["state"]
     state["model"] = req.model
-    adm = await rt.control.admit(caller, req.model, lambda: sum(len(m.text()) for m in req.messages))
+    adm = await rt.control.admit(caller, req.model, lambda: sum(len(m.text()) for m in req.messages),
+                                 req.output_limit or 0)  # fmt: skip
     ctx = RequestContext(request=req, request_id=state["request_id"], model=req.model, application=application,
                          caller={"key": caller.name, "key_id": caller.key.id if caller.key else None,
                                  "tools": caller.key.tools if caller.key else None})  # fmt: skip

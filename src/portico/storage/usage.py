@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import func, insert, select
 
 from portico.storage.batch import BatchWriter
 from portico.storage.db import Database, usage
+from portico.storage.spool import Spool
+
+log = logging.getLogger("portico.storage")
 
 
 @dataclass(slots=True)
@@ -42,11 +48,73 @@ _FIELDS = tuple(f.name for f in fields(UsageRecord))
 
 
 class UsageWriter(BatchWriter[UsageRecord]):
+    """With ``spool_dir`` each record is also appended to a local spool file before ``add`` returns (before the
+    request is answered), so a killed process loses no usage row: the next process started on that directory
+    writes what the database did not get (storage/spool.py)."""
+
     name = "usage"
+
+    def __init__(self, db: Database, *, spool_dir: str | Path | None = None, **kw: Any) -> None:
+        super().__init__(db, **kw)
+        self.spool = Spool(spool_dir) if spool_dir is not None else None
+        self.replayed = 0
+
+    def add(self, item: UsageRecord) -> bool:
+        if self.spool is not None and len(self._pending) < self.max_queue:
+            self.spool.append(orjson.dumps({f: getattr(item, f) for f in _FIELDS}) + b"\n")
+        return super().add(item)
+
+    async def replay(self) -> int:
+        """Insert the records of spool segments left by dead processes (once, at start-up)."""
+        if self.spool is None:
+            return 0
+        n = 0
+        with self.spool.orphans() as segments:
+            for path, lines in segments:
+                records = []
+                for line in lines:
+                    try:
+                        records.append(UsageRecord(**orjson.loads(line)))
+                    except (orjson.JSONDecodeError, TypeError):
+                        log.warning("unreadable line in a usage spool skipped", extra={"spool": str(path)})
+                for i in range(0, len(records), self.batch_size):
+                    n += await self._insert_new(records[i : i + self.batch_size])
+        if n:
+            log.info("usage rows recovered from the spool", extra={"records": n})
+        self.replayed += n
+        return n
+
+    async def _insert_new(self, batch: list[UsageRecord]) -> int:
+        """Insert the records not yet in the table: (request_id, ts) names a record (ts is the settle time)."""
+        async with self.db.engine.begin() as conn:
+            ids = list({r.request_id for r in batch})
+            have = set((await conn.execute(
+                select(usage.c.request_id, usage.c.ts).where(usage.c.request_id.in_(ids))
+            )).all())  # fmt: skip
+            new = [r for r in batch if (r.request_id, r.ts) not in have]
+            if new:
+                await conn.execute(insert(usage), [r.row() for r in new])
+        return len(new)
+
+    async def _write_batch(self) -> None:
+        if self.spool is not None:
+            self.spool.rotate()  # the batch about to be taken can then empty its segment
+        await super()._write_batch()
 
     async def _insert(self, batch: list[UsageRecord]) -> None:
         async with self.db.engine.begin() as conn:
             await conn.execute(insert(usage), [r.row() for r in batch])
+
+    async def _written(self, batch: list[UsageRecord]) -> None:
+        if self.spool is not None:
+            self.spool.committed(len(batch))
+
+    async def close(self) -> None:
+        try:
+            await super().close()
+        finally:
+            if self.spool is not None:
+                self.spool.close()
 
 
 GROUPS = {
