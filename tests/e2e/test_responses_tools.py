@@ -5,7 +5,9 @@ real test server over streamable HTTP) with ``allowed_tools`` and ``require_appr
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,8 @@ MASTER = "mk-" + "r" * 40
 
 
 async def _search(request: web.Request) -> web.Response:
+    if "slow" in request.query["q"]:  # a search that takes a while: its call is seen starting before it ends
+        await asyncio.sleep(1.5)
     rows = [{"title": "Carrier notice", "url": "https://carrier.example/notice", "content": "DHL delays in Lyon"}]
     return web.json_response({"query": request.query["q"], "results": rows})
 
@@ -35,6 +39,8 @@ def script(body: dict[str, Any]) -> Turn:
     question = str(msgs[last_user]["content"])
     if after:
         return Turn.say("Done: " + " | ".join(str(m["content"]) for m in after)[:1500])
+    if "lyon" in question:  # the model says something before it calls a tool
+        return Turn.calls(("web", {"query": "slow Lyon"}), content="Let me check the news first.")
     if "think" in question:
         return Turn(content="It is 4.", reasoning="Two plus two is four, so the answer is 4.")
     for word, call in (("vacation", ("file_search", {"query": "vacation days"})),
@@ -123,6 +129,40 @@ def test_web_search_streams_its_call_events(server: str) -> None:
     action = final.output[0].action
     assert action.query == "DHL delays" and [s.url for s in action.sources] == ["https://carrier.example/notice"]
     assert "carrier.example/notice" in final.output_text
+
+
+def test_text_before_a_tool_call_is_a_message_item_before_the_call(server: str) -> None:
+    c = client(server)
+    r = c.responses.create(model="m", input="delays in lyon?", tools=[{"type": "web_search"}])
+    assert types(r) == ["message", "web_search_call", "message"]
+    assert r.output[0].content[0].text == "Let me check the news first."
+    assert r.output[1].action.query == "slow Lyon" and "carrier.example/notice" in r.output[2].content[0].text
+    stored = c.responses.retrieve(r.id)
+    assert [o.type for o in stored.output] == types(r)
+
+
+def test_a_tool_call_is_streamed_when_it_starts_and_when_it_ends(server: str) -> None:
+    stream = client(server).responses.create(model="m", input="delays in lyon?", tools=[{"type": "web_search"}],
+                                             stream=True)  # fmt: skip
+    seen = [(e, time.monotonic()) for e in stream]
+    events = [e for e, _ in seen]
+    at = {e.type: t for e, t in seen}  # each call event happens once here
+    kinds = [e.type for e in events]
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    call = [e for e in events if getattr(e, "item", None) is not None and e.item.type == "web_search_call"]
+    assert [e.type for e in call] == ["response.output_item.added", "response.output_item.done"]
+    assert call[0].item.status == "in_progress" and call[1].item.status == "completed"
+    assert call[0].item.id == call[1].item.id and call[0].output_index == call[1].output_index == 1
+    ws = [k for k in kinds if k.startswith("response.web_search_call")]
+    assert ws == ["response.web_search_call.in_progress", "response.web_search_call.searching",
+                  "response.web_search_call.completed"]  # fmt: skip
+    assert kinds.index("response.output_item.added") < kinds.index("response.output_text.delta")
+    start, end = kinds.index("response.web_search_call.searching"), kinds.index("response.web_search_call.completed")
+    assert all(e.output_index == 1 for e in events[start : end + 1] if hasattr(e, "output_index"))
+    assert at["response.web_search_call.completed"] - at["response.web_search_call.searching"] > 1.0  # the search
+    final = events[-1].response
+    assert [o.type for o in final.output] == ["message", "web_search_call", "message"]
+    assert final.output[0].content[0].text == "Let me check the news first."
 
 
 def test_mcp_lists_and_calls_an_allowed_tool(server: str, mcp: HttpServer) -> None:

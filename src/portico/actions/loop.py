@@ -76,7 +76,7 @@ class AgentRun:
         extra = [t for t in ctx.state.get(REQUEST_TOOLS) or () if tool_allowed(ctx.caller, t)]
         self.server.update((t.name, t) for t in extra)
         self.reported = {t.name for t in extra}
-        # {call_id, name, arguments, status, content, data, approval_id}: read by the Responses endpoint
+        # {call_id, name, arguments, status, content, data, approval_id} or {said}: read by the Responses endpoint
         self.events: list[dict[str, Any]] = ctx.state.setdefault(TOOL_EVENTS, [])
         self._events_sent = 0
         client = [t for t in req.tools or () if t.function.name not in self.server]
@@ -228,7 +228,7 @@ class AgentRun:
         if stop is not None:
             self.stopped_by = (stop.get("function") or {}).get("name")
             return "injection"
-        if self.reported and any(e["status"] == "pending_approval" for e in self.events) and \
+        if self.reported and any(e.get("status") == "pending_approval" for e in self.events) and \
                 len(self.approvals) > waiting:  # fmt: skip
             return "approval"
         return None
@@ -347,6 +347,8 @@ class AgentRun:
                 msg["tool_calls"] = client
                 choice["finish_reason"] = "tool_calls"
                 return self.answer(resp)
+            if msg.get("content"):  # what the model said before its calls: the Responses output keeps it there
+                self.events.append({"said": msg["content"]})
             # No timeout around the tools: run_tool ends every call by the run's deadline, and a call that ran
             # out of time is a tool message and a span like any other.
             if (reason := await self.run_tools(msg.get("content"), calls)) is not None:

@@ -49,6 +49,11 @@ def message_item(item_id: str, parts: list[dict[str, Any]], status: str = "compl
     return {"id": item_id, "type": "message", "status": status, "role": "assistant", "content": parts}
 
 
+def text_item(text: str) -> dict[str, Any]:
+    """A finished assistant message of plain text."""
+    return message_item(new_id("msg"), [_part("text", text)])
+
+
 def call_item(item_id: str, call_id: str, name: str, arguments: str, status: str = "completed") -> dict[str, Any]:
     return {"id": item_id, "type": "function_call", "status": status, "call_id": call_id, "name": name,
             "arguments": arguments}  # fmt: skip
