@@ -241,6 +241,22 @@ class AgentRun:
         self._events_sent = len(self.events)
         return out
 
+    def start_chunks(self, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The request-tool calls about to run, as comment chunks that carry ``tool_start`` (the Responses stream opens
+        each call's item now; its ``tool_event`` closes it). A call that may wait for approval, or a turn over the
+        tool-call limit, is not announced: what it becomes is known only at its end."""
+        if len(self.calls) + len(calls) > self.o.max_tool_calls:
+            return []
+        out = []
+        for c in calls:
+            fn = c.get("function") or {}
+            tool = self.server.get(str(fn.get("name") or ""))
+            if tool is None or tool.name not in self.reported or tool.write or getattr(tool, "needs_approval", False):
+                continue
+            start = {"call_id": c.get("id"), "name": tool.name, "arguments": fn.get("arguments") or ""}
+            out.append(comment_chunk(f"portico agent: {tool.name} started") | {"tool_start": start})
+        return out
+
     async def one_tool(self, call: dict[str, Any], tctx: ToolContext) -> tuple[str, bool, dict[str, Any]]:
         """(what the model reads, whether the injection screen stops the run, the call's summary)."""
         fn = call.get("function") or {}
@@ -448,6 +464,8 @@ class AgentRun:
                     return
                 names = ", ".join((c.get("function") or {}).get("name") or "?" for c in calls)
                 yield comment_chunk(f"portico agent: running {names}")
+                for c in self.start_chunks(calls):
+                    yield c
                 tools = asyncio.ensure_future(self.run_tools(choice["message"].get("content"), calls))
                 async with contextlib.aclosing(self.keepalive(tools, "portico agent: tools still running")) as notes:
                     async for note in notes:
