@@ -31,12 +31,21 @@ async def _search(request: web.Request) -> web.Response:
     return web.json_response({"query": request.query["q"], "results": rows})
 
 
-def script(body: dict[str, Any]) -> Turn:
-    """One tool call per kind of question, then an answer quoting what the tools (and approvals) said."""
+def script(body: dict[str, Any], answers: dict[str, int]) -> Turn:
+    """One tool call per kind of question, then an answer quoting what the tools (and approvals) said. ``answers``
+    counts the answers to each "flaky" question: its first answer fails the output check of the app "checked"."""
     msgs = body["messages"]
     last_user = max(i for i, m in enumerate(msgs) if m["role"] == "user")
     after = [m for m in msgs[last_user + 1 :] if m["role"] in ("tool", "system")]
     question = str(msgs[last_user]["content"])
+    if "flaky" in question:
+        if not body.get("tools"):
+            return Turn.say("I have no tools to look that up.")
+        if not after:
+            return Turn.call("web", {"query": question})
+        answers[question] = answers.get(question, 0) + 1
+        if answers[question] == 1:
+            return Turn.say("A FORBIDDEN answer.")
     if after:
         return Turn.say("Done: " + " | ".join(str(m["content"]) for m in after)[:1500])
     if "lyon" in question:  # the model says something before it calls a tool
@@ -65,7 +74,8 @@ def mcp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpServer]:
 
 @pytest.fixture(scope="module")
 def server(mcp: HttpServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    up = ScriptedUpstream(script, routes=[web.get("/search", _search)])
+    answers: dict[str, int] = {}
+    up = ScriptedUpstream(lambda body: script(body, answers), routes=[web.get("/search", _search)])
     tmp: Path = tmp_path_factory.mktemp("responses-tools")
     cfg = {
         "state_dir": str(tmp / "state"),
@@ -73,6 +83,9 @@ def server(mcp: HttpServer, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         "models": [{"name": "m", "deployments": [{"provider": "openai", "model": "s", "base_url": f"{up.url}/v1",
                                                   "api_key": "k"}]},
                    {"name": "local-embed", "type": "embedding", "deployments": [{"provider": "local"}]}],
+        "applications": [{"name": "checked", "model": "m", "steps": [
+            {"use": "output_checks", "forbid": ["FORBIDDEN", "check the news"],
+             "on_fail": {"retry": 1, "answer": "Sorry, no answer."}}]}],
         "tools": [
             {"name": "web", "kind": "web_search", "provider": "searxng", "base_url": up.url, "max_results": 3},
             {"name": "orders", "kind": "mcp", "url": mcp.url, "headers": {"authorization": f"Bearer {TOKEN}"},
@@ -163,6 +176,16 @@ def test_a_tool_call_is_streamed_when_it_starts_and_when_it_ends(server: str) ->
     final = events[-1].response
     assert [o.type for o in final.output] == ["message", "web_search_call", "message"]
     assert final.output[0].content[0].text == "Let me check the news first."
+
+
+def test_an_output_check_retry_runs_with_the_requests_tools(server: str) -> None:
+    c = client(server)
+    r = c.responses.create(model="checked", input="flaky: any news?", tools=[{"type": "web_search"}])
+    assert types(r) == ["web_search_call", "message"]  # the call of the run that answered, once
+    assert r.output_text.startswith("Done: ") and "carrier.example/notice" in r.output_text
+    # What the model said before its tool call is checked too; the stock answer replaces it.
+    stock = c.responses.create(model="checked", input="delays in lyon?", tools=[{"type": "web_search"}])
+    assert stock.output_text == "Sorry, no answer." and "check the news" not in stock.model_dump_json()
 
 
 def test_mcp_lists_and_calls_an_allowed_tool(server: str, mcp: HttpServer) -> None:

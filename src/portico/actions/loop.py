@@ -363,7 +363,7 @@ class AgentRun:
                 msg["tool_calls"] = client
                 choice["finish_reason"] = "tool_calls"
                 return self.answer(resp)
-            if msg.get("content"):  # what the model said before its calls: the Responses output keeps it there
+            if msg.get("content") and self.reported:  # said before its calls: the Responses output keeps it there
                 self.events.append({"said": msg["content"]})
             # No timeout around the tools: run_tool ends every call by the run's deadline, and a call that ran
             # out of time is a tool message and a span like any other.
