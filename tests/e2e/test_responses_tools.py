@@ -5,7 +5,9 @@ real test server over streamable HTTP) with ``allowed_tools`` and ``require_appr
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,18 +25,31 @@ MASTER = "mk-" + "r" * 40
 
 
 async def _search(request: web.Request) -> web.Response:
+    if "slow" in request.query["q"]:  # a search that takes a while: its call is seen starting before it ends
+        await asyncio.sleep(1.5)
     rows = [{"title": "Carrier notice", "url": "https://carrier.example/notice", "content": "DHL delays in Lyon"}]
     return web.json_response({"query": request.query["q"], "results": rows})
 
 
-def script(body: dict[str, Any]) -> Turn:
-    """One tool call per kind of question, then an answer quoting what the tools (and approvals) said."""
+def script(body: dict[str, Any], answers: dict[str, int]) -> Turn:
+    """One tool call per kind of question, then an answer quoting what the tools (and approvals) said. ``answers``
+    counts the answers to each "flaky" question: its first answer fails the output check of the app "checked"."""
     msgs = body["messages"]
     last_user = max(i for i, m in enumerate(msgs) if m["role"] == "user")
     after = [m for m in msgs[last_user + 1 :] if m["role"] in ("tool", "system")]
     question = str(msgs[last_user]["content"])
+    if "flaky" in question:
+        if not body.get("tools"):
+            return Turn.say("I have no tools to look that up.")
+        if not after:
+            return Turn.call("web", {"query": question})
+        answers[question] = answers.get(question, 0) + 1
+        if answers[question] == 1:
+            return Turn.say("A FORBIDDEN answer.")
     if after:
         return Turn.say("Done: " + " | ".join(str(m["content"]) for m in after)[:1500])
+    if "lyon" in question:  # the model says something before it calls a tool
+        return Turn.calls(("web", {"query": "slow Lyon"}), content="Let me check the news first.")
     if "think" in question:
         return Turn(content="It is 4.", reasoning="Two plus two is four, so the answer is 4.")
     for word, call in (("vacation", ("file_search", {"query": "vacation days"})),
@@ -59,7 +74,8 @@ def mcp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpServer]:
 
 @pytest.fixture(scope="module")
 def server(mcp: HttpServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    up = ScriptedUpstream(script, routes=[web.get("/search", _search)])
+    answers: dict[str, int] = {}
+    up = ScriptedUpstream(lambda body: script(body, answers), routes=[web.get("/search", _search)])
     tmp: Path = tmp_path_factory.mktemp("responses-tools")
     cfg = {
         "state_dir": str(tmp / "state"),
@@ -67,6 +83,9 @@ def server(mcp: HttpServer, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         "models": [{"name": "m", "deployments": [{"provider": "openai", "model": "s", "base_url": f"{up.url}/v1",
                                                   "api_key": "k"}]},
                    {"name": "local-embed", "type": "embedding", "deployments": [{"provider": "local"}]}],
+        "applications": [{"name": "checked", "model": "m", "steps": [
+            {"use": "output_checks", "forbid": ["FORBIDDEN", "check the news"],
+             "on_fail": {"retry": 1, "answer": "Sorry, no answer."}}]}],
         "tools": [
             {"name": "web", "kind": "web_search", "provider": "searxng", "base_url": up.url, "max_results": 3},
             {"name": "orders", "kind": "mcp", "url": mcp.url, "headers": {"authorization": f"Bearer {TOKEN}"},
@@ -123,6 +142,50 @@ def test_web_search_streams_its_call_events(server: str) -> None:
     action = final.output[0].action
     assert action.query == "DHL delays" and [s.url for s in action.sources] == ["https://carrier.example/notice"]
     assert "carrier.example/notice" in final.output_text
+
+
+def test_text_before_a_tool_call_is_a_message_item_before_the_call(server: str) -> None:
+    c = client(server)
+    r = c.responses.create(model="m", input="delays in lyon?", tools=[{"type": "web_search"}])
+    assert types(r) == ["message", "web_search_call", "message"]
+    assert r.output[0].content[0].text == "Let me check the news first."
+    assert r.output[1].action.query == "slow Lyon" and "carrier.example/notice" in r.output[2].content[0].text
+    stored = c.responses.retrieve(r.id)
+    assert [o.type for o in stored.output] == types(r)
+
+
+def test_a_tool_call_is_streamed_when_it_starts_and_when_it_ends(server: str) -> None:
+    stream = client(server).responses.create(model="m", input="delays in lyon?", tools=[{"type": "web_search"}],
+                                             stream=True)  # fmt: skip
+    seen = [(e, time.monotonic()) for e in stream]
+    events = [e for e, _ in seen]
+    at = {e.type: t for e, t in seen}  # each call event happens once here
+    kinds = [e.type for e in events]
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    call = [e for e in events if getattr(e, "item", None) is not None and e.item.type == "web_search_call"]
+    assert [e.type for e in call] == ["response.output_item.added", "response.output_item.done"]
+    assert call[0].item.status == "in_progress" and call[1].item.status == "completed"
+    assert call[0].item.id == call[1].item.id and call[0].output_index == call[1].output_index == 1
+    ws = [k for k in kinds if k.startswith("response.web_search_call")]
+    assert ws == ["response.web_search_call.in_progress", "response.web_search_call.searching",
+                  "response.web_search_call.completed"]  # fmt: skip
+    assert kinds.index("response.output_item.added") < kinds.index("response.output_text.delta")
+    start, end = kinds.index("response.web_search_call.searching"), kinds.index("response.web_search_call.completed")
+    assert all(e.output_index == 1 for e in events[start : end + 1] if hasattr(e, "output_index"))
+    assert at["response.web_search_call.completed"] - at["response.web_search_call.searching"] > 1.0  # the search
+    final = events[-1].response
+    assert [o.type for o in final.output] == ["message", "web_search_call", "message"]
+    assert final.output[0].content[0].text == "Let me check the news first."
+
+
+def test_an_output_check_retry_runs_with_the_requests_tools(server: str) -> None:
+    c = client(server)
+    r = c.responses.create(model="checked", input="flaky: any news?", tools=[{"type": "web_search"}])
+    assert types(r) == ["web_search_call", "message"]  # the call of the run that answered, once
+    assert r.output_text.startswith("Done: ") and "carrier.example/notice" in r.output_text
+    # What the model said before its tool call is checked too; the stock answer replaces it.
+    stock = c.responses.create(model="checked", input="delays in lyon?", tools=[{"type": "web_search"}])
+    assert stock.output_text == "Sorry, no answer." and "check the news" not in stock.model_dump_json()
 
 
 def test_mcp_lists_and_calls_an_allowed_tool(server: str, mcp: HttpServer) -> None:

@@ -118,3 +118,39 @@ def test_a_server_tool_item_closes_the_open_message() -> None:
     assert done == ["message", "web_search_call", "message"]
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
     assert [o["type"] for o in tr.response["output"]] == done  # type: ignore[index]
+
+
+def _mcp_item(event: dict[str, Any]) -> dict[str, Any]:
+    return call_item(event, "mcp", "orders", event["name"], frozenset())
+
+
+def test_parallel_server_calls_open_as_they_start_and_close_as_they_end() -> None:
+    req = ResponsesRequest.model_validate({"model": "m", "input": "x", "stream": True})
+    tr = ResponseEvents(ResponseHead(req), _mcp_item)
+    events = tr.start() + tr.feed({"choices": [{"index": 0, "delta": {"content": "Checking."}}]})
+    events += tr.tool_started({"call_id": "c1", "name": "a", "arguments": '{"x":1}'})
+    events += tr.tool_started({"call_id": "c2", "name": "b", "arguments": "{}"})
+    events += tr.tool_started({"call_id": "c3", "name": "c", "arguments": "{}"})  # never reports its end
+    opened = [e for e in events if e["type"] == "response.output_item.added"]
+    assert [(e["output_index"], e["item"]["type"], e["item"]["status"]) for e in opened] == [
+        (0, "message", "in_progress"), (1, "mcp_call", "in_progress"), (2, "mcp_call", "in_progress"),
+        (3, "mcp_call", "in_progress")]  # fmt: skip
+    assert events[len(events) - 4]["type"] == "response.output_item.added"  # c3's added, then its start events
+    assert [e["type"] for e in events[-3:]] == ["response.mcp_call.in_progress", "response.mcp_call_arguments.delta",
+                                                "response.mcp_call_arguments.done"]  # fmt: skip
+    # The second call ends first: its events name its own item and index.
+    ends = tr.tool_event({"call_id": "c2", "name": "b", "arguments": "{}", "status": "error", "content": "boom"})
+    ends += tr.tool_event({"call_id": "c1", "name": "a", "arguments": '{"x":1}', "status": "ok", "content": "7"})
+    assert [(e["type"], e["output_index"]) for e in ends] == [
+        ("response.mcp_call.failed", 2), ("response.output_item.done", 2),
+        ("response.mcp_call.completed", 1), ("response.output_item.done", 1)]  # fmt: skip
+    assert ends[0]["item_id"] == opened[2]["item"]["id"] == ends[1]["item"]["id"]
+    assert ends[3]["item"]["output"] == "7" and ends[1]["item"]["error"] == "boom"
+    events += ends + tr.feed({"choices": [{"index": 0, "delta": {"content": "Done."}, "finish_reason": "stop"}]})
+    events += tr.finish() + tr.completed()
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    out = tr.response["output"]  # type: ignore[index]
+    assert [(o["type"], o["status"]) for o in out] == [("message", "completed"), ("mcp_call", "completed"),
+                                                      ("mcp_call", "failed"), ("mcp_call", "failed"),
+                                                      ("message", "completed")]  # fmt: skip
+    assert out[0]["content"][0]["text"] == "Checking." and out[4]["content"][0]["text"] == "Done."

@@ -76,7 +76,7 @@ class AgentRun:
         extra = [t for t in ctx.state.get(REQUEST_TOOLS) or () if tool_allowed(ctx.caller, t)]
         self.server.update((t.name, t) for t in extra)
         self.reported = {t.name for t in extra}
-        # {call_id, name, arguments, status, content, data, approval_id}: read by the Responses endpoint
+        # {call_id, name, arguments, status, content, data, approval_id} or {said}: read by the Responses endpoint
         self.events: list[dict[str, Any]] = ctx.state.setdefault(TOOL_EVENTS, [])
         self._events_sent = 0
         client = [t for t in req.tools or () if t.function.name not in self.server]
@@ -228,7 +228,7 @@ class AgentRun:
         if stop is not None:
             self.stopped_by = (stop.get("function") or {}).get("name")
             return "injection"
-        if self.reported and any(e["status"] == "pending_approval" for e in self.events) and \
+        if self.reported and any(e.get("status") == "pending_approval" for e in self.events) and \
                 len(self.approvals) > waiting:  # fmt: skip
             return "approval"
         return None
@@ -239,6 +239,22 @@ class AgentRun:
         out = [comment_chunk(f"portico agent: {e['name']} {e['status']}") | {"tool_event": e}
                for e in self.events[self._events_sent :]]  # fmt: skip
         self._events_sent = len(self.events)
+        return out
+
+    def start_chunks(self, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The request-tool calls about to run, as comment chunks that carry ``tool_start`` (the Responses stream opens
+        each call's item now; its ``tool_event`` closes it). A call that may wait for approval, or a turn over the
+        tool-call limit, is not announced: what it becomes is known only at its end."""
+        if len(self.calls) + len(calls) > self.o.max_tool_calls:
+            return []
+        out = []
+        for c in calls:
+            fn = c.get("function") or {}
+            tool = self.server.get(str(fn.get("name") or ""))
+            if tool is None or tool.name not in self.reported or tool.write or getattr(tool, "needs_approval", False):
+                continue
+            start = {"call_id": c.get("id"), "name": tool.name, "arguments": fn.get("arguments") or ""}
+            out.append(comment_chunk(f"portico agent: {tool.name} started") | {"tool_start": start})
         return out
 
     async def one_tool(self, call: dict[str, Any], tctx: ToolContext) -> tuple[str, bool, dict[str, Any]]:
@@ -347,6 +363,8 @@ class AgentRun:
                 msg["tool_calls"] = client
                 choice["finish_reason"] = "tool_calls"
                 return self.answer(resp)
+            if msg.get("content") and self.reported:  # said before its calls: the Responses output keeps it there
+                self.events.append({"said": msg["content"]})
             # No timeout around the tools: run_tool ends every call by the run's deadline, and a call that ran
             # out of time is a tool message and a span like any other.
             if (reason := await self.run_tools(msg.get("content"), calls)) is not None:
@@ -446,6 +464,8 @@ class AgentRun:
                     return
                 names = ", ".join((c.get("function") or {}).get("name") or "?" for c in calls)
                 yield comment_chunk(f"portico agent: running {names}")
+                for c in self.start_chunks(calls):
+                    yield c
                 tools = asyncio.ensure_future(self.run_tools(choice["message"].get("content"), calls))
                 async with contextlib.aclosing(self.keepalive(tools, "portico agent: tools still running")) as notes:
                     async for note in notes:

@@ -47,7 +47,7 @@ from portico.guardrails.pii.detector import merge
 from portico.guardrails.pii.masking import PLACEHOLDER
 from portico.guardrails.pii.recognizers import regex_hits
 from portico.guardrails.toxicity import ToxicityClassifier
-from portico.pipeline.context import RequestContext
+from portico.pipeline.context import TOOL_EVENTS, TOOL_RUNNER, RequestContext
 from portico.pipeline.options import parse_options, stock_answer
 from portico.pipeline.services import Services
 from portico.pipeline.step import Step
@@ -160,6 +160,8 @@ class Checker:
                 ctx.note("output_checks", judge_score=score)
                 if score is None or score < self.o.judge.min_score:
                     out.append("judge")
+        for said in _said(ctx):  # text of turns before tool calls, shown by the Responses API: the text checks too
+            out += self.text_failures(said)
         return sorted(set(out))
 
     async def judge(self, ctx: RequestContext, answer: str) -> float | None:
@@ -177,6 +179,10 @@ class Checker:
 
     def review(self, response: dict[str, Any]) -> bool:
         return self.review_words is not None and any(self.review_words.search(t) for t in answer_texts(response))
+
+
+def _said(ctx: RequestContext) -> list[str]:
+    return [e["said"] for e in ctx.state.get(TOOL_EVENTS) or () if "said" in e]
 
 
 def _words(words: list[str]) -> re.Pattern[str] | None:
@@ -266,6 +272,8 @@ class OutputChecksStep(Step):
         policy = self.options.on_fail
         if policy.record:
             return
+        if events := ctx.state.get(TOOL_EVENTS):  # a stock answer replaces what the model said before its tool calls
+            events[:] = [e for e in events if "said" not in e]
         if self.handoffs is not None:
             row = await self.handoffs.create(ctx, "output check: " + ",".join(failed), dump_messages(ctx))
             ctx.headers["x-portico-handoff"] = row["id"]
@@ -307,12 +315,18 @@ class OutputChecksStep(Step):
         return []
 
     async def call(self, ctx: RequestContext, model: str) -> None:
-        if ctx.request.stream:
+        runner = ctx.state.get(TOOL_RUNNER)
+        if runner is not None:  # the request brought server-side tools: the retry runs the agent loop with them again
+            if (events := ctx.state.get(TOOL_EVENTS)) is not None:
+                events.clear()  # the calls shown are those of the run that answers
+            await runner(ctx, model)
+        elif ctx.request.stream:
             await self.gateway.chat_stream(ctx, model)
-            assert ctx.stream is not None
-            ctx.response, ctx.stream = assemble([c async for c in ctx.stream]) or _broken(), None
         else:
             await self.gateway.chat(ctx, model)
+        if ctx.request.stream:
+            assert ctx.stream is not None
+            ctx.response, ctx.stream = assemble([c async for c in ctx.stream]) or _broken(), None
 
     async def window(self, ctx: RequestContext, chunks: AsyncIterator[dict[str, Any]],
                      hold: int) -> AsyncIterator[dict[str, Any]]:  # fmt: skip

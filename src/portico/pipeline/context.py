@@ -58,7 +58,9 @@ CHILD_SPANS = "trace.child_spans"
 # actions/), and what their calls did.
 REQUEST_TOOLS = "agent.request_tools"
 TOOL_RUNNER = "agent.runner"
-TOOL_EVENTS = "agent.tool_events"  # the calls of request tools, in order, as the loop reports them
+# The calls of request tools, in order, as the loop reports them; without streaming also {"said": text}, what the
+# model wrote in a turn before its calls (a stream carries that text itself).
+TOOL_EVENTS = "agent.tool_events"
 
 
 @dataclass(slots=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 from portico.protocol.errors import PorticoError
 from portico.protocol.responses import Reasoning, ResponsesRequest, new_id
-from portico.protocol.responses_tools import item_events
+from portico.protocol.responses_tools import end_events, item_events, start_events
 
 Event = dict[str, Any]
 
@@ -47,6 +47,11 @@ def _part(kind: str, text: str) -> dict[str, Any]:
 
 def message_item(item_id: str, parts: list[dict[str, Any]], status: str = "completed") -> dict[str, Any]:
     return {"id": item_id, "type": "message", "status": status, "role": "assistant", "content": parts}
+
+
+def text_item(text: str) -> dict[str, Any]:
+    """A finished assistant message of plain text."""
+    return message_item(new_id("msg"), [_part("text", text)])
 
 
 def call_item(item_id: str, call_id: str, name: str, arguments: str, status: str = "completed") -> dict[str, Any]:
@@ -175,6 +180,7 @@ class ResponseEvents:
         self.message: _Open | None = None
         self.reasoning: _Open | None = None
         self.calls: dict[int, _Open] = {}  # chat tool-call index → its item
+        self.started: dict[str, _Open] = {}  # server tool call id → its item, open while the call runs
         self.usage: dict[str, Any] | None = None
         self.model: str | None = None
         self.finish_reason: str | None = None
@@ -255,17 +261,42 @@ class ResponseEvents:
                                    output_index=call.index, delta=piece))  # fmt: skip
         return out
 
-    def tool_event(self, event: dict[str, Any]) -> list[Event]:
-        """A server tool's call (reported when it finished) as its item's events; text after it opens a new
-        message item, as it comes after the call."""
+    def tool_started(self, start: dict[str, Any]) -> list[Event]:
+        """A server tool's call as it starts: its item opens (``in_progress``) and stays open until
+        :meth:`tool_event` reports the call's end."""
+        event = {**start, "status": "in_progress", "content": None, "data": None, "approval_id": None}
         item = self.to_item(event) if self.to_item is not None else None
-        return self.tool_item(item) if item is not None else []
+        if item is None or not start.get("call_id"):
+            return []
+        out = self._close_message()
+        o = self.started[start["call_id"]] = self._open(item, "tool", out)
+        where = {"item_id": item["id"], "output_index": o.index}
+        out += [self._event(name, **where, **fields) for name, fields in start_events(item)]
+        return out
+
+    def tool_event(self, event: dict[str, Any]) -> list[Event]:
+        """A server tool's call as it ended: the item it opened with is closed, or (not announced) the whole item
+        is streamed now; text after it opens a new message item, as it comes after the call."""
+        item = self.to_item(event) if self.to_item is not None else None
+        o = self.started.pop(event.get("call_id") or "", None)
+        if o is None:
+            return self.tool_item(item) if item is not None else []
+        item = {**(item or o.item), "id": o.item["id"]}  # the id it was announced with
+        where = {"item_id": item["id"], "output_index": o.index}
+        out = [self._event(name, **where, **fields) for name, fields in end_events(item)]
+        o.item, o.done = item, True
+        out.append(self._event("response.output_item.done", output_index=o.index, item=item))
+        return out
+
+    def _close_message(self) -> list[Event]:
+        if self.message is None:
+            return []
+        out = self._close(self.message)
+        self.message = None
+        return out
 
     def tool_item(self, item: dict[str, Any]) -> list[Event]:
-        out: list[Event] = []
-        if self.message is not None:
-            out += self._close(self.message)
-            self.message = None
+        out = self._close_message()
         o = self._open({**item, "status": "in_progress"} if "status" in item else item, "tool", out)
         where = {"item_id": item["id"], "output_index": o.index}
         out += [self._event(name, **where, **fields) for name, fields in item_events(item)]
@@ -286,6 +317,9 @@ class ResponseEvents:
             return []
         o.done = True
         item_id = o.item["id"]
+        if o.kind == "tool":  # a server tool's call that never reported its end (the stream ended first)
+            o.item = {**o.item, "status": "failed"}
+            return [self._event("response.output_item.done", output_index=o.index, item=o.item)]
         if o.kind == "reasoning":
             o.item = reasoning_item(item_id, o.buffer)
             where = {"item_id": item_id, "output_index": o.index, "content_index": 0}

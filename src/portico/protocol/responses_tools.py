@@ -125,17 +125,19 @@ def _query(arguments: str) -> str:
 
 def call_item(event: dict[str, Any], kind: str, label: str | None, remote: str | None,
               include: frozenset[str]) -> dict[str, Any]:  # fmt: skip
-    """One reported call as its output item. ``kind``: file_search | web_search | mcp."""
+    """One reported call as its output item. ``kind``: file_search | web_search | mcp. Status ``in_progress``: the
+    item of a call that has just started."""
     status, args = event["status"], _arguments(event.get("arguments"))
     ok = status == "ok"
+    state = "completed" if ok else "in_progress" if status == "in_progress" else "failed"
     if kind == "mcp" and status == "pending_approval" and event.get("approval_id"):
         return {"id": approval_request_id(event["approval_id"]), "type": "mcp_approval_request",
                 "server_label": label, "name": remote, "arguments": args}  # fmt: skip
     if kind == "mcp":
         text = event.get("content")
-        item = {"id": f"mcp_{_hex()}", "type": "mcp_call", "status": "completed" if ok else "failed",
-                "server_label": label, "name": remote, "arguments": args,
-                "output": text if ok else None, "error": None if ok else text}  # fmt: skip
+        item = {"id": f"mcp_{_hex()}", "type": "mcp_call", "status": state, "server_label": label, "name": remote,
+                "arguments": args, "output": text if ok else None,
+                "error": text if state == "failed" else None}  # fmt: skip
         if event.get("approval_id"):
             item["approval_request_id"] = approval_request_id(event["approval_id"])
         return item
@@ -147,32 +149,41 @@ def call_item(event: dict[str, Any], kind: str, label: str | None, remote: str |
                         "score": h.get("score"), "text": h.get("text"),
                         "attributes": {"knowledge_base": h.get("kb"), "chunk_id": h.get("id")}}
                        for h in data]  # fmt: skip
-        return {"id": f"fs_{_hex()}", "type": "file_search_call", "status": "completed" if ok else "failed",
+        return {"id": f"fs_{_hex()}", "type": "file_search_call", "status": state,
                 "queries": [_query(args)], "results": results}  # fmt: skip
     action: dict[str, Any] = {"type": "search", "query": _query(args)}
     if WEB_SEARCH_SOURCES in include and isinstance(data, dict):
         action["sources"] = [{"type": "url", "url": r.get("url")} for r in data.get("results") or ()]
-    return {"id": f"ws_{_hex()}", "type": "web_search_call", "status": "completed" if ok else "failed",
-            "action": action}  # fmt: skip
+    return {"id": f"ws_{_hex()}", "type": "web_search_call", "status": state, "action": action}
+
+
+def start_events(item: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The kind-specific events streamed after ``output_item.added`` as a call starts (name, fields)."""
+    kind = item["type"]
+    if kind in ("file_search_call", "web_search_call"):
+        return [(f"response.{kind}.in_progress", {}), (f"response.{kind}.searching", {})]
+    if kind == "mcp_list_tools":
+        return [("response.mcp_list_tools.in_progress", {})]
+    if kind == "mcp_call":
+        return [("response.mcp_call.in_progress", {}),
+                ("response.mcp_call_arguments.delta", {"delta": item["arguments"]}),
+                ("response.mcp_call_arguments.done", {"arguments": item["arguments"]})]  # fmt: skip
+    return []
+
+
+def end_events(item: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The kind-specific events streamed before ``output_item.done`` as a call ends (name, fields)."""
+    kind = item["type"]
+    if kind in ("file_search_call", "web_search_call", "mcp_list_tools"):
+        return [(f"response.{kind}.completed", {})]
+    if kind == "mcp_call":
+        return [("response.mcp_call.completed" if item["status"] == "completed" else "response.mcp_call.failed", {})]
+    return []
 
 
 def item_events(item: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """The kind-specific events streamed between ``output_item.added`` and ``output_item.done`` (name, fields)."""
-    kind = item["type"]
-    if kind == "file_search_call":
-        return [("response.file_search_call.in_progress", {}), ("response.file_search_call.searching", {}),
-                ("response.file_search_call.completed", {})]  # fmt: skip
-    if kind == "web_search_call":
-        return [("response.web_search_call.in_progress", {}), ("response.web_search_call.searching", {}),
-                ("response.web_search_call.completed", {})]  # fmt: skip
-    if kind == "mcp_list_tools":
-        return [("response.mcp_list_tools.in_progress", {}), ("response.mcp_list_tools.completed", {})]
-    if kind == "mcp_call":
-        end = "response.mcp_call.completed" if item["status"] == "completed" else "response.mcp_call.failed"
-        return [("response.mcp_call.in_progress", {}),
-                ("response.mcp_call_arguments.delta", {"delta": item["arguments"]}),
-                ("response.mcp_call_arguments.done", {"arguments": item["arguments"]}), (end, {})]  # fmt: skip
-    return []
+    """The kind-specific events between ``output_item.added`` and ``output_item.done`` of a call reported whole."""
+    return start_events(item) + end_events(item)
 
 
 # ---- history -----------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from portico.actions.tool import Tool
 from portico.gateway.control import Caller
 from portico.pipeline.context import REQUEST_TOOLS, TOOL_RUNNER
 from portico.protocol.responses import InputItem, ResponsesRequest
+from portico.protocol.responses_out import text_item
 from portico.protocol.responses_tools import (
     FileSearchSpec,
     McpSpec,
@@ -45,6 +46,8 @@ class Builtins:
         return out
 
     def item(self, event: dict[str, Any]) -> dict[str, Any] | None:
+        if "said" in event:  # text of a turn that went on to call tools: a message before their items
+            return text_item(event["said"])
         b = self.kinds.get(event["name"])
         if b is None:  # an application's own server tool: not an item of the Responses API
             return None

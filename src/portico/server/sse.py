@@ -58,6 +58,11 @@ async def translated(tr: Translator, chunks: AsyncIterator[dict[str, Any]]) -> A
                         for event in on_tool(chunk["tool_event"]):
                             yield event
                         continue
+                    on_start = getattr(tr, "tool_started", None)
+                    if on_start is not None and chunk.get("tool_start") is not None:  # ... as it starts
+                        for event in on_start(chunk["tool_start"]):
+                            yield event
+                        continue
                     yield chunk
                     continue
                 for event in tr.feed(chunk):
