@@ -135,3 +135,10 @@ bench-sql: install-dev
 .PHONY: bench-agents
 bench-agents: install-dev
 	$(PY) bench/agents.py
+
+# LLM judge validation: agreement of the pairwise judge with human labels (PRD Vicuna-80 and LFQA experts from
+# ../shared/data/preference or $$PORTICO_DATA), MT-Bench-style, with position-swap consistency. The local model
+# judges by default; JUDGE_BASE_URL/JUDGE_MODEL/JUDGE_API_KEY use any OpenAI-compatible model; JUDGES_N pairs.
+.PHONY: bench-judges
+bench-judges: install-dev
+	$(PY) bench/judges.py

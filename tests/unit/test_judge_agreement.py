@@ -1,4 +1,4 @@
-"""Judge–human and human–human agreement counted as in the MT-Bench paper (evaluation.agreement)."""
+"""Judge-human and human-human agreement counted as in the MT-Bench paper (evaluation.agreement)."""
 
 from __future__ import annotations
 

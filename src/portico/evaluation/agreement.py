@@ -2,7 +2,7 @@
 
 A vote is 'a', 'b' or 'tie'. Two judges agree on an item when their votes are equal; every pair of votes two
 different judges cast on the same item counts once (an item three humans rated gives a model judge three
-comparisons, and three human–human ones). "With ties" counts every such pair (3-way); "without ties" drops the
+comparisons, and three human-human ones). "With ties" counts every such pair (3-way); "without ties" drops the
 pairs where either vote is a tie. Confidence intervals resample items, not votes: the votes on one item are
 not independent.
 """
@@ -75,8 +75,8 @@ def summarise(counts: np.ndarray, seed: int = 0, resamples: int = 2000, level: f
 
 def agreement(judge: Sequence[Sequence[str]] | None, humans: Sequence[Sequence[str]], ties: bool,
               seed: int = 0) -> Agreement:  # fmt: skip
-    """Judge–human agreement (``judge``: each item's votes of the judge, usually one) or, with ``judge`` None,
-    human–human agreement over the items more than one human rated."""
+    """Judge-human agreement (``judge``: each item's votes of the judge, usually one) or, with ``judge`` None,
+    human-human agreement over the items more than one human rated."""
     return summarise(per_item(judge, humans, ties), seed=seed)
 
 
