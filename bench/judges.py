@@ -13,7 +13,7 @@ OpenAI-compatible model there instead. A fixed, seeded sample of pairs (prefix-s
 smaller run's pairs) keeps the local run near 15 minutes on 2 cores; CIs are a bootstrap over pairs.
 
 Env: JUDGES_N (pairs, half from each set), JUDGES_MAX_TOKENS (judge reply budget), JUDGES_CONCURRENCY,
-JUDGES_SEED, JUDGES_RUBRIC (default: the pairwise judge's own default rubric).
+JUDGES_SEED, JUDGES_RUBRIC (default: the pairwise judge's own default rubric), JUDGES_OUT (results file).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from portico.evaluation.outcome import Outcome
 from portico.evaluation.spec import PairwiseSpec
 from portico.runtime import Runtime
 
-OUT = Path(__file__).resolve().parent / "results" / "judges.md"
+OUT = Path(os.environ.get("JUDGES_OUT") or Path(__file__).resolve().parent / "results" / "judges.md")
 DATA = Path(os.environ.get("PORTICO_DATA") or Path(__file__).resolve().parents[3] / "shared" / "data") / "preference"
 N = int(os.environ.get("JUDGES_N", "50"))
 SEED = int(os.environ.get("JUDGES_SEED", "0"))
