@@ -13,7 +13,8 @@ OpenAI-compatible model there instead. A fixed, seeded sample of pairs (prefix-s
 smaller run's pairs) keeps the local run near 15 minutes on 2 cores; CIs are a bootstrap over pairs.
 
 Env: JUDGES_N (pairs, half from each set), JUDGES_MAX_TOKENS (judge reply budget), JUDGES_CONCURRENCY,
-JUDGES_SEED, JUDGES_RUBRIC (default: the pairwise judge's own default rubric), JUDGES_OUT (results file).
+JUDGES_SEED, JUDGES_THREADS (local model), JUDGES_RUBRIC (default: the pairwise judge's own default rubric),
+JUDGES_OUT (results file), JUDGES_DUMP (a JSONL file of every reply).
 """
 
 from __future__ import annotations
@@ -46,12 +47,15 @@ from portico.runtime import Runtime
 
 OUT = Path(os.environ.get("JUDGES_OUT") or Path(__file__).resolve().parent / "results" / "judges.md")
 DATA = Path(os.environ.get("PORTICO_DATA") or Path(__file__).resolve().parents[3] / "shared" / "data") / "preference"
-N = int(os.environ.get("JUDGES_N", "50"))
+N = int(os.environ.get("JUDGES_N", "40"))
 SEED = int(os.environ.get("JUDGES_SEED", "0"))
 REMOTE = os.environ.get("JUDGE_BASE_URL")
 MAX_TOKENS = int(os.environ.get("JUDGES_MAX_TOKENS", "320" if REMOTE else "64"))
 CONCURRENCY = int(os.environ.get("JUDGES_CONCURRENCY", "8" if REMOTE else "1"))
 RUBRIC = os.environ.get("JUDGES_RUBRIC")
+# llama.cpp threads spin at each barrier: with another process busy on one of this machine's 2 cores, 2 threads
+# judged a pair in 92-121 s and 1 thread in 20-37 s. 0: llama.cpp's default (every core).
+THREADS = int(os.environ.get("JUDGES_THREADS", "1"))
 # MT-Bench paper (Zheng et al., 2023): Table 2, MT-bench human judgements; Table 1, position-swap consistency.
 PAPER = {"gpt4_ties": 0.66, "gpt4_no_ties": 0.85, "human_ties": 0.63, "human_no_ties": 0.81, "gpt4_swap": 0.65}
 
@@ -108,6 +112,8 @@ def judge_config(state_dir: str) -> dict[str, Any]:
         dep = {k: v for k, v in dep.items() if v}
     else:
         dep = {"provider": "local", "n_ctx": 8192}  # Vicuna-80 pairs run to ~3k tokens with the prompt
+        if THREADS:
+            dep["n_threads"] = THREADS
     return {"state_dir": state_dir, "logging": {"level": "WARNING"},
             "models": [{"name": "judge", "type": "chat", "deployments": [dep]}]}  # fmt: skip
 
@@ -176,7 +182,8 @@ def report(results: list[dict[str, Any]], wall: float, pools: dict[str, list[lis
         "",
         f"Judge: {judge_name()}; Portico's pairwise judge (evaluation/judges.py) asks both orders at temperature 0, "
         f"a verdict counts only when the two orders agree and anything else is a tie; reply budget {MAX_TOKENS} "
-        f"tokens; rubric: {'JUDGES_RUBRIC' if RUBRIC else 'the pairwise judge default'}.",
+        f"tokens; {f'llama.cpp threads {THREADS}; ' if THREADS and not REMOTE else ''}"
+        f"rubric: {'JUDGES_RUBRIC' if RUBRIC else 'the pairwise judge default'}.",
         "",
         f"Sample: {len(results)} pairs (seed {SEED}, JUDGES_N={N}: half PRD Vicuna-80 pairs with both answers, half "
         f"PRD LFQA expert pairs), {errors} judge call(s) failed and are left out. Agreement as in the MT-Bench paper: "
@@ -293,6 +300,10 @@ def main() -> None:
     results, wall = asyncio.run(run_judge(items))
     lines, line = report(results, wall, {"Vicuna-80": vicuna_votes, "LFQA experts": lfqa_votes})
     OUT.write_text("\n".join(lines) + "\n" + line + "\n")
+    if os.environ.get("JUDGES_DUMP"):  # every pair's replies, for reading (the data's licences: not for the repo)
+        with open(os.environ["JUDGES_DUMP"], "w") as f:
+            for r in results:
+                f.write(json.dumps({k: r.get(k) for k in ("id", "humans", "winner", "verdicts", "replies")}) + "\n")
     print("\n".join(lines))
     print(line)
 
