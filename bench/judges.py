@@ -24,6 +24,7 @@ import gzip
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -161,6 +162,7 @@ async def run_judge(items: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], 
     finally:
         await target.close()
         await rt.close()
+        shutil.rmtree(tmp, ignore_errors=True)
     return list(results), time.perf_counter() - t0
 
 
