@@ -175,3 +175,10 @@ scale-tools:
 # default 1800; SCALE_SECONDS sets each phase's load).
 bench-scale: install-dev scale-tools
 	$(PY) bench/scale.py
+
+# LLM judge validation: agreement of the pairwise judge with human labels (PRD Vicuna-80 and LFQA experts from
+# ../shared/data/preference or $$PORTICO_DATA), MT-Bench-style, with position-swap consistency. The local model
+# judges by default; JUDGE_BASE_URL/JUDGE_MODEL/JUDGE_API_KEY use any OpenAI-compatible model; JUDGES_N pairs.
+.PHONY: bench-judges
+bench-judges: install-dev
+	$(PY) bench/judges.py

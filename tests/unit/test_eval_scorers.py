@@ -100,6 +100,21 @@ def test_judge_reply_parsing() -> None:
     assert parse_verdict("no verdict") is None
 
 
+def test_verdict_parsing_of_small_model_replies() -> None:
+    """SmolLM2-135M writes [A] rather than [[A]], echoes the instruction's three markers, or lists them all."""
+    assert parse_verdict("[A]\n\nThe first answer is more detailed.") == "A"
+    assert parse_verdict("Verdict: [ B ]") == "B" and parse_verdict("[C]") == "tie"
+    assert parse_verdict('"[[A]]" if assistant A is better, "[[B]]" if B, "[[C]]" for a tie') is None
+    assert parse_verdict("[A]\n\nThe answer is:\n\n[B]\n\n[C]") is None
+    assert parse_verdict("[A] looks fine but overall [[B]]") == "B"  # the double-bracket verdict wins
+    assert parse_verdict("[The start of assistant A's answer]\n[Criteria]") is None
+    judge = PairwiseJudge(PairwiseSpec(model="j", variants=["x", "y"]), None)  # type: ignore[arg-type]
+    msgs = judge.messages(item(), "one", "two")
+    # the request for a verdict closes the prompt: with only the system prompt asking, small models went on
+    # writing an answer after "[The end of assistant B's answer]"
+    assert msgs[1]["content"].rstrip().endswith("[[A]], [[B]] or [[C]] for a tie.")
+
+
 async def test_pointwise_judge_normalises_and_records_failures() -> None:
     replies = iter(["[[5]] great", "I cannot rate"])
 

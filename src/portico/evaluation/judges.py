@@ -19,6 +19,7 @@ JudgeCall = Callable[[str, list[dict[str, Any]], int], Awaitable[str]]  # (model
 _SCORE = re.compile(r"(?:score|rating)\s*(?:[:=]|is)?\s*\[*\s*(\d+(?:\.\d+)?)", re.I)
 _BRACKETED = re.compile(r"\[\[\s*(\d+(?:\.\d+)?)\s*\]\]")
 _VERDICT = re.compile(r"\[\[\s*([ABC])\s*\]\]")
+_VERDICT_SINGLE = re.compile(r"(?<!\[)\[\s*([ABC])\s*\](?!\])")  # [A]: what small models write instead
 _MAX_REPLY = 600  # characters of a judge's reply kept with the result
 
 
@@ -81,12 +82,16 @@ class PointwiseJudge:
 
 
 def parse_verdict(reply: str) -> str | None:
-    """'A', 'B' or 'tie' from an MT-Bench style reply ([[A]], [[B]], [[C]] for a tie)."""
-    found = _VERDICT.findall(reply)
-    if not found:
-        return None
-    v = found[-1]
-    return "tie" if v == "C" else v
+    """'A', 'B' or 'tie' from an MT-Bench style reply ([[A]], [[B]], [[C]] for a tie; [A] when there is no [[…]]).
+    A reply naming more than one verdict (an echo of the instructions, or a list) has none."""
+    for rx in (_VERDICT, _VERDICT_SINGLE):
+        found = set(rx.findall(reply))
+        if found:
+            if len(found) > 1:
+                return None
+            v = found.pop()
+            return "tie" if v == "C" else v
+    return None
 
 
 class PairwiseJudge:
@@ -102,7 +107,9 @@ class PairwiseJudge:
                   'better, and "[[C]]" for a tie.')  # fmt: skip
         user = (f"[Criteria]\n{self.spec.rubric}\n\n[User question]\n{_question(item)}{_reference(item)}\n\n"
                 f"[The start of assistant A's answer]\n{first}\n[The end of assistant A's answer]\n\n"
-                f"[The start of assistant B's answer]\n{second}\n[The end of assistant B's answer]")  # fmt: skip
+                f"[The start of assistant B's answer]\n{second}\n[The end of assistant B's answer]\n\n"
+                "Which assistant answered better? Give a short reason, then your verdict: [[A]], [[B]] or [[C]] "
+                "for a tie.")  # fmt: skip
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
     async def compare(self, item: Item, a: Outcome, b: Outcome) -> tuple[str, dict[str, Any]]:
