@@ -209,6 +209,7 @@ class Runtime:
         self.feedback.start()
         self.purger.start()  # retention: old traces and usage rows deleted in small batches (storage.retention)
         await self.tools.start()  # MCP servers connect here; one that is down is reported, not fatal
+        self.approvals.start()
         await self.approvals.recover()  # approved actions a crash left unstarted run; lost calls become unknown
 
     async def start(self) -> None:

@@ -111,9 +111,9 @@ class ApprovalQueue:
     async def record_call(self, outcome: Any, ctx: ToolContext, via: str) -> None:
         """Audit one tool call (any tool, any path: agent runs, /mcp, the CLI): who, which tool, the arguments'
         hash, the outcome — never the arguments themselves, which may hold secrets."""
-        await self.store.audit(f"call:{via}", outcome.tool, actor=ctx.caller.get("key"),
-                               approval_id=outcome.approval_id, request_id=ctx.request_id,
-                               arguments=outcome.arguments, status=outcome.status)  # fmt: skip
+        self.store.audit_soon(f"call:{via}", outcome.tool, actor=ctx.caller.get("key"),
+                              approval_id=outcome.approval_id, request_id=ctx.request_id,
+                              arguments=outcome.arguments, status=outcome.status)  # fmt: skip
 
     # ---- decisions -----------------------------------------------------------------------------------
 
@@ -242,9 +242,13 @@ class ApprovalQueue:
         except httpx.HTTPError as e:
             log.warning("approval webhook failed", extra={"approval": row["id"], "error": str(e)[:200]})
 
+    def start(self) -> None:
+        self.store.calls.start()  # the call audit's batch writer
+
     async def close(self) -> None:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.store.calls.close()  # every queued call audit row is written
         if self._http is not None:
             await self._http.aclose()
 
