@@ -38,6 +38,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.gateway_compare import baseline_lines, drop_baseline, workers_lines  # noqa: E402
 from tests.support import VENV_BIN, free_port, running  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
@@ -222,40 +223,6 @@ def systems(tmp: Path, upstream: str) -> list[System]:
         out.append(System(f"Portico at {rev} (BENCH_BASELINE={BASELINE}), default config", baseline, "/readyz",
                           setup=portico_key))
     return out
-
-
-def workers_lines(one: System, two: System) -> list[str]:
-    lo, hi = CONCURRENCIES
-    rows = ["## --workers 2 vs 1 (state on Redis, both on CPUs 0-1 with nginx and wrk)", "",
-            "| concurrency | 1 worker req/s | 2 workers req/s | scaling |", "|---|---|---|---|"]
-    for c in (lo, hi):
-        a, b = med([r.rps for r in one.runs[c]]), med([r.rps for r in two.runs[c]])
-        rows.append(f"| c={c} | {a:.0f} | {b:.0f} | {b / a:.2f}x |")
-    rows += ["", "Goal (issue 30): ≥ 1.8x at 2 workers on 2 cores. On this machine the load generator and nginx need a "
-             "core's share too, so the ceiling here is below 2x."]
-    return rows
-
-
-def drop_baseline(tmp: Path) -> None:
-    if (tmp / "baseline").exists():
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tmp / "baseline")], check=False)
-
-
-def baseline_lines(portico: System, base: System) -> list[str]:
-    """The current tree against the baseline revision, both in their default config, same run."""
-    lo, hi = CONCURRENCIES
-    rows = ["## Against the baseline revision (same run)", "", "| measure | this tree | baseline | ratio |",
-            "|---|---|---|---|"]
-    for c in (lo, hi):
-        a, b = med([r.rps for r in portico.runs[c]]), med([r.rps for r in base.runs[c]])
-        rows.append(f"| req/s at c={c} | {a:.0f} | {b:.0f} | {a / b:.2f} |")
-        a, b = med([r.p50_ms for r in portico.runs[c]]), med([r.p50_ms for r in base.runs[c]])
-        rows.append(f"| p50 ms at c={c} | {a:.2f} | {b:.2f} | {a / b:.2f} |")
-    a, b = med([r.ttfb_p50_ms for r in portico.streams]), med([r.ttfb_p50_ms for r in base.streams])
-    rows.append(f"| first event p50 ms | {a:.2f} | {b:.2f} | {a / b:.2f} |")
-    per_round = ", ".join(f"{x.rps / y.rps:.2f}" for x, y in zip(portico.runs[hi], base.runs[hi], strict=True))
-    rows += ["", f"Per-round req/s ratio at c={hi} (this tree / baseline): {per_round}."]
-    return rows
 
 
 def nginx_cmd(tmp: Path, port: int) -> list[str]:
@@ -635,9 +602,9 @@ def main() -> None:
     drop_baseline(tmp)
     text = report(everything, direct, info, goals(sut[1], sut[0], sut[3], direct)).rstrip("\n") + "\n\n"
     if WORKERS:
-        text += "\n".join(workers_lines(sut[4], sut[5])) + "\n\n"
+        text += "\n".join(workers_lines(sut[4], sut[5], CONCURRENCIES)) + "\n\n"
     if BASELINE:
-        text += "\n".join(baseline_lines(sut[1], sut[-1])) + "\n\n"
+        text += "\n".join(baseline_lines(sut[1], sut[-1], CONCURRENCIES)) + "\n\n"
     text += summary(sut[1], sut[0], sut[3], direct) + "\n"
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(text)
