@@ -33,8 +33,10 @@ def _count(steps: list[dict[str, Any]]) -> int:
     """Steps in a graph, counting those inside arms, loops, calls and parallel groups."""
     n = 0
     for s in steps:
-        inner = [st for a in s.get("arms", []) for st in a["steps"]] + s.get("steps", [])
-        n += _count(inner) if inner or s["kind"] in ("branch", "loop", "call", "parallel") else 1
+        if s["kind"] == "step":
+            n += 1
+        else:  # a construct counts the steps inside it (a branch's arms, the body of a loop, call or group)
+            n += _count([st for a in s.get("arms", []) for st in a["steps"]] + s.get("steps", []))
     return n
 
 
